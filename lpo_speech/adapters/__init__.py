@@ -1,0 +1,21 @@
+"""Model adapters: how a track's model turns a batch of preference pairs into sequence log-probs.
+
+An adapter exposes a `PairModel` (an `nn.Module` whose forward returns `SeqLogps` for chosen and
+rejected in one pass, so DDP wraps one forward per step) and the track-specific encoding of pair
+records into tensors. The trainer knows nothing else about the model.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from lpo_speech.adapters.base import Adapter, PairModel, SeqLogps
+
+__all__ = ["Adapter", "PairModel", "SeqLogps", "load_adapter"]
+
+
+def load_adapter(model_cfg) -> Adapter:
+    from lpo_speech.config import ADAPTERS
+
+    module, _, name = ADAPTERS[model_cfg.adapter].partition(":")
+    return getattr(importlib.import_module(module), name)(model_cfg)

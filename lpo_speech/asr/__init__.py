@@ -1,0 +1,1 @@
+"""asr package of lpo-speech."""

@@ -1,0 +1,112 @@
+"""Training checkpoints in safetensors: model, optimizer, scheduler and RNG state; no pickle.
+
+Layout: <run>/checkpoints/step-000120/{model.safetensors, optimizer.safetensors, rng-rank<r>.safetensors,
+state.json}. A checkpoint is written into a temporary folder and renamed, so a kill mid-save leaves
+the previous one intact; `latest()` only sees complete ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, state in sd["state"].items():
+        for k, v in state.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v
+    for key, v in meta["scalars"].items():
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    out = {"torch": torch.get_rng_state(),
+           "numpy": torch.from_numpy(np.frombuffer(json.dumps(_np_state()).encode(), dtype=np.uint8).copy()),
+           "python": torch.from_numpy(np.frombuffer(json.dumps(random.getstate()).encode(), dtype=np.uint8).copy())}
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state()
+    return out
+
+
+def _np_state() -> list:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return [name, keys.tolist(), pos, has_gauss, cached]
+
+
+def set_rng_state(t: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(t["torch"])
+    name, keys, pos, has_gauss, cached = json.loads(bytes(t["numpy"].numpy()).decode())
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    py = json.loads(bytes(t["python"].numpy()).decode())
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in t and torch.cuda.is_available():
+        torch.cuda.set_rng_state(t["cuda"])
+
+
+def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, opt: torch.optim.Optimizer,
+                    sched: Any, *, rank: int, world: int, keep: int) -> Path:
+    """Every rank writes its RNG state; rank 0 writes the rest, then renames. Call on all ranks
+    with a barrier after (the trainer does)."""
+    final = run_dir / "checkpoints" / f"step-{step:06d}"
+    tmp = final.with_name(final.name + ".tmp")
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    from lpo_speech.distributed import barrier
+
+    barrier()
+    save_file(rng_state(), str(tmp / f"rng-rank{rank}.safetensors"))
+    barrier()
+    if rank == 0:
+        save_model(model, str(tmp / "model.safetensors"))
+        tensors, meta = _optimizer_tensors(opt)
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        (tmp / "state.json").write_text(json.dumps(
+            {"step": step, "world": world, "optimizer": meta, "scheduler": sched.state_dict()}))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in sorted((run_dir / "checkpoints").glob("step-??????"))[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    barrier()
+    return final
+
+
+def latest(run_dir: Path) -> Path | None:
+    found = sorted((run_dir / "checkpoints").glob("step-??????"))
+    return found[-1] if found else None
+
+
+def load_checkpoint(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, *,
+                    rank: int, device: torch.device) -> int:
+    """Restore everything saved by `save_checkpoint`; returns the step to continue from."""
+    load_model(model, str(ckpt / "model.safetensors"), device=str(device))
+    state = json.loads((ckpt / "state.json").read_text())
+    _restore_optimizer(opt, load_file(str(ckpt / "optimizer.safetensors"), device=str(device)), state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    rng_file = ckpt / f"rng-rank{rank}.safetensors"
+    if rng_file.exists():  # a resume on a different world size cannot restore per-rank RNG exactly
+        set_rng_state(load_file(str(rng_file)))
+    return int(state["step"])

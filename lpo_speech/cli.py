@@ -1,0 +1,50 @@
+"""`lpo-speech` command line: one subcommand per stage.
+
+Each command lives in its own module with `HELP`, `add_arguments(parser)` and `run(args) -> int`;
+command modules import heavy libraries inside `run`, so listing commands stays fast, and only the
+module of the command asked for is imported to run it. A `UserError` anywhere becomes one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from lpo_speech.errors import UserError
+
+# name -> module; keep sorted by pipeline order.
+COMMANDS: dict[str, str] = {
+    "ref-logps": "lpo_speech.commands.ref_logps",
+    "train": "lpo_speech.commands.train",
+    "make-asr-data": "lpo_speech.commands.make_asr_data",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lpo-speech", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    argv = sys.argv[1:] if argv is None else argv
+    # Only import the module of the command asked for (plus cheap help for the rest).
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    for name, modname in COMMANDS.items():
+        if name == wanted or wanted not in COMMANDS:  # bare `--help` lists every command's line
+            mod = importlib.import_module(modname)
+            p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+            mod.add_arguments(p)
+            p.set_defaults(_run=mod.run)
+        else:
+            sub.add_parser(name)
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

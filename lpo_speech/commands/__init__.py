@@ -1,0 +1,1 @@
+"""CLI subcommands: one module per `lpo-speech` command (see lpo_speech.cli)."""

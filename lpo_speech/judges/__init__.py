@@ -1,0 +1,1 @@
+"""judges package of lpo-speech."""

@@ -1,0 +1,164 @@
+"""Sequence log-probabilities without a full float32 [batch, length, vocab] log-softmax.
+
+Preference training needs, per sequence, sum_t log pi(y_t | ...) over the response tokens only.
+The naive path materializes logits and log-softmax for every position (2 x B x T x V floats: at
+V = 65,536 and T = 2,048 that is 1 GB per sequence pair). Here:
+
+* only response positions are projected to the vocabulary (prompt and padding positions are skipped);
+* the projection runs in row chunks; each chunk keeps only its log-sum-exp and target logit;
+* backward recomputes each chunk's logits (one extra matmul) instead of storing them, so peak memory
+  is one chunk of logits, in forward and in backward.
+
+Multi-codebook codec LMs: every response token carries a codebook slot (0..K-1). Reductions:
+  "flat"  one stream: sum over all tokens; averaging divides by the number of tokens
+          (CosyVoice, Llasa, Orpheus);
+  "sum"   sum over codebooks: same sum, averaging divides by the number of frames = tokens / K
+          (NeMo, ESPnet);
+  "first" first codebook only: tokens of slot 0; averaging divides by the number of frames (veRL-omni).
+"""
+
+from __future__ import annotations
+
+import torch
+
+Tensor = torch.Tensor
+CODEBOOK_REDUCTIONS = ("flat", "sum", "first")
+# Elements of fp32 logits held at once (32M floats = 128 MB); rows per chunk = this // vocab.
+DEFAULT_CHUNK_ELEMS = 1 << 25
+
+
+class _LinearTokenLogps(torch.autograd.Function):
+    """log softmax(hidden @ weight.T + bias)[target] for N rows, chunked, recomputing in backward."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, chunk):
+        w_dtype, b_dtype = weight.dtype, (bias.dtype if bias is not None else None)
+        n = hidden.shape[0]
+        weight = weight.to(hidden.dtype)  # bf16 hidden under autocast: project in bf16, reduce in fp32
+        bias = bias.to(hidden.dtype) if bias is not None else None
+        out = torch.empty(n, dtype=torch.float32, device=hidden.device)
+        lse = torch.empty(n, dtype=torch.float32, device=hidden.device)
+        for s in range(0, n, chunk):
+            logits = _chunk_logits(hidden[s : s + chunk], weight, bias)
+            lse[s : s + chunk] = torch.logsumexp(logits, dim=-1)
+            out[s : s + chunk] = logits.gather(1, targets[s : s + chunk, None]).squeeze(1) - lse[s : s + chunk]
+        ctx.save_for_backward(hidden, weight, bias, targets, lse)
+        ctx.chunk = chunk
+        ctx.param_dtypes = (w_dtype, b_dtype)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        hidden, weight, bias, targets, lse = ctx.saved_tensors
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
+        grad_b = torch.zeros_like(bias, dtype=torch.float32) if (need_b and bias is not None) else None
+        for s in range(0, hidden.shape[0], ctx.chunk):
+            h = hidden[s : s + ctx.chunk]
+            g = grad_out[s : s + ctx.chunk].float()
+            # d logp_t / d logits = onehot(target) - softmax; scaled by the incoming gradient.
+            grad_logits = torch.exp(_chunk_logits(h, weight, bias) - lse[s : s + ctx.chunk, None])
+            grad_logits.mul_(-g[:, None])
+            grad_logits.scatter_add_(1, targets[s : s + ctx.chunk, None], g[:, None])
+            grad_logits = grad_logits.to(h.dtype)
+            if need_h:
+                grad_h[s : s + ctx.chunk] = grad_logits @ weight
+            if need_w:
+                grad_w.add_(grad_logits.t() @ h)
+            if grad_b is not None:
+                grad_b.add_(grad_logits.float().sum(0))
+        grad_w = grad_w.to(ctx.param_dtypes[0]) if grad_w is not None else None
+        grad_b = grad_b.to(ctx.param_dtypes[1]) if grad_b is not None else None
+        return grad_h, grad_w, grad_b, None, None
+
+
+def _chunk_logits(h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    logits = h @ weight.t()
+    if bias is not None:
+        logits = logits + bias
+    return logits.float()
+
+
+def linear_token_logps(
+    hidden: Tensor,
+    weight: Tensor,
+    targets: Tensor,
+    bias: Tensor | None = None,
+    *,
+    chunk_elems: int = DEFAULT_CHUNK_ELEMS,
+) -> Tensor:
+    """Token log-probs [N] (float32) of `targets` [N] under softmax(hidden [N, H] @ weight.T [+ bias])."""
+    chunk = max(1, chunk_elems // weight.shape[0])
+    return _LinearTokenLogps.apply(hidden, weight, bias, targets, chunk)
+
+
+def logits_token_logps(logits: Tensor, targets: Tensor, *, chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> Tensor:
+    """Token log-probs from given logits [N, V] (for models whose heads we cannot fuse), chunked so the
+    float32 copy of the log-softmax is never whole."""
+    chunk = max(1, chunk_elems // logits.shape[-1])
+    parts = []
+    for s in range(0, logits.shape[0], chunk):
+        lg = logits[s : s + chunk].float()
+        parts.append(lg.gather(1, targets[s : s + chunk, None]).squeeze(1) - torch.logsumexp(lg, dim=-1))
+    return torch.cat(parts) if parts else logits.new_zeros(0, dtype=torch.float32)
+
+
+def reduce_sequences(
+    token_logps: Tensor,
+    seq_index: Tensor,
+    num_seqs: int,
+    *,
+    average: bool,
+    slots: Tensor | None = None,
+    num_codebooks: int = 1,
+    codebook_reduction: str = "flat",
+) -> tuple[Tensor, Tensor]:
+    """Per-sequence log-prob [num_seqs] and token count from packed token log-probs.
+
+    `seq_index[i]` names the sequence of token i; `slots[i]` its codebook (None = single stream).
+    Returns `(logps, n_tokens)`, with `logps` summed or averaged as described in the module docstring.
+    """
+    if codebook_reduction not in CODEBOOK_REDUCTIONS:
+        raise ValueError(f"codebook_reduction must be one of {CODEBOOK_REDUCTIONS}, got {codebook_reduction!r}")
+    if codebook_reduction == "first" and slots is not None:
+        keep = slots == 0
+        token_logps, seq_index = token_logps[keep], seq_index[keep]
+    sums = token_logps.new_zeros(num_seqs).index_add(0, seq_index, token_logps)
+    n_tokens = torch.bincount(seq_index, minlength=num_seqs).to(token_logps.dtype)
+    if not average:
+        return sums, n_tokens
+    denom = n_tokens
+    if codebook_reduction == "sum" and slots is not None:
+        denom = n_tokens / num_codebooks  # frames
+    return sums / denom.clamp(min=1), n_tokens
+
+
+def masked_sequence_logps(
+    token_logps: Tensor,
+    mask: Tensor,
+    *,
+    average: bool,
+    codebook_reduction: str = "flat",
+    num_codebooks: int = 1,
+) -> Tensor:
+    """Dense variant: token_logps [B, L] (or [B, L, K] for parallel codebook heads) and mask [B, L]."""
+    if token_logps.dim() == 3:
+        b, l, k = token_logps.shape
+        slots = torch.arange(k, device=token_logps.device).expand(b, l, k)[mask]
+        seq_index = torch.arange(b, device=token_logps.device)[:, None, None].expand(b, l, k)[mask]
+        logps, _ = reduce_sequences(
+            token_logps[mask].reshape(-1), seq_index.reshape(-1), b, average=average,
+            slots=slots.reshape(-1), num_codebooks=k, codebook_reduction=codebook_reduction,
+        )
+        return logps
+    seq_index = torch.arange(token_logps.shape[0], device=token_logps.device)[:, None].expand_as(mask)[mask]
+    slots = None
+    if num_codebooks > 1:  # flattened stream: slot = position within the response modulo K
+        pos = torch.cumsum(mask.long(), dim=1) - 1
+        slots = (pos % num_codebooks)[mask]
+    logps, _ = reduce_sequences(
+        token_logps[mask], seq_index, token_logps.shape[0], average=average, slots=slots,
+        num_codebooks=num_codebooks, codebook_reduction=codebook_reduction,
+    )
+    return logps

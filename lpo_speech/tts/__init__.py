@@ -1,0 +1,1 @@
+"""tts package of lpo-speech."""
