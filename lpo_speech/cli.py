@@ -15,6 +15,7 @@ from lpo_speech.errors import UserError
 
 # name -> module; keep sorted by pipeline order.
 COMMANDS: dict[str, str] = {
+    "import-whisper-ct2": "lpo_speech.commands.import_whisper_ct2",
     "ref-logps": "lpo_speech.commands.ref_logps",
     "train": "lpo_speech.commands.train",
     "make-asr-data": "lpo_speech.commands.make_asr_data",
@@ -35,7 +36,13 @@ def main(argv: list[str] | None = None) -> int:
             p.set_defaults(_run=mod.run)
         else:
             sub.add_parser(name)
-    args = parser.parse_args(argv)
+    # `key=value` overrides may follow flags (`train r.yaml --resume train.lr=1e-6`): collect strays.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args._run(args) or 0)
     except UserError as e:
