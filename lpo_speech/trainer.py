@@ -98,6 +98,8 @@ def train(recipe: TrainRecipe, *, resume: bool = False, quiet: bool = False) -> 
                             "or set train.out_dir to a new folder")
         run_dir.mkdir(parents=True, exist_ok=True)
         save_recipe(recipe, run_dir / "config.yaml")
+    if not Path(recipe.data.pairs).is_file():  # fail before the (slow) model load
+        raise UserError(f"{recipe.data.pairs}: no such file")
     seed_all(cfg.seed)
     use_bf16 = recipe.model.dtype == "bfloat16" or (recipe.model.dtype == "auto" and info.device.type == "cuda")
 

@@ -21,6 +21,9 @@ from lpo_speech.records import PreferencePair
 
 def load_pretrained(cls: Any, path: str, **kwargs: Any) -> Any:
     """from_pretrained with one clear line when the path is neither a local model nor reachable."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # our own bars show progress; weight loading is quick
     try:
         return cls.from_pretrained(path, **kwargs)
     except OSError as e:
