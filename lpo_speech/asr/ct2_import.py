@@ -91,6 +91,13 @@ def _np_dtype(path: Path, name: str, dtype_id: int) -> str:
     return "<u2" if _DTYPES[dtype_id] == "bfloat16" else "<" + np.dtype(_DTYPES[dtype_id]).str[1:]
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from e
+
+
 def _count_layers(v: dict[str, np.ndarray], prefix: str) -> int:
     return len({m.group(1) for k in v if (m := re.match(rf"{prefix}/layer_(\d+)/", k))})
 
@@ -152,9 +159,10 @@ def _build_tokenizer(src: Path, vocab: list[str]):
     from tokenizers import AddedToken
     from transformers import WhisperTokenizer
 
-    spec = json.loads((src / "tokenizer.json").read_text(encoding="utf-8"))
+    spec = _read_json(src / "tokenizer.json")
     specials = [t["content"] for t in sorted(spec.get("added_tokens", []), key=lambda t: t["id"]) if t["special"]]
-    tok = WhisperTokenizer(tokenizer_file=str(src / "tokenizer.json"), extra_special_tokens=specials[1:])
+    tok = WhisperTokenizer(tokenizer_file=str(src / "tokenizer.json"), extra_special_tokens=specials[1:],
+                           pad_token="<|endoftext|>")  # as in OpenAI's transformers checkpoints
     tok.add_tokens([AddedToken(t, normalized=False, special=False) for t in vocab[len(tok) :]])
     if tok.convert_ids_to_tokens(list(range(len(vocab)))) != vocab:
         raise UserError(f"{src}: tokenizer.json and vocabulary.txt disagree on token ids")
@@ -163,21 +171,32 @@ def _build_tokenizer(src: Path, vocab: list[str]):
 
 def import_whisper_ct2(src: str | Path, dst: str | Path) -> Path:
     """Convert the CT2 Whisper directory `src` into a transformers checkpoint + processor in `dst`."""
-    import torch
-    from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
-                              WhisperForConditionalGeneration, WhisperProcessor)
-
     src, dst = Path(src), Path(dst)
+    if not src.is_dir():
+        raise UserError(f"{src}: no such directory")
     for name in ("model.bin", "config.json", "vocabulary.txt", "tokenizer.json"):
         if not (src / name).is_file():
             raise UserError(f"{src}: not a CTranslate2 Whisper directory (no {name})")
     if dst.exists() and not dst.is_dir():
         raise UserError(f"{dst}: exists and is not a directory")
     v, aliases = read_ct2_model_bin(src / "model.bin")
-    ct2_cfg = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    ct2_cfg = _read_json(src / "config.json")
     vocab = (src / "vocabulary.txt").read_text(encoding="utf-8").splitlines()
-    ids = {t: i for i, t in enumerate(vocab)}
 
+    try:
+        return _convert(src, dst, v, aliases, ct2_cfg, vocab)
+    except KeyError as e:  # a variable, a config.json field or a special token the format promises
+        raise UserError(f"{src}: not a CTranslate2 Whisper model (missing {e.args[0]})") from e
+
+
+def _convert(src: Path, dst: Path, v: dict[str, np.ndarray], aliases: dict[str, str], ct2_cfg: dict,
+             vocab: list[str]) -> Path:
+    """The conversion proper: config from tensor shapes, weights as float32, processor, generation config."""
+    import torch
+    from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
+                              WhisperForConditionalGeneration, WhisperProcessor)
+
+    ids = {t: i for i, t in enumerate(vocab)}
     vocab_size, d_model = v["decoder/embeddings/weight"].shape
     if len(vocab) != vocab_size or vocab_size >= 51865:  # OpenAI: multilingual iff n_vocab >= 51865
         raise UserError(f"{src}: only English-only Whisper (vocab 51864) is supported, got {vocab_size}")
@@ -200,10 +219,7 @@ def import_whisper_ct2(src: str | Path, dst: str | Path) -> Path:
         suppress_tokens=ct2_cfg["suppress_ids"], begin_suppress_tokens=ct2_cfg["suppress_ids_begin"],
         activation_function="gelu", scale_embedding=False, tie_word_embeddings=True,
     )
-    try:
-        sd = ct2_to_hf_state_dict(v, n_enc, n_dec)
-    except KeyError as e:
-        raise UserError(f"{src}: model.bin lacks variable {e.args[0]}") from e
+    sd = ct2_to_hf_state_dict(v, n_enc, n_dec)
     with torch.device("meta"):
         model = WhisperForConditionalGeneration(config)
     state = {k: torch.from_numpy(a.astype(np.float32)) for k, a in sd.items()}
@@ -211,10 +227,12 @@ def import_whisper_ct2(src: str | Path, dst: str | Path) -> Path:
     model.load_state_dict(state, strict=True, assign=True)
     model.tie_weights()
     model.eval()
-    # English-only: no lang_to_id/task_to_id (CT2's lang_ids omit <|en|> and describe other models' tokens),
-    # so transformers' generate prompts exactly <|startoftranscript|><|notimestamps|> like faster-whisper.
+    # English-only: no lang_to_id/task_to_id (CT2's lang_ids start at <|zh|> and omit <|en|>; a language map
+    # would make generate detect a language), so the prompt is <|startoftranscript|><|notimestamps|> exactly
+    # as faster-whisper builds it.
     model.generation_config = GenerationConfig(
-        decoder_start_token_id=sot, bos_token_id=sot, eos_token_id=eot, pad_token_id=eot, max_length=config.max_target_positions,
+        decoder_start_token_id=sot, bos_token_id=sot, eos_token_id=eot, pad_token_id=eot,
+        max_length=config.max_target_positions,
         suppress_tokens=ct2_cfg["suppress_ids"], begin_suppress_tokens=ct2_cfg["suppress_ids_begin"],
         no_timestamps_token_id=no_ts, prev_sot_token_id=ids["<|startofprev|>"], is_multilingual=False,
         return_timestamps=False, max_initial_timestamp_index=50, alignment_heads=ct2_cfg.get("alignment_heads"),
