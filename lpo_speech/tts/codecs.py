@@ -16,8 +16,9 @@ Each codec2 frame is a fixed number of bits, packed MSB first into bytes. Slots 
 * 700C (28 bits / 40 ms): the field layout of `codec2_encode_700c` in codec2.c, which packs, in this
   order, spectral VQ stage 1 (9 bits), VQ stage 2 (9), energy (4), log Wo + voicing (6; index 0 =
   unvoiced), then 4 zero padding bits. Slots keep that bit order: sizes (512, 512, 16, 64), 25 frames/s
-  x 4 = 100 tokens/s, vocab_size 1104. (A vocabulary of 1152 = 512+512+64+64 would need a 6-bit
-  energy field, i.e. 30 bits: that does not match the source.)
+  x 4 = 100 tokens/s, vocab_size 1104. A figure of 1152 is NOT the codec's: as fields it would need
+  512+512+64+64 (a 6-bit energy, 30 bits); it is 1104 rounded up to a multiple of 64 (18 x 64), i.e.
+  a padded LM vocabulary. Verified against libcodec2 itself in tests/tts/test_codecs.py.
 * other modes: one slot per byte of the packed frame (the last slot is narrower when the frame is not a
   whole number of bytes, e.g. 1300 = 52 bits -> 6 x 256 + 1 x 16). The fields of these modes cross
   byte boundaries, so byte slots are a plain, lossless re-packing rather than parameters.
@@ -229,6 +230,8 @@ def _load_hf_model(path: str, device: str):
     from transformers import AutoConfig, AutoModel
 
     local = Path(path).expanduser()
+    if not local.exists() and path.startswith(("/", ".", "~")):
+        raise UserError("no such codec directory", where=str(path))
     if local.exists() and not (local / "config.json").is_file():
         raise UserError("no config.json: not a transformers codec checkpoint", where=str(path))
     try:
@@ -327,10 +330,10 @@ def make_codec(spec: str | dict) -> Codec:
         spec = {"type": kind, ("mode" if kind == "codec2" else "path"): arg} if arg else {"type": kind}
     spec = dict(spec)
     kind = spec.pop("type", None)
-    if kind == "codec2":
-        return Codec2Codec(**spec)
-    if kind == "hf":
-        if "path" not in spec:
-            raise UserError("codec type 'hf' needs a 'path'", where="codec")
-        return HFCodec(spec.pop("path"), **spec)
-    raise UserError(f"unknown codec type {kind!r}; expected 'codec2' or 'hf'", where="codec")
+    cls = {"codec2": Codec2Codec, "hf": HFCodec}.get(kind)
+    if cls is None:
+        raise UserError(f"unknown codec type {kind!r}; expected 'codec2' or 'hf'", where="codec.type")
+    try:
+        return cls(**spec)
+    except TypeError as e:
+        raise UserError(f"bad options for {kind} codec: {e}", where="codec") from None
