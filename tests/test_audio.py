@@ -1,0 +1,76 @@
+"""load_audio / save_wav / duration on real files, including every bad-input case a user hits."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from lpo_speech.audio import duration, load_audio, save_wav
+from lpo_speech.errors import UserError
+
+
+def _tone(sr: int, seconds: float = 0.5) -> np.ndarray:
+    t = np.arange(int(sr * seconds)) / sr
+    return (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+
+
+def test_save_load_roundtrip_pcm16(tmp_path):
+    path = tmp_path / "sub" / "a.wav"
+    save_wav(path, _tone(16000), 16000)
+    assert sf.info(str(path)).subtype == "PCM_16"
+    audio = load_audio(path, sample_rate=16000)
+    assert audio.dtype == np.float32 and audio.shape == (8000,)
+    assert np.max(np.abs(audio - _tone(16000))) < 1e-3  # PCM16 quantization only
+    assert duration(path) == pytest.approx(0.5)
+    assert os.listdir(path.parent) == ["a.wav"]  # no temp file left behind
+
+
+def test_save_wav_clips_instead_of_wrapping(tmp_path):
+    save_wav(tmp_path / "loud.wav", np.array([2.0, -2.0, 0.5], dtype=np.float32), 16000)
+    audio = load_audio(tmp_path / "loud.wav", sample_rate=16000)
+    assert audio[0] > 0.99 and audio[1] < -0.99 and audio[2] == pytest.approx(0.5, abs=1e-4)
+
+
+def test_resample_on_request(tmp_path):
+    sf.write(tmp_path / "a8k.wav", _tone(8000), 8000, subtype="PCM_16")
+    audio = load_audio(tmp_path / "a8k.wav", sample_rate=16000, resample=True)
+    assert audio.dtype == np.float32 and abs(len(audio) - 8000) <= 2
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(UserError, match=r"nope\.wav.*not found"):
+        load_audio(tmp_path / "nope.wav", sample_rate=16000)
+
+
+def test_corrupt_file(tmp_path):
+    bad = tmp_path / "noise.wav"
+    bad.write_bytes(np.random.default_rng(0).bytes(4000))
+    with pytest.raises(UserError, match=r"noise\.wav: cannot read audio") as e:
+        load_audio(bad, sample_rate=16000)
+    assert "\n" not in str(e.value)
+
+
+def test_wrong_sample_rate_names_both_rates(tmp_path):
+    sf.write(tmp_path / "a8k.wav", _tone(8000), 8000)
+    with pytest.raises(UserError, match=r"a8k\.wav: sample rate 8000 Hz, expected 16000 Hz"):
+        load_audio(tmp_path / "a8k.wav", sample_rate=16000)
+
+
+def test_stereo(tmp_path):
+    sf.write(tmp_path / "st.wav", np.stack([_tone(16000)] * 2, axis=1), 16000)
+    with pytest.raises(UserError, match=r"st\.wav: expected mono audio, found 2 channels"):
+        load_audio(tmp_path / "st.wav", sample_rate=16000)
+
+
+def test_empty(tmp_path):
+    sf.write(tmp_path / "empty.wav", np.zeros(0, dtype=np.float32), 16000)
+    with pytest.raises(UserError, match=r"empty\.wav: audio is empty"):
+        load_audio(tmp_path / "empty.wav", sample_rate=16000)
+
+
+def test_where_prefixes_message(tmp_path):
+    with pytest.raises(UserError, match=r"^data/train\.jsonl:3: .*x\.wav: audio file not found$"):
+        load_audio(tmp_path / "x.wav", sample_rate=16000, where="data/train.jsonl:3")
