@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "import-whisper-ct2": "lpo_speech.commands.import_whisper_ct2",
     "ref-logps": "lpo_speech.commands.ref_logps",
     "train": "lpo_speech.commands.train",
+    "eval": "lpo_speech.commands.eval",
     "make-asr-data": "lpo_speech.commands.make_asr_data",
 }
 

@@ -34,6 +34,9 @@ class ModelConfig:
     gradient_checkpointing: bool = False
     num_codebooks: int = 1  # tokens per codec frame in the response stream
     codebook_reduction: str = "flat"  # flat | sum | first (see lpo_speech.logps)
+    language: str | None = None  # whisper: multilingual models' language token (e.g. en); None for *.en
+    task: str | None = None  # whisper: transcribe | translate; None for *.en
+    freeze_encoder: bool = False  # whisper: train the decoder only; encoder states computed once per audio
 
     def validate(self) -> None:
         _need(self.adapter in ADAPTERS, "model.adapter", f"one of {sorted(ADAPTERS)}")
@@ -41,6 +44,9 @@ class ModelConfig:
         _need(self.num_codebooks >= 1, "model.num_codebooks", "must be >= 1")
         _need(self.codebook_reduction in CODEBOOK_REDUCTIONS, "model.codebook_reduction",
               f"one of {list(CODEBOOK_REDUCTIONS)}")
+        _need(self.adapter == "whisper" or (self.language is None and self.task is None and not self.freeze_encoder),
+              "model.language/task/freeze_encoder", "only for the whisper adapter")
+        _need(self.task in (None, "transcribe", "translate"), "model.task", "transcribe or translate")
 
 
 ADAPTERS = {"causal_lm": "lpo_speech.adapters.causal_lm:CausalLMAdapter",
@@ -75,6 +81,7 @@ class LossConfig:
         _need(self.gamma >= 0, "loss.gamma", "must be >= 0")
         _need(0 <= self.label_smoothing < 0.5, "loss.label_smoothing", "must be in [0, 0.5)")
         _need(self.sft_weight >= 0, "loss.sft_weight", "must be >= 0")
+        _need(self.type != "sft" or self.sft_weight > 0, "loss.sft_weight", "must be > 0 for loss.type sft")
 
 
 @dataclass

@@ -17,6 +17,8 @@ sequence log-probability of the response:
     ipo              (x1 - x2 - m)**2
     kto_pair         KLc = mean(x1).clamp(min=0), KLr = mean(x2).clamp(min=0) over the batch;
                      the 2B values 1 - sigmoid(beta*(x1 - KLr)) and 1 - sigmoid(beta*(KLc - x2))
+    sft              0: no preference term; with loss.sft_weight > 0 the trainer then runs plain SFT
+                     on the chosen responses (the honest baseline when the chosen side is gold)
 
 Added to every pair: the positive regularizer gamma * relu(-x1) (keeps the chosen log-prob from
 falling below the reference; off at gamma 0). The optional NLL ("sft") term on the chosen response,
@@ -88,6 +90,10 @@ def _kto_pair(x1: Tensor, x2: Tensor, *, beta: float, **_) -> Tensor:
     return torch.cat([chosen, rejected], dim=0)
 
 
+def _sft(x1: Tensor, x2: Tensor, **_) -> Tensor:
+    return torch.zeros_like(x1)
+
+
 LOSSES: dict[str, Callable[..., Tensor]] = {
     "lpo": _lpo,
     "lpo-r": _lpo_r,
@@ -97,6 +103,7 @@ LOSSES: dict[str, Callable[..., Tensor]] = {
     "hinge": _hinge,
     "ipo": _ipo,
     "kto_pair": _kto_pair,
+    "sft": _sft,
 }
 
 

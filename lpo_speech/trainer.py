@@ -53,7 +53,7 @@ def load_pairs(recipe: TrainRecipe, adapter) -> tuple[list[dict], list[Preferenc
             if mode is not None and mode != want_mode:
                 raise UserError(f"reference log-probs were computed as {mode!r} but this recipe reduces as "
                                 f"{want_mode!r} (loss.average_logps / model.codebook_reduction)", where=where)
-        item = adapter.encode(pair, where)
+        item = adapter.encode(pair, where, Path(recipe.data.pairs).parent)
         if adapter.length(item) > recipe.data.max_length:
             too_long += 1
             continue

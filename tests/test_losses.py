@@ -49,7 +49,12 @@ def test_kto_pair_values():
 
 
 def test_every_registered_type_is_tested():
-    assert set(LOSSES) == {"lpo", "lpo-r", "lpo-ste", "lpo-ste-dynamic", "sigmoid", "hinge", "ipo", "kto_pair"}
+    assert set(LOSSES) == {"lpo", "lpo-r", "lpo-ste", "lpo-ste-dynamic", "sigmoid", "hinge", "ipo", "kto_pair", "sft"}
+
+
+def test_sft_has_no_preference_term():
+    x1, x2, losses, _ = run([0.5], [-0.25], loss_type="sft", beta=0.5)
+    assert losses.item() == 0.0
 
 
 def test_regularizer_added_only_below_zero():

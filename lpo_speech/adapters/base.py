@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from lpo_speech.logps import linear_token_logps, reduce_sequences
 from lpo_speech.records import PreferencePair
 
 
@@ -32,8 +33,9 @@ class Adapter(Protocol):
     def load(self, path: str, device: torch.device) -> PairModel:
         """Load the model at `path` (local dir or hub id) wrapped as a PairModel on `device`."""
 
-    def encode(self, pair: PreferencePair, where: str) -> dict[str, Any]:
-        """Turn one pair record into model inputs (token ids, audio features); errors name `where`."""
+    def encode(self, pair: PreferencePair, where: str, base_dir: Path) -> dict[str, Any]:
+        """Turn one pair record into model inputs (token ids, audio path); errors name `where`;
+        relative audio paths are relative to `base_dir` (the pair file's folder)."""
 
     def length(self, item: dict[str, Any]) -> int:
         """Length used for bucketing and the max_length filter."""
@@ -43,3 +45,39 @@ class Adapter(Protocol):
 
     def save(self, model: PairModel, out_dir: Path) -> None:
         """Save the trained model so `load(out_dir)` and the track's tools can read it."""
+
+
+def response_logps(hidden: torch.Tensor, ids: torch.Tensor, response_mask: torch.Tensor, head: nn.Module, *,
+                   average: bool, num_codebooks: int = 1, codebook_reduction: str = "flat",
+                   response_pos: torch.Tensor | None = None) -> SeqLogps:
+    """SeqLogps from decoder states [2B, L, H] of rows (chosen..., rejected...) and their ids.
+
+    Position t predicts token t+1, so keep (hidden[t], ids[t+1]) where t+1 is a response token; only
+    those rows reach the vocabulary projection, chunked (lpo_speech.logps)."""
+    sel = response_mask[:, 1:]
+    rows = torch.arange(ids.shape[0], device=ids.device)[:, None].expand_as(sel)[sel]
+    tok = linear_token_logps(hidden[:, :-1][sel], head.weight, ids[:, 1:][sel], getattr(head, "bias", None))
+    slots = response_pos[:, 1:][sel] % num_codebooks if num_codebooks > 1 and response_pos is not None else None
+    n = ids.shape[0]
+    logps, _ = reduce_sequences(tok, rows, n, average=average, slots=slots, num_codebooks=num_codebooks,
+                                codebook_reduction=codebook_reduction)
+    mean_logp, _ = reduce_sequences(tok, rows, n, average=True)
+    b = n // 2
+    return SeqLogps(chosen=logps[:b], rejected=logps[b:], chosen_nll=-mean_logp[:b])
+
+
+def pad_rows(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad (prompt, response) id lists into input_ids, attention_mask, response_mask and
+    response_pos (index within the response, for codebook slots)."""
+    width = max(len(p) + len(r) for p, r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(rows), width), dtype=torch.long)
+    resp = torch.zeros((len(rows), width), dtype=torch.bool)
+    pos = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (p, r) in enumerate(rows):
+        n = len(p) + len(r)
+        ids[i, :n] = torch.tensor(p + r)
+        attn[i, :n] = 1
+        resp[i, len(p):n] = True
+        pos[i, len(p):n] = torch.arange(len(r))
+    return {"input_ids": ids, "attention_mask": attn, "response_mask": resp, "response_pos": pos}

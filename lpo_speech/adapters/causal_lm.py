@@ -13,9 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from lpo_speech.adapters.base import PairModel, SeqLogps
+from lpo_speech.adapters.base import PairModel, SeqLogps, pad_rows, response_logps
 from lpo_speech.errors import UserError
-from lpo_speech.logps import linear_token_logps, reduce_sequences
 from lpo_speech.records import PreferencePair
 
 
@@ -40,20 +39,11 @@ class CausalLMPairModel(PairModel):
         self.codebook_reduction = codebook_reduction
 
     def forward(self, batch: dict[str, torch.Tensor]) -> SeqLogps:
-        ids, attn, resp = batch["input_ids"], batch["attention_mask"], batch["response_mask"]
-        hidden = self.lm.get_decoder()(input_ids=ids, attention_mask=attn).last_hidden_state
-        # Position t predicts token t+1: keep (hidden[t], ids[t+1]) where t+1 is a response token.
-        sel = resp[:, 1:]
-        rows = torch.arange(ids.shape[0], device=ids.device)[:, None].expand_as(sel)[sel]
-        head = self.lm.get_output_embeddings()
-        tok = linear_token_logps(hidden[:, :-1][sel], head.weight, ids[:, 1:][sel], head.bias)
-        slots = batch["response_pos"][:, 1:][sel] % self.num_codebooks if self.num_codebooks > 1 else None
-        n = ids.shape[0]
-        logps, _ = reduce_sequences(tok, rows, n, average=self.average, slots=slots,
-                                    num_codebooks=self.num_codebooks, codebook_reduction=self.codebook_reduction)
-        mean_logp, _ = reduce_sequences(tok, rows, n, average=True)
-        b = n // 2
-        return SeqLogps(chosen=logps[:b], rejected=logps[b:], chosen_nll=-mean_logp[:b])
+        ids = batch["input_ids"]
+        hidden = self.lm.get_decoder()(input_ids=ids, attention_mask=batch["attention_mask"]).last_hidden_state
+        return response_logps(hidden, ids, batch["response_mask"], self.lm.get_output_embeddings(),
+                              average=self.average, num_codebooks=self.num_codebooks,
+                              codebook_reduction=self.codebook_reduction, response_pos=batch["response_pos"])
 
 
 class CausalLMAdapter:
@@ -75,7 +65,7 @@ class CausalLMAdapter:
         return CausalLMPairModel(lm, average=self.average, num_codebooks=self.cfg.num_codebooks,
                                  codebook_reduction=self.cfg.codebook_reduction).to(device)
 
-    def encode(self, pair: PreferencePair, where: str) -> dict[str, Any]:
+    def encode(self, pair: PreferencePair, where: str, base_dir: Path | None = None) -> dict[str, Any]:
         if pair.chosen_tokens is None or pair.prompt_tokens is None:
             raise UserError("causal_lm pairs need 'prompt_tokens', 'chosen_tokens', 'rejected_tokens'", where=where)
         vocab = getattr(self, "vocab_size", None)
@@ -91,19 +81,8 @@ class CausalLMAdapter:
         return len(item["prompt"]) + max(len(item["chosen"]), len(item["rejected"]))
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        seqs = [(it["prompt"], it["chosen"]) for it in items] + [(it["prompt"], it["rejected"]) for it in items]
-        width = max(len(p) + len(r) for p, r in seqs)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        attn = torch.zeros((len(seqs), width), dtype=torch.long)
-        resp = torch.zeros((len(seqs), width), dtype=torch.bool)
-        pos = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, (p, r) in enumerate(seqs):  # right padding
-            n = len(p) + len(r)
-            ids[i, :n] = torch.tensor(p + r)
-            attn[i, :n] = 1
-            resp[i, len(p):n] = True
-            pos[i, len(p):n] = torch.arange(len(r))
-        return {"input_ids": ids, "attention_mask": attn, "response_mask": resp, "response_pos": pos}
+        rows = [(it["prompt"], it["chosen"]) for it in items] + [(it["prompt"], it["rejected"]) for it in items]
+        return pad_rows(rows, self.pad_id)
 
     def save(self, model: CausalLMPairModel, out_dir: Path) -> None:
         model.lm.save_pretrained(out_dir)

@@ -1,0 +1,127 @@
+"""Encoder-decoder ASR (transformers `WhisperForConditionalGeneration`, the speech-seq2seq family).
+
+A pair is (audio, chosen transcript, rejected transcript). The encoder runs once per distinct audio
+in a batch; its states are indexed for the chosen and the rejected decoder rows, which run as one
+batch. Features come from the model's own processor (`WhisperFeatureExtractor`: 16 kHz, log-mel,
+audio padded to 30 s) in training, sampling and evaluation alike (`features()` below).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lpo_speech.adapters.base import PairModel, SeqLogps, pad_rows, response_logps
+from lpo_speech.adapters.causal_lm import load_pretrained
+from lpo_speech.audio import load_audio
+from lpo_speech.errors import UserError
+from lpo_speech.records import PreferencePair
+
+SAMPLE_RATE = 16_000
+
+
+class WhisperPairModel(PairModel):
+    def __init__(self, model: torch.nn.Module, *, average: bool):
+        super().__init__()
+        self.model = model
+        self.average = average
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> SeqLogps:
+        if "encoder_states" in batch:  # frozen encoder: states cached by the adapter
+            states = batch["encoder_states"]
+        else:
+            states = self.model.get_encoder()(batch["input_features"]).last_hidden_state  # [A, T, D]
+        rows = batch["audio_index"].repeat(2)  # chosen rows, then rejected rows
+        ids = batch["input_ids"]
+        # Causal decoder + right padding: padded tail positions never influence real ones.
+        hidden = self.model.get_decoder()(input_ids=ids, encoder_hidden_states=states[rows]).last_hidden_state
+        return response_logps(hidden, ids, batch["response_mask"], self.model.get_output_embeddings(),
+                              average=self.average)
+
+
+class WhisperAdapter:
+    """Pairs with `audio`, `chosen_text`, `rejected_text` (and the model's processor)."""
+
+    def __init__(self, model_cfg, *, average: bool = True):
+        self.cfg = model_cfg
+        self.average = average
+        self._features: dict[str, torch.Tensor] = {}
+
+    def load(self, path: str, device: torch.device) -> WhisperPairModel:
+        from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
+
+        model = load_pretrained(AutoModelForSpeechSeq2Seq, path, dtype=torch.float32)
+        self.processor = load_pretrained(AutoProcessor, path)
+        self.tokenizer = self.processor.tokenizer
+        if getattr(self.cfg, "language", None) or getattr(self.cfg, "task", None):
+            self.tokenizer.set_prefix_tokens(language=self.cfg.language, task=self.cfg.task)
+        self.tokenizer.set_prefix_tokens(predict_timestamps=False)
+        self.prefix = list(self.tokenizer.prefix_tokens)
+        self.eos = self.tokenizer.eos_token_id
+        self.max_target = model.config.max_target_positions
+        if self.cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        if self.cfg.freeze_encoder:
+            model.get_encoder().requires_grad_(False)
+        pair_model = WhisperPairModel(model, average=self.average).to(device)
+        if not hasattr(self, "model"):  # the first load is the policy: it computes cached encoder states
+            self.model, self._states = pair_model, {}
+        return pair_model
+
+    def text_ids(self, text: str) -> list[int]:
+        """Transcript tokens as Whisper writes them: a leading space, then EOT (scored: the model
+        must learn where to stop)."""
+        return self.tokenizer.encode(" " + text.strip(), add_special_tokens=False) + [self.eos]
+
+    def features(self, audio_path: str, where: str = "") -> torch.Tensor:
+        """Log-mel features [n_mels, 3000] for one file, cached (pairs share audio)."""
+        if audio_path not in self._features:
+            wav = load_audio(audio_path, sample_rate=SAMPLE_RATE, where=where or None)
+            self._features[audio_path] = self.extract(wav)[0].to(torch.float16)  # half the cache
+        return self._features[audio_path]
+
+    def extract(self, wavs: np.ndarray | list[np.ndarray]) -> torch.Tensor:
+        wavs = wavs if isinstance(wavs, list) else [wavs]
+        return self.processor.feature_extractor(wavs, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+
+    def encode(self, pair: PreferencePair, where: str, base_dir: Path) -> dict[str, Any]:
+        if pair.audio is None or pair.chosen_text is None:
+            raise UserError("whisper pairs need 'audio', 'chosen_text' and 'rejected_text'", where=where)
+        audio = str(pair.audio if Path(pair.audio).is_absolute() else base_dir / pair.audio)
+        self.features(audio, where)  # load now: a bad file fails before training starts
+        item = {"audio": audio, "prompt": self.prefix, "chosen": self.text_ids(pair.chosen_text),
+                "rejected": self.text_ids(pair.rejected_text)}
+        if self.length(item) > self.max_target:
+            raise UserError(f"transcript longer than the decoder's {self.max_target} positions", where=where)
+        return item
+
+    def length(self, item: dict[str, Any]) -> int:
+        return len(item["prompt"]) + max(len(item["chosen"]), len(item["rejected"]))
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        audios = list(dict.fromkeys(it["audio"] for it in items))  # distinct, in order
+        rows = [(it["prompt"], it["chosen"]) for it in items] + [(it["prompt"], it["rejected"]) for it in items]
+        batch = pad_rows(rows, self.eos)
+        if self.cfg.freeze_encoder:
+            batch["encoder_states"] = torch.stack([self._encoder_states(a) for a in audios]).float()
+        else:
+            batch["input_features"] = torch.stack([self._features[a] for a in audios]).float()
+        batch["audio_index"] = torch.tensor([audios.index(it["audio"]) for it in items])
+        return batch
+
+    @torch.no_grad()
+    def _encoder_states(self, audio: str) -> torch.Tensor:
+        """Frozen encoder: its states for one audio, computed once and cached (fp16, on CPU)."""
+        if audio not in self._states:
+            encoder = self.model.model.get_encoder()
+            device = next(encoder.parameters()).device
+            feats = self._features[audio][None].float().to(device)
+            self._states[audio] = encoder(feats).last_hidden_state[0].to("cpu", torch.float16)
+        return self._states[audio]
+
+    def save(self, model: WhisperPairModel, out_dir: Path) -> None:
+        model.model.save_pretrained(out_dir)
+        self.processor.save_pretrained(out_dir)

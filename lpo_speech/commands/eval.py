@@ -1,0 +1,30 @@
+"""`lpo-speech eval --wer --model M [--model M2 ...] --data MANIFEST --out DIR`."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "evaluate models' error rates (WER, CER, per-utterance WER mean) on a manifest, side by side"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--wer", action="store_true", required=True,
+                        help="score word/character error rates (the metric family this command computes)")
+    parser.add_argument("--model", action="append", required=True, help="model directory; repeat to compare")
+    parser.add_argument("--label", action="append", help="names for the models in the table (default: folder names)")
+    parser.add_argument("--data", required=True, help="ASR manifest (JSONL: id, audio, text)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
+    parser.add_argument("--lang", default="en", help="normalization: en (words) or zh (characters)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quiet", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lpo_speech.evaluate import evaluate, markdown_table
+
+    results = evaluate(args.model, args.label, args.data, args.out, batch_size=args.batch_size, beam=args.beam,
+                       lang=args.lang, device=args.device, quiet=args.quiet)
+    print(markdown_table(results), end="")
+    return 0

@@ -1,0 +1,55 @@
+"""Long stages (sampling, scoring, reference log-probs): sharded across processes, resumable, atomic.
+
+Under `torchrun`, rank r handles items r, r+world, ...; it writes its results to its own
+`<out>.rank<r>of<world>` file through a resumable `JsonlWriter` (an interrupted run skips what it
+already wrote). When every rank is done, rank 0 merges the parts in input order into `<out>`
+atomically and removes them. A plain single process is world = 1.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Sequence, TypeVar
+
+from tqdm import tqdm
+
+from lpo_speech.distributed import barrier, init_distributed, shard
+from lpo_speech.records import JsonlWriter, write_jsonl_atomic
+
+T = TypeVar("T")
+
+
+def run_sharded(out: str | Path, items: Sequence[T], key: Callable[[T], str],
+                process: Callable[[list[T]], list[dict]], *, batch_size: int, desc: str, unit: str = "item",
+                device: str = "auto", quiet: bool = False, order: Callable[[T], int] | None = None) -> list[dict]:
+    """Process `items` in batches (`process` returns one dict with an "id" per item) and return all
+    results in input order (on every rank). Items whose key is already in a part file are skipped.
+    `order` sorts a rank's pending items (e.g. by length) so batches pad little."""
+    info = init_distributed(device)
+    out = Path(out)
+    part = out.with_name(f"{out.name}.rank{info.rank}of{info.world}")
+    if not out.exists():
+        mine = shard(items, info.rank, info.world)
+        with JsonlWriter(part) as writer:
+            todo = [it for it in mine if key(it) not in writer.done]
+            if order is not None:
+                todo.sort(key=order)
+            bar = tqdm(total=len(mine), initial=len(mine) - len(todo), unit=unit, dynamic_ncols=True,
+                       desc=desc if info.world == 1 else f"{desc}[{info.rank}]", disable=quiet)
+            for s in range(0, len(todo), batch_size):
+                for result in process(todo[s:s + batch_size]):
+                    writer.write(result)
+                bar.update(min(batch_size, len(todo) - s))
+            bar.close()
+        barrier()
+        if info.is_main:
+            found: dict[str, dict] = {}
+            for r in range(info.world):
+                p = out.with_name(f"{out.name}.rank{r}of{info.world}")
+                found.update((d["id"], d) for d in map(json.loads, p.read_text().splitlines()))
+            write_jsonl_atomic(out, [found[key(it)] for it in items])
+            for r in range(info.world):
+                out.with_name(f"{out.name}.rank{r}of{info.world}").unlink(missing_ok=True)
+        barrier()
+    return [json.loads(line) for line in out.read_text().splitlines()]
