@@ -131,7 +131,8 @@ class Candidate(Record):
 @dataclass
 class PreferencePair(Record):
     """A chosen/rejected pair. Token-level tracks fill `prompt_tokens`/`chosen_tokens`/
-    `rejected_tokens`; text tracks (ASR) fill `audio` and `chosen_text`/`rejected_text`.
+    `rejected_tokens`; text tracks (ASR) fill `audio` and `chosen_text`/`rejected_text`. Without a
+    rejected side it is an SFT example (only `loss.type: sft` trains on those).
     `ref_chosen_logp`/`ref_rejected_logp` are precomputed reference log-probs (see `ref-logps`)."""
 
     REQUIRED_NONEMPTY: ClassVar[tuple[str, ...]] = ("id",)
@@ -150,12 +151,15 @@ class PreferencePair(Record):
     ref_rejected_logp: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def has_rejected(self) -> bool:
+        return self.rejected_tokens is not None or self.rejected_text is not None
+
     @classmethod
     def from_dict(cls, d: Any, where: str = "") -> "PreferencePair":
         pair = super().from_dict(d, where)
-        has_tokens = pair.chosen_tokens is not None and pair.rejected_tokens is not None
-        has_text = pair.chosen_text is not None and pair.rejected_text is not None
-        if not (has_tokens or has_text):
+        # A rejected side may be absent: such chosen-only examples serve SFT (loss.type sft).
+        if pair.chosen_tokens is None and pair.chosen_text is None:
             raise UserError("needs 'chosen_tokens' and 'rejected_tokens', or 'chosen_text' and 'rejected_text'",
                             where=where or None)
         for name in ("chosen_tokens", "rejected_tokens", "chosen_text", "rejected_text"):

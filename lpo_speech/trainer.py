@@ -45,7 +45,13 @@ def load_pairs(recipe: TrainRecipe, adapter) -> tuple[list[dict], list[Preferenc
     want_mode = ref_logp_mode(recipe)
     for i, pair in enumerate(read_jsonl(recipe.data.pairs, PreferencePair), 1):
         where = f"{recipe.data.pairs}:{i}"
-        if recipe.reference.source == "precomputed":
+        sft = recipe.loss.type == "sft"
+        if not pair.has_rejected and not sft:
+            raise UserError("no rejected response: chosen-only examples train only with loss.type sft", where=where)
+        if sft:  # no preference term: reference log-probs are not used
+            pair.ref_chosen_logp = pair.ref_chosen_logp or 0.0
+            pair.ref_rejected_logp = pair.ref_rejected_logp or 0.0
+        elif recipe.reference.source == "precomputed":
             if pair.ref_chosen_logp is None or pair.ref_rejected_logp is None:
                 raise UserError("no precomputed reference log-probs: run `lpo-speech ref-logps` on this file "
                                 "first, or set reference.source=model", where=where)
@@ -109,7 +115,7 @@ def train(recipe: TrainRecipe, *, resume: bool = False, quiet: bool = False) -> 
     policy.train()
     _disable_dropout(policy)
     reference = None
-    if recipe.reference.source == "model":
+    if recipe.reference.source == "model" and recipe.loss.type != "sft":
         reference = adapter.load(recipe.reference.path or recipe.model.path, info.device).eval()
         reference.requires_grad_(False)
     items, _ = load_pairs(recipe, adapter)

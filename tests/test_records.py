@@ -52,7 +52,9 @@ def test_pair_validation(tmp_path):
     assert PreferencePair.from_dict(ok).chosen_tokens == [2]
     assert PreferencePair.from_dict({"id": "q", "audio": "a.wav", "chosen_text": "a", "rejected_text": "b"}).audio
     with pytest.raises(UserError, match="needs 'chosen_tokens'"):
-        PreferencePair.from_dict({"id": "p", "chosen_tokens": [1]})
+        PreferencePair.from_dict({"id": "p", "rejected_tokens": [1]})
+    sft = PreferencePair.from_dict({"id": "p", "prompt_tokens": [1], "chosen_tokens": [1]})  # SFT example
+    assert not sft.has_rejected and PreferencePair.from_dict(ok).has_rejected
     with pytest.raises(UserError, match="'rejected_tokens': empty"):
         PreferencePair.from_dict({**ok, "rejected_tokens": []})
     with pytest.raises(UserError, match="'chosen_tokens': expected list of int"):

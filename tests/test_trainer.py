@@ -105,3 +105,15 @@ def test_killed_and_resumed_run_reproduces_uninterrupted(toy_world, lpo):
     wa = load_file(str(toy_world / "run/model/model.safetensors"))
     wb = load_file(str(toy_world / "run_k/model/model.safetensors"))
     assert all((wa[k] - wb[k]).abs().max().item() < 1e-6 for k in wa)
+
+
+def test_sft_trains_on_chosen_only_examples_and_pairs_need_rejected(toy_world, lpo):
+    rows = [json.loads(l) for l in (toy_world / "pairs.jsonl").read_text().splitlines()]
+    (toy_world / "sft.jsonl").write_text("".join(
+        json.dumps({k: v for k, v in r.items() if k != "rejected_tokens"}) + "\n" for r in rows))
+    lpo("train", "recipe.yaml", "data.pairs=sft.jsonl", "loss.type=sft", "loss.sft_weight=1.0", "train.lr=3e-2",
+        "train.max_steps=30", "train.out_dir=run_sft", "--quiet", cwd=toy_world)
+    nll = [r["chosen_nll"] for r in metrics(toy_world / "run_sft")]
+    assert sum(nll[-5:]) / 5 < sum(nll[:5]) / 5 - 0.3  # plain SFT lowers the chosen NLL (noisy per batch)
+    refused = lpo("train", "recipe.yaml", "data.pairs=sft.jsonl", cwd=toy_world, check=False)
+    assert refused.returncode == 2 and "sft.jsonl:1: no rejected response" in refused.stderr

@@ -70,12 +70,13 @@ class CausalLMAdapter:
             raise UserError("causal_lm pairs need 'prompt_tokens', 'chosen_tokens', 'rejected_tokens'", where=where)
         vocab = getattr(self, "vocab_size", None)
         for name in ("prompt_tokens", "chosen_tokens", "rejected_tokens"):
-            toks = getattr(pair, name)
+            toks = getattr(pair, name) or []
             bad = [t for t in toks if t < 0 or (vocab is not None and t >= vocab)]
             if bad:
                 raise UserError(f"field '{name}': token id {bad[0]} outside the model's vocabulary [0, {vocab})",
                                 where=where)
-        return {"prompt": pair.prompt_tokens, "chosen": pair.chosen_tokens, "rejected": pair.rejected_tokens}
+        rejected = pair.rejected_tokens if pair.rejected_tokens is not None else pair.chosen_tokens  # SFT example
+        return {"prompt": pair.prompt_tokens, "chosen": pair.chosen_tokens, "rejected": rejected}
 
     def length(self, item: dict[str, Any]) -> int:
         return len(item["prompt"]) + max(len(item["chosen"]), len(item["rejected"]))

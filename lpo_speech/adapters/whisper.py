@@ -93,7 +93,7 @@ class WhisperAdapter:
         audio = str(pair.audio if Path(pair.audio).is_absolute() else base_dir / pair.audio)
         self.features(audio, where)  # load now: a bad file fails before training starts
         item = {"audio": audio, "prompt": self.prefix, "chosen": self.text_ids(pair.chosen_text),
-                "rejected": self.text_ids(pair.rejected_text)}
+                "rejected": self.text_ids(pair.rejected_text if pair.rejected_text is not None else pair.chosen_text)}
         if self.length(item) > self.max_target:
             raise UserError(f"transcript longer than the decoder's {self.max_target} positions", where=where)
         return item
