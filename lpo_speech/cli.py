@@ -15,6 +15,7 @@ from lpo_speech.errors import UserError
 
 # name -> module; keep sorted by pipeline order.
 COMMANDS: dict[str, str] = {
+    "build-pairs": "lpo_speech.commands.build_pairs",
     "import-whisper-ct2": "lpo_speech.commands.import_whisper_ct2",
     "ref-logps": "lpo_speech.commands.ref_logps",
     "train": "lpo_speech.commands.train",

@@ -11,8 +11,11 @@ import yaml
 from lpo_speech.config import TrainRecipe, load_recipe
 from lpo_speech.errors import UserError
 
-# `track:` key -> recipe dataclass "module:Class". The base schema has no `track` key.
-TRACKS: dict[str, str] = {}
+# `track:` key -> recipe dataclass "module:Class". The base schema has no `track` key. A track recipe
+# has `train_recipe()` (its training sections) and `make_pairs(quiet=...)` (its build-pairs stage).
+TRACKS: dict[str, str] = {
+    "asr": "lpo_speech.asr.recipe:AsrRecipe",
+}
 
 
 def recipe_class(path: str | Path) -> Any:

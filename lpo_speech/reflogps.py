@@ -7,6 +7,7 @@ pipeline: drop pairs whose reference already prefers the chosen side by more tha
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -43,7 +44,10 @@ def compute_ref_logps(recipe: TrainRecipe, in_path: str | Path, out_path: str | 
             out = model(batch)
         rows = []
         for p, c, r in zip(chunk, out.chosen.float().tolist(), out.rejected.float().tolist()):
-            rows.append({**p.to_dict(), "ref_chosen_logp": c, "ref_rejected_logp": r, "ref_logp_mode": mode})
+            d = {**p.to_dict(), "ref_chosen_logp": c, "ref_rejected_logp": r, "ref_logp_mode": mode}
+            if p.audio and not Path(p.audio).is_absolute():  # keep it relative to the new file's folder
+                d["audio"] = os.path.relpath(in_path.parent / p.audio, out_path.parent)
+            rows.append(d)
         return rows
 
     scored_path = out_path.with_name(out_path.name + ".scored")

@@ -1,0 +1,132 @@
+"""`lpo-speech build-pairs` for ASR: candidates, WER ranking, pair selection, reference log-probs.
+
+Stages, each resumable and written atomically under `build_pairs.work_dir`:
+  1. candidates.jsonl  one line per utterance: the reference and its candidates, each scored (WER,
+                       CER against the reference). Sources: the model's greedy transcript, samples
+                       (model-based), beam N-best, and perturbations of the reference. Sharded across
+                       processes under torchrun.
+  2. pairs.jsonl       chosen = the reference (gold) or the best candidate; rejected = distinct
+                       candidates whose WER exceeds the chosen's by at least `min_margin`, up to
+                       `max_pairs_per_utterance` (worst first: clear errors carry the most signal).
+  3. data.pairs        the same pairs with reference log-probs (lpo_speech.reflogps), optionally
+                       dropping those whose reference margin exceeds `max_ref_margin`.
+summary.json counts what each rule kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import torch
+
+from lpo_speech.asr.perturb import build_vocabulary, perturbations
+from lpo_speech.asr.recipe import AsrRecipe
+from lpo_speech.audio import load_audio
+from lpo_speech.metrics import normalize, utterance_errors
+from lpo_speech.records import AsrUtterance, Candidate, PreferencePair, load_jsonl, resolve_audio, write_jsonl_atomic
+from lpo_speech.reflogps import compute_ref_logps
+from lpo_speech.stages import run_sharded
+
+
+def generate_candidates(recipe: AsrRecipe, utts: list[AsrUtterance], quiet: bool = False) -> list[dict]:
+    bp = recipe.build_pairs
+    vocabulary = build_vocabulary([u.text for u in utts], bp.lang)
+    decoder = None
+    if bp.greedy or bp.samples or bp.beams:
+        from lpo_speech.asr.decode import AsrDecoder
+
+        device = "cuda" if recipe.train.device != "cpu" and torch.cuda.is_available() else "cpu"
+        decoder = AsrDecoder(recipe.model.path, device, language=recipe.model.language, task=recipe.model.task)
+
+    def process(batch: list[AsrUtterance]) -> list[dict]:
+        hyps: dict[str, list[tuple[str, str]]] = {u.id: [] for u in batch}
+        if decoder is not None:
+            wavs = [load_audio(resolve_audio(bp.manifest, u.audio), sample_rate=16_000,
+                               where=f"{bp.manifest}: id {u.id}") for u in batch]
+            if bp.greedy:
+                for u, texts in zip(batch, decoder.transcribe(wavs)):
+                    hyps[u.id] += [("greedy", t) for t in texts]
+            if bp.beams:
+                for u, texts in zip(batch, decoder.transcribe(wavs, n=bp.beams, num_beams=bp.beams)):
+                    hyps[u.id] += [("beam", t) for t in texts]
+            if bp.samples:
+                torch.manual_seed(random.Random(f"{bp.seed}:{batch[0].id}").randrange(2**31))
+                for u, texts in zip(batch, decoder.transcribe(wavs, n=bp.samples, do_sample=True,
+                                                              temperature=bp.temperature, top_p=bp.top_p)):
+                    hyps[u.id] += [("sample", t) for t in texts]
+        rows = []
+        for u in batch:
+            hyps[u.id] += [("perturb", t) for t in perturbations(u.text, vocabulary, n=bp.perturbations,
+                                                                 rate=bp.perturb_rate, seed=f"{bp.seed}:{u.id}",
+                                                                 lang=bp.lang)]
+            cands = []
+            for k, (source, text) in enumerate(hyps[u.id]):
+                errs = utterance_errors(u.text, text, bp.lang)
+                cands.append(Candidate(id=f"{u.id}/{source}{k}", prompt_id=u.id, source=source, text=text,
+                                       scores={"wer": errs["wer"], "cer": errs["cer"]}).to_dict())
+            rows.append({"id": u.id, "audio": u.audio, "reference": u.text, "candidates": cands})
+        return rows
+
+    return run_sharded(Path(bp.work_dir) / "candidates.jsonl", utts, key=lambda u: u.id, process=process,
+                       batch_size=bp.batch_size, desc="candidates", unit="utt", device=recipe.train.device,
+                       quiet=quiet)
+
+
+def select_pairs(recipe: AsrRecipe, rows: list[dict]) -> tuple[list[PreferencePair], dict]:
+    bp = recipe.build_pairs
+    pairs_dir = Path(recipe.data.pairs).parent
+    stats = {"utterances": len(rows), "candidates": 0, "duplicates": 0, "within_margin": 0,
+             "over_per_utterance_cap": 0, "utterances_without_pair": 0, "pairs": 0}
+    by_source: dict[str, int] = {}
+    pairs = []
+    for row in rows:
+        cands = [Candidate.from_dict(c) for c in row["candidates"]]
+        stats["candidates"] += len(cands)
+        for c in cands:
+            by_source[c.source] = by_source.get(c.source, 0) + 1
+        unique: dict[str, Candidate] = {}
+        for c in cands:  # one candidate per distinct normalized text
+            key = normalize(c.text or "", bp.lang)
+            if key in unique:
+                stats["duplicates"] += 1
+            else:
+                unique[key] = c
+        if bp.chosen == "reference":
+            chosen_text, chosen_wer = row["reference"], 0.0
+            unique.pop(normalize(row["reference"], bp.lang), None)  # a correct hypothesis is not a rejected one
+        else:
+            best = min(unique.values(), key=lambda c: c.scores["wer"])
+            chosen_text, chosen_wer = best.text, best.scores["wer"]
+        worse = [c for c in unique.values() if c.scores["wer"] >= chosen_wer + bp.min_margin]
+        stats["within_margin"] += len(unique) - len(worse) - (1 if bp.chosen == "best" else 0)
+        worse.sort(key=lambda c: (-c.scores["wer"], c.id))
+        stats["over_per_utterance_cap"] += max(0, len(worse) - bp.max_pairs_per_utterance)
+        if not worse:
+            stats["utterances_without_pair"] += 1
+        audio = resolve_audio(bp.manifest, row["audio"])
+        for c in worse[:bp.max_pairs_per_utterance]:
+            pairs.append(PreferencePair(
+                id=f"{c.id}", prompt_id=row["id"], audio=os.path.relpath(audio, pairs_dir),
+                chosen_text=chosen_text, rejected_text=c.text, chosen_scores={"wer": chosen_wer},
+                rejected_scores=dict(c.scores), extra={"rejected_source": c.source}))
+    stats["pairs"] = len(pairs)
+    stats["candidates_by_source"] = by_source
+    return pairs, stats
+
+
+def build_asr_pairs(recipe: AsrRecipe, *, quiet: bool = False) -> dict:
+    bp = recipe.build_pairs
+    work = Path(bp.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    utts = load_jsonl(bp.manifest, AsrUtterance)
+    rows = generate_candidates(recipe, utts, quiet=quiet)
+    pairs, stats = select_pairs(recipe, rows)
+    write_jsonl_atomic(work / "pairs.jsonl", pairs)
+    ref = compute_ref_logps(recipe.train_recipe(), work / "pairs.jsonl", recipe.data.pairs,
+                            batch_size=bp.batch_size, max_margin=bp.max_ref_margin, quiet=quiet)
+    stats.update(dropped_ref_margin=ref["dropped_margin"], pairs_written=ref["kept"])
+    (work / "summary.json").write_text(json.dumps(stats, indent=2))
+    return stats

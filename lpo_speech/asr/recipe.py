@@ -1,0 +1,63 @@
+"""ASR recipe schema (`track: asr`): the shared training sections plus `build_pairs`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lpo_speech.config import DataConfig, LossConfig, ModelConfig, ReferenceConfig, TrainConfig, TrainRecipe, _need
+
+
+@dataclass
+class AsrBuildPairs:
+    manifest: str  # ASR manifest of the training utterances: {"id", "audio", "text"}
+    work_dir: str  # candidates.jsonl, pairs.jsonl (before reference log-probs), summary.json
+    lang: str = "en"  # normalization for WER/CER: en (words) | zh (characters)
+    greedy: bool = True  # the model's greedy transcript as a candidate
+    samples: int = 0  # model-based candidates per utterance (sampling)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    beams: int = 0  # beam search N-best candidates per utterance (0 = off)
+    perturbations: int = 4  # perturbation-based candidates (the reference corrupted)
+    perturb_rate: float = 0.15  # edits per word of the reference (at least one)
+    chosen: str = "reference"  # reference (gold) | best (lowest-WER candidate)
+    min_margin: float = 0.05  # a rejected candidate's WER must exceed the chosen's by this much
+    max_pairs_per_utterance: int = 4
+    max_ref_margin: float | None = None  # drop pairs with logp_ref(chosen) - logp_ref(rejected) above (paper: 2.0)
+    batch_size: int = 8  # utterances per decoding batch
+    seed: int = 0
+
+    def validate(self) -> None:
+        _need(self.lang in ("en", "zh"), "build_pairs.lang", "en or zh")
+        _need(self.samples >= 0 and self.beams >= 0 and self.perturbations >= 0, "build_pairs.samples/beams/perturbations",
+              "must be >= 0")
+        _need(self.greedy or self.samples or self.beams or self.perturbations, "build_pairs",
+              "no candidate source: enable greedy, samples, beams or perturbations")
+        _need(self.temperature > 0 and 0 < self.top_p <= 1, "build_pairs.temperature/top_p", "temperature > 0, top_p in (0, 1]")
+        _need(0 < self.perturb_rate <= 1, "build_pairs.perturb_rate", "must be in (0, 1]")
+        _need(self.chosen in ("reference", "best"), "build_pairs.chosen", "reference or best")
+        _need(self.min_margin >= 0 and self.max_pairs_per_utterance >= 1, "build_pairs.min_margin/max_pairs_per_utterance",
+              "margin >= 0, at least one pair")
+        _need(self.batch_size >= 1, "build_pairs.batch_size", "must be >= 1")
+
+
+@dataclass
+class AsrRecipe:
+    track: str
+    model: ModelConfig
+    data: DataConfig  # data.pairs is where build-pairs writes (with reference log-probs) and train reads
+    train: TrainConfig
+    build_pairs: AsrBuildPairs
+    loss: LossConfig = field(default_factory=LossConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+
+    def validate(self) -> None:
+        _need(self.track == "asr", "track", "asr")
+        _need(self.model.adapter == "whisper", "model.adapter", "whisper for the ASR track")
+
+    def train_recipe(self) -> TrainRecipe:
+        return TrainRecipe(model=self.model, data=self.data, train=self.train, loss=self.loss, reference=self.reference)
+
+    def make_pairs(self, *, quiet: bool = False) -> dict:
+        from lpo_speech.asr.pairs import build_asr_pairs
+
+        return build_asr_pairs(self, quiet=quiet)

@@ -1,0 +1,27 @@
+"""`lpo-speech build-pairs RECIPE [key=value ...]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "sample and score candidates, select chosen/rejected pairs, precompute reference log-probs (resumable)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="a track recipe (track: asr or tts) with a build_pairs section")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe fields")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lpo_speech.errors import UserError
+    from lpo_speech.recipes import load_any_recipe
+
+    recipe = load_any_recipe(args.recipe, args.overrides)
+    if not hasattr(recipe, "make_pairs"):
+        raise UserError(f"{args.recipe}: no `track:` key; build-pairs needs a track recipe (track: asr or tts)")
+    stats = recipe.make_pairs(quiet=args.quiet)
+    print(json.dumps(stats, indent=2))
+    print(f"pairs with reference log-probs: {recipe.data.pairs}")
+    return 0
