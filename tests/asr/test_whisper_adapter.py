@@ -1,0 +1,78 @@
+"""Whisper adapter: exact sequence log-probs, encoder once per audio, frozen-encoder cache."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import espeak_wav
+from lpo_speech.adapters.whisper import WhisperAdapter
+from lpo_speech.config import ModelConfig
+from lpo_speech.errors import UserError
+from lpo_speech.records import PreferencePair
+
+
+@pytest.fixture(scope="module")
+def audio(tmp_path_factory):
+    d = tmp_path_factory.mktemp("wav")
+    return [espeak_wav(d / "a.wav", "Please turn the kitchen lights off."),
+            espeak_wav(d / "b.wav", "The farmer sings twice a week.", pitch=70)]
+
+
+def pair(i, audio, chosen, rejected):
+    return PreferencePair(id=f"p{i}", audio=str(audio), chosen_text=chosen, rejected_text=rejected)
+
+
+def naive_logps(model, feats, prefix, text_ids):
+    """The plain transformers way: full logits, log_softmax, average over the response tokens."""
+    ids = torch.tensor([prefix + text_ids])
+    logits = model(input_features=feats[None], decoder_input_ids=ids[:, :-1]).logits
+    logp = torch.log_softmax(logits.float(), -1)[0, len(prefix) - 1:].gather(1, ids[0, len(prefix):, None])
+    return logp.mean().item()
+
+
+def test_logps_match_naive_and_encoder_runs_once_per_audio(whisper_tiny, audio):
+    ad = WhisperAdapter(ModelConfig(path=str(whisper_tiny), adapter="whisper"))
+    pm = ad.load(str(whisper_tiny), torch.device("cpu")).eval()
+    assert ad.prefix == [50257, 50362]  # <|startoftranscript|><|notimestamps|> for tiny.en
+    pairs = [pair(0, audio[0], "Please turn the kitchen lights off.", "Please turn the kitten lights of."),
+             pair(1, audio[0], "Please turn the kitchen lights off.", "Turn it off."),
+             pair(2, audio[1], "The farmer sings twice a week.", "The former sinks twice a week.")]
+    items = [ad.encode(p, "t", Path("/")) for p in pairs]
+    batch = ad.collate(items)
+    assert batch["input_features"].shape[0] == 2 and batch["audio_index"].tolist() == [0, 0, 1]
+    with torch.no_grad():
+        out = pm(batch)
+        for i, it in enumerate(items):
+            feats = ad._features[it["audio"]].float()
+            assert out.chosen[i].item() == pytest.approx(naive_logps(pm.model, feats, it["prompt"], it["chosen"]), abs=1e-4)
+            assert out.rejected[i].item() == pytest.approx(naive_logps(pm.model, feats, it["prompt"], it["rejected"]), abs=1e-4)
+    # the model hears the audio: the true transcript beats the corrupted ones
+    assert (out.chosen > out.rejected).all()
+    assert out.chosen_nll.tolist() == pytest.approx((-out.chosen).tolist(), abs=1e-5)  # averaged: NLL = -logp
+
+
+def test_frozen_encoder_cache_gives_the_same_logps_and_no_encoder_grads(whisper_tiny, audio):
+    p = [pair(0, audio[0], "Please turn the kitchen lights off.", "Please turn the kitten lights of.")]
+    outs = []
+    for frozen in (False, True):
+        ad = WhisperAdapter(ModelConfig(path=str(whisper_tiny), adapter="whisper", freeze_encoder=frozen))
+        pm = ad.load(str(whisper_tiny), torch.device("cpu"))
+        batch = ad.collate([ad.encode(x, "t", Path("/")) for x in p])
+        assert ("encoder_states" in batch) == frozen
+        out = pm(batch)
+        (out.chosen - out.rejected).sum().backward()
+        enc_grad = pm.model.get_encoder().layers[0].fc1.weight.grad
+        assert (enc_grad is None) == frozen
+        outs.append(out.chosen.item())
+    assert outs[0] == pytest.approx(outs[1], abs=2e-3)  # cache is fp16
+
+
+def test_bad_audio_is_one_line(whisper_tiny, tmp_path):
+    ad = WhisperAdapter(ModelConfig(path=str(whisper_tiny), adapter="whisper"))
+    ad.load(str(whisper_tiny), torch.device("cpu"))
+    with pytest.raises(UserError, match=r"pairs.jsonl:3: .*missing.wav: audio file not found"):
+        ad.encode(pair(0, "missing.wav", "a", "b"), "pairs.jsonl:3", tmp_path)
+    espeak_wav(tmp_path / "8k.wav", "hello", sample_rate=8000)
+    with pytest.raises(UserError, match="sample rate 8000 Hz, expected 16000 Hz"):
+        ad.encode(pair(0, "8k.wav", "a", "b"), "pairs.jsonl:4", tmp_path)
