@@ -1,0 +1,155 @@
+"""Batched candidate sampling from a causal LM over token ids (a codec-token TTS model).
+
+`sample(model, prompts, n=8, ...)` draws `n` responses per prompt. All prompts x n sequences are
+decoded together, `batch_size` sequences at a time: prompts are left-padded (attention mask, position
+ids counted from each sequence's first real token), one prefill pass fills the KV cache, then one
+forward per new token. The loop is written out rather than bent out of HF `generate` because codec
+slots constrain every position:
+
+* `slot_ranges=[(lo0, hi0), (lo1, hi1), ...]` (K codec slots as flattened id ranges, hi exclusive):
+  response position t may only emit ids in `slot_ranges[t % K]`, and EOS only at a frame boundary
+  (t % K == 0), so every finished response is a whole number of frames. Without slot ranges any id
+  (EOS included) may come at any position.
+* A sequence that reaches `max_new_tokens` without EOS is returned with `terminated=False` (the
+  length guard); EOS is never part of `tokens`.
+* temperature 0 is greedy (argmax of the allowed ids); otherwise temperature, top-k and top-p
+  (nucleus) apply, in that order, to the allowed ids. Draws come from one `torch.Generator` seeded
+  with `seed`, so the same call gives the same samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class Sample:
+    tokens: list[int]  # the response, without EOS
+    terminated: bool  # EOS was produced before max_new_tokens
+
+
+def sample(
+    model: nn.Module,
+    prompts: list[list[int]],
+    *,
+    n: int,
+    max_new_tokens: int,
+    eos_id: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    slot_ranges: list[tuple[int, int]] | None = None,
+    seed: int | None = None,
+    batch_size: int = 16,
+    pad_id: int = 0,
+) -> list[list[Sample]]:
+    """`n` samples per prompt: result[i][j] is the j-th sample of prompts[i].
+
+    `model` is a transformers causal LM (or a `CausalLMPairModel`, whose `.lm` is used); it runs in
+    eval mode under `torch.no_grad` and is returned to its previous mode."""
+    if n < 1 or max_new_tokens < 1 or batch_size < 1:
+        raise ValueError("n, max_new_tokens and batch_size must be >= 1")
+    if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
+        raise ValueError("need temperature >= 0, 0 < top_p <= 1, top_k >= 0")
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    lm = model.lm if hasattr(model, "lm") and not hasattr(model, "generate") else model
+    device = next(lm.parameters()).device
+    vocab = lm.get_output_embeddings().weight.shape[0]
+    allowed = _allowed_masks(slot_ranges, eos_id, vocab, device)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed if seed is not None else torch.seed())
+    flat = [p for p in prompts for _ in range(n)]
+    out: list[Sample] = []
+    was_training = lm.training
+    lm.eval()
+    try:
+        with torch.no_grad():
+            for s in range(0, len(flat), batch_size):
+                out.extend(_decode_batch(lm, flat[s:s + batch_size], allowed, max_new_tokens=max_new_tokens,
+                                         eos_id=eos_id, temperature=temperature, top_k=top_k, top_p=top_p,
+                                         gen=gen, pad_id=pad_id))
+    finally:
+        lm.train(was_training)
+    return [out[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+
+def _allowed_masks(slot_ranges, eos_id: int, vocab: int, device) -> Tensor:
+    """[K, V] bool: ids allowed at response positions t with t % K == k (K = 1 without slots)."""
+    if not 0 <= eos_id < vocab:
+        raise ValueError(f"eos_id {eos_id} outside the vocabulary [0, {vocab})")
+    if not slot_ranges:
+        return torch.ones(1, vocab, dtype=torch.bool, device=device)
+    masks = torch.zeros(len(slot_ranges), vocab, dtype=torch.bool, device=device)
+    for k, (lo, hi) in enumerate(slot_ranges):
+        if not 0 <= lo < hi <= vocab:
+            raise ValueError(f"slot_ranges[{k}] = ({lo}, {hi}) is empty or outside the vocabulary [0, {vocab})")
+        masks[k, lo:hi] = True
+    masks[:, eos_id] = False
+    masks[0, eos_id] = True  # EOS only at a frame boundary
+    return masks
+
+
+def _decode_batch(lm, prompts, allowed, *, max_new_tokens, eos_id, temperature, top_k, top_p, gen, pad_id):
+    b, width = len(prompts), max(len(p) for p in prompts)
+    device = allowed.device
+    ids = torch.full((b, width), pad_id, dtype=torch.long, device=device)
+    attn = torch.zeros((b, width), dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):  # left padding: every prompt ends at the last column
+        ids[i, width - len(p):] = torch.tensor(p, device=device)
+        attn[i, width - len(p):] = 1
+    pos = (attn.cumsum(1) - 1).clamp(min=0)
+    out = lm(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
+    cache, logits = out.past_key_values, out.logits[:, -1]
+    next_pos = pos[:, -1:] + 1
+    tokens = torch.empty((b, max_new_tokens), dtype=torch.long, device=device)
+    done = torch.zeros(b, dtype=torch.bool, device=device)
+    k_slots = allowed.shape[0]
+    steps = 0
+    for t in range(max_new_tokens):
+        tok = _pick(logits, allowed[t % k_slots], temperature, top_k, top_p, gen)
+        tok = torch.where(done, torch.full_like(tok, eos_id), tok)
+        tokens[:, t] = tok
+        done |= tok == eos_id
+        steps = t + 1
+        # One host read per frame boundary (the only positions where EOS may appear with slots).
+        if t % k_slots == 0 and bool(done.all()):
+            break
+        if t + 1 == max_new_tokens:
+            break
+        attn = torch.cat([attn, attn.new_ones(b, 1)], dim=1)
+        out = lm(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos, past_key_values=cache,
+                 use_cache=True)
+        cache, logits = out.past_key_values, out.logits[:, -1]
+        next_pos = next_pos + 1
+    samples = []
+    for row in tokens[:, :steps].tolist():
+        if eos_id in row:
+            samples.append(Sample(tokens=row[:row.index(eos_id)], terminated=True))
+        else:
+            samples.append(Sample(tokens=row, terminated=False))
+    return samples
+
+
+def _pick(logits: Tensor, allowed: Tensor, temperature: float, top_k: int, top_p: float, gen) -> Tensor:
+    """One token per row from logits [B, V] restricted to `allowed` [V]."""
+    logits = logits.float().masked_fill(~allowed, float("-inf"))
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits / temperature
+    if top_k > 0 and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+        drop = cum - torch.softmax(sorted_logits, dim=-1) >= top_p  # keep the smallest set reaching top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=gen).squeeze(1)
