@@ -15,12 +15,13 @@ from lpo_speech.errors import UserError
 
 # name -> module; keep sorted by pipeline order.
 COMMANDS: dict[str, str] = {
-    "build-pairs": "lpo_speech.commands.build_pairs",
+    "demo": "lpo_speech.commands.demo",
+    "make-asr-data": "lpo_speech.commands.make_asr_data",
     "import-whisper-ct2": "lpo_speech.commands.import_whisper_ct2",
+    "build-pairs": "lpo_speech.commands.build_pairs",
     "ref-logps": "lpo_speech.commands.ref_logps",
     "train": "lpo_speech.commands.train",
     "eval": "lpo_speech.commands.eval",
-    "make-asr-data": "lpo_speech.commands.make_asr_data",
 }
 
 

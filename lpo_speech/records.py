@@ -271,3 +271,10 @@ def resolve_audio(manifest: str | Path, audio: str) -> Path:
     """Audio paths in manifests are relative to the manifest's folder (absolute paths pass through)."""
     p = Path(audio)
     return p if p.is_absolute() else Path(manifest).parent / p
+
+
+def rebase_audio(pair: "PreferencePair", from_dir: Path, to_dir: Path) -> "PreferencePair":
+    """Keep a relative audio path valid when a pair moves from a file in `from_dir` to one in `to_dir`."""
+    if pair.audio and not Path(pair.audio).is_absolute():
+        pair.audio = os.path.relpath(Path(from_dir) / pair.audio, to_dir)
+    return pair

@@ -7,7 +7,6 @@ pipeline: drop pairs whose reference already prefers the chosen side by more tha
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -15,9 +14,17 @@ import torch
 from lpo_speech.adapters import load_adapter
 from lpo_speech.config import TrainRecipe
 from lpo_speech.distributed import barrier, init_distributed
-from lpo_speech.records import PreferencePair, load_jsonl, write_jsonl_atomic
+from lpo_speech.records import PreferencePair, load_jsonl, rebase_audio, write_jsonl_atomic
 from lpo_speech.stages import run_sharded
 from lpo_speech.trainer import _autocast, ref_logp_mode
+
+
+def _batch_order(p: PreferencePair) -> tuple:
+    """Cheap batching order: pairs of one audio stay together (its encoder runs once per batch);
+    token pairs go by length (less padding)."""
+    if p.audio is not None:
+        return (0,)  # stable sort keeps the file order, where pairs of one utterance are adjacent
+    return (len(p.prompt_tokens or []) + max(len(p.chosen_tokens or []), len(p.rejected_tokens or [])),)
 
 
 def compute_ref_logps(recipe: TrainRecipe, in_path: str | Path, out_path: str | Path, *, batch_size: int = 8,
@@ -44,16 +51,14 @@ def compute_ref_logps(recipe: TrainRecipe, in_path: str | Path, out_path: str | 
             out = model(batch)
         rows = []
         for p, c, r in zip(chunk, out.chosen.float().tolist(), out.rejected.float().tolist()):
-            d = {**p.to_dict(), "ref_chosen_logp": c, "ref_rejected_logp": r, "ref_logp_mode": mode}
-            if p.audio and not Path(p.audio).is_absolute():  # keep it relative to the new file's folder
-                d["audio"] = os.path.relpath(in_path.parent / p.audio, out_path.parent)
-            rows.append(d)
+            moved = rebase_audio(PreferencePair.from_dict(p.to_dict()), in_path.parent, out_path.parent)
+            rows.append({**moved.to_dict(), "ref_chosen_logp": c, "ref_rejected_logp": r, "ref_logp_mode": mode})
         return rows
 
     scored_path = out_path.with_name(out_path.name + ".scored")
     scored = run_sharded(scored_path, pairs, key=lambda p: p.id, process=process, batch_size=batch_size,
                          desc="ref-logps", unit="pair", device=recipe.train.device, quiet=quiet,
-                         order=lambda p: adapter.length(encode(p)))
+                         order=_batch_order)
     kept = [s for s in scored
             if max_margin is None or s["ref_chosen_logp"] - s["ref_rejected_logp"] <= max_margin]
     barrier()  # every rank has read the scored file

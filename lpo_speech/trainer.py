@@ -39,11 +39,12 @@ def ref_logp_mode(recipe: TrainRecipe) -> str:
     return f"{'mean' if recipe.loss.average_logps else 'sum'}/{recipe.model.codebook_reduction}"
 
 
-def load_pairs(recipe: TrainRecipe, adapter) -> tuple[list[dict], list[PreferencePair]]:
+def load_pairs(recipe: TrainRecipe, adapter, quiet: bool = True) -> tuple[list[dict], list[PreferencePair]]:
     """Encode every pair; check precomputed reference log-probs; drop over-long pairs (counted)."""
     items, pairs, too_long = [], [], 0
     want_mode = ref_logp_mode(recipe)
-    for i, pair in enumerate(read_jsonl(recipe.data.pairs, PreferencePair), 1):
+    records = list(read_jsonl(recipe.data.pairs, PreferencePair))
+    for i, pair in enumerate(tqdm(records, desc="load pairs", unit="pair", disable=quiet, dynamic_ncols=True), 1):
         where = f"{recipe.data.pairs}:{i}"
         sft = recipe.loss.type == "sft"
         if not pair.has_rejected and not sft:
@@ -118,7 +119,7 @@ def train(recipe: TrainRecipe, *, resume: bool = False, quiet: bool = False) -> 
     if recipe.reference.source == "model" and recipe.loss.type != "sft":
         reference = adapter.load(recipe.reference.path or recipe.model.path, info.device).eval()
         reference.requires_grad_(False)
-    items, _ = load_pairs(recipe, adapter)
+    items, _ = load_pairs(recipe, adapter, quiet=quiet or not info.is_main)
 
     global_size = cfg.batch_size * cfg.grad_accum * info.world
     if len(items) < global_size:

@@ -26,7 +26,8 @@ from lpo_speech.asr.perturb import build_vocabulary, perturbations
 from lpo_speech.asr.recipe import AsrRecipe
 from lpo_speech.audio import load_audio
 from lpo_speech.metrics import normalize, utterance_errors
-from lpo_speech.records import AsrUtterance, Candidate, PreferencePair, load_jsonl, resolve_audio, write_jsonl_atomic
+from lpo_speech.records import (AsrUtterance, Candidate, PreferencePair, load_jsonl, rebase_audio, resolve_audio,
+                                write_jsonl_atomic)
 from lpo_speech.reflogps import compute_ref_logps
 from lpo_speech.stages import run_sharded
 
@@ -77,7 +78,7 @@ def generate_candidates(recipe: AsrRecipe, utts: list[AsrUtterance], quiet: bool
 
 def select_pairs(recipe: AsrRecipe, rows: list[dict]) -> tuple[list[PreferencePair], dict]:
     bp = recipe.build_pairs
-    pairs_dir = Path(recipe.data.pairs).parent
+    pairs_dir = Path(bp.work_dir)  # audio paths relative to work_dir/pairs.jsonl
     stats = {"utterances": len(rows), "candidates": 0, "duplicates": 0, "within_margin": 0,
              "over_per_utterance_cap": 0, "utterances_without_pair": 0, "pairs": 0}
     by_source: dict[str, int] = {}
@@ -125,8 +126,12 @@ def build_asr_pairs(recipe: AsrRecipe, *, quiet: bool = False) -> dict:
     rows = generate_candidates(recipe, utts, quiet=quiet)
     pairs, stats = select_pairs(recipe, rows)
     write_jsonl_atomic(work / "pairs.jsonl", pairs)
-    ref = compute_ref_logps(recipe.train_recipe(), work / "pairs.jsonl", recipe.data.pairs,
-                            batch_size=bp.batch_size, max_margin=bp.max_ref_margin, quiet=quiet)
-    stats.update(dropped_ref_margin=ref["dropped_margin"], pairs_written=ref["kept"])
+    if recipe.reference.source == "model":  # the trainer runs the reference itself: no precomputation
+        write_jsonl_atomic(recipe.data.pairs, [rebase_audio(p, work, Path(recipe.data.pairs).parent) for p in pairs])
+        stats.update(dropped_ref_margin=0, pairs_written=len(pairs))
+    else:
+        ref = compute_ref_logps(recipe.train_recipe(), work / "pairs.jsonl", recipe.data.pairs,
+                                batch_size=bp.batch_size, max_margin=bp.max_ref_margin, quiet=quiet)
+        stats.update(dropped_ref_margin=ref["dropped_margin"], pairs_written=ref["kept"])
     (work / "summary.json").write_text(json.dumps(stats, indent=2))
     return stats

@@ -23,5 +23,6 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.recipe}: no `track:` key; build-pairs needs a track recipe (track: asr or tts)")
     stats = recipe.make_pairs(quiet=args.quiet)
     print(json.dumps(stats, indent=2))
-    print(f"pairs with reference log-probs: {recipe.data.pairs}")
+    ref = "with reference log-probs" if recipe.reference.source == "precomputed" else "(reference run by the trainer)"
+    print(f"pairs {ref}: {recipe.data.pairs}")
     return 0

@@ -8,7 +8,7 @@ from lpo_speech.config import DataConfig, ModelConfig, TrainConfig
 def recipe(tmp_path, **bp):
     return AsrRecipe(track="asr", model=ModelConfig(path="m", adapter="whisper"),
                      data=DataConfig(pairs=str(tmp_path / "pairs" / "p.jsonl")), train=TrainConfig(out_dir="r"),
-                     build_pairs=AsrBuildPairs(manifest=str(tmp_path / "data" / "m.jsonl"), work_dir="w", **bp))
+                     build_pairs=AsrBuildPairs(manifest=str(tmp_path / "data" / "m.jsonl"), work_dir=str(tmp_path / "w"), **bp))
 
 
 def row(*cands):
@@ -25,7 +25,7 @@ def test_reference_chosen_worst_first_dedup_and_margin(tmp_path):
     assert [p.rejected_text for p in pairs] == ["burn the nights of", "turn the light off"]
     assert all(p.chosen_text == "turn the lights off" for p in pairs)
     assert stats["duplicates"] == 1 and stats["over_per_utterance_cap"] == 1 and stats["pairs"] == 2
-    assert pairs[0].audio == "../data/wavs/u1.wav"  # relative to the pair file's folder
+    assert pairs[0].audio == "../data/wavs/u1.wav"  # relative to the folder of work_dir/pairs.jsonl
     assert stats["candidates_by_source"] == {"greedy": 1, "perturb": 3, "sample": 1}
 
 

@@ -1,0 +1,31 @@
+"""`lpo-speech make-tts-data`: the offline TTS world (see lpo_speech.tts.world)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "synthesize a piper corpus, encode it with Codec2 700C into codec-LM examples + prompt manifests (resumable)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="output folder (train/dev/test.jsonl, *_prompts.jsonl, ref/)")
+    parser.add_argument("--n-train", type=int, default=2600, help="training utterances (default 2600)")
+    parser.add_argument("--n-dev", type=int, default=100, help="development utterances (default 100)")
+    parser.add_argument("--n-test", type=int, default=200, help="held-out utterances (default 200)")
+    parser.add_argument("--seed", type=int, default=0, help="sentence seed (default 0)")
+    parser.add_argument("--workers", type=int, default=2, help="synthesis processes (default 2)")
+    parser.add_argument("--no-ceiling", action="store_true", help="skip judging the test split (piper and Codec2 ceiling)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    import torch  # noqa: F401  (before ctranslate2)
+
+    from lpo_speech.tts.world import make_tts_data
+
+    stats = make_tts_data(args.out, args.n_train, args.n_test, n_dev=args.n_dev, seed=args.seed,
+                          workers=args.workers, ceiling=not args.no_ceiling, progress=not args.quiet)
+    print(json.dumps(stats, indent=2))
+    return 0

@@ -1,0 +1,82 @@
+"""The codec LM: a small transformers Llama over the flat vocabulary of lpo_speech.tts.text.
+
+`init_codec_lm` writes a randomly initialised model (safetensors + config.json) whose config
+carries the tokenizer table as `tts`; training (`lpo-speech train`, adapter causal_lm) saves the
+config back unchanged, so every trained model knows its own prompt symbols and codec.
+
+Sizes (parameters with the 1,360-id Codec2 700C vocabulary, tied embeddings):
+  tiny   d=256, 4 layers, 4 heads (2 KV), MLP 704   ~3.6M  (the offline world's default)
+  small  d=384, 6 layers, 6 heads (2 KV), MLP 1024  ~10M
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lpo_speech.errors import UserError
+from lpo_speech.tts.text import BOS, EOS, PAD, TtsTokenizer
+
+SIZES: dict[str, dict[str, int]] = {
+    "tiny": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
+             "intermediate_size": 704},
+    "small": {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 6, "num_key_value_heads": 2,
+              "intermediate_size": 1024},
+    "test": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+             "intermediate_size": 64},
+}
+
+
+def codec_lm_config(tok: TtsTokenizer, size: str = "tiny", *, max_positions: int = 1024, **overrides: Any):
+    from transformers import LlamaConfig
+
+    if size not in SIZES:
+        raise UserError(f"unknown model size {size!r} (known: {', '.join(SIZES)})", where="init-codec-lm")
+    if max_positions <= tok.max_prompt_tokens + tok.num_codebooks:
+        raise UserError(f"max_positions={max_positions} leaves no room for audio after a "
+                        f"{tok.max_prompt_tokens}-token prompt", where="init-codec-lm")
+    kw = {**SIZES[size], **{k: v for k, v in overrides.items() if v is not None}}
+    return LlamaConfig(vocab_size=tok.vocab_size, max_position_embeddings=max_positions, pad_token_id=PAD,
+                       bos_token_id=BOS, eos_token_id=EOS, tie_word_embeddings=True, rope_theta=10000.0,
+                       attention_dropout=0.0, tts=tok.to_dict(), **kw)
+
+
+def init_codec_lm(out: str | Path, tok: TtsTokenizer | None = None, *, size: str = "tiny", seed: int = 0,
+                  max_positions: int = 1024, **overrides: Any) -> Path:
+    """Write a random codec LM to `out` (save_pretrained, safetensors); returns the folder."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    tok = tok or TtsTokenizer()
+    cfg = codec_lm_config(tok, size, max_positions=max_positions, **overrides)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg)
+    out = Path(out)
+    if (out / "config.json").exists():
+        raise UserError("already holds a model; choose a new folder", where=str(out))
+    model.save_pretrained(out)
+    return out
+
+
+def load_codec_lm(path: str | Path, device: str = "cpu"):
+    """(model in eval mode, its TtsTokenizer) from a model folder made by init_codec_lm or training."""
+    import torch
+
+    from lpo_speech.adapters.causal_lm import load_pretrained
+
+    tok = TtsTokenizer.load(path)
+    from transformers import AutoModelForCausalLM
+
+    lm = load_pretrained(AutoModelForCausalLM, str(path), dtype=torch.float32).to(device).eval()
+    if lm.get_output_embeddings().weight.shape[0] < tok.vocab_size:
+        raise UserError(f"model vocabulary {lm.get_output_embeddings().weight.shape[0]} is smaller than its "
+                        f"token table's {tok.vocab_size}", where=str(path))
+    return lm, tok
+
+
+def num_parameters(path_or_model: Any) -> int:
+    model = path_or_model
+    if isinstance(path_or_model, (str, Path)):
+        model, _ = load_codec_lm(path_or_model)
+    # Tied embeddings count once.
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

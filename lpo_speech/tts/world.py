@@ -1,0 +1,178 @@
+"""The offline TTS world: a piper corpus encoded with Codec2 700C, as codec-LM training examples.
+
+`make_tts_data(out, n_train, n_dev, n_test)` writes, under `out`:
+
+  tokenizer.json        the prompt/codec id table (lpo_speech.tts.text); models made from this data
+                        carry the same table in their config.json
+  train.jsonl           SFT examples (PreferencePair without a rejected side): prompt_tokens =
+  dev.jsonl             `[BOS, phonemes..., SEP]`, chosen_tokens = Codec2 700C ids of the piper
+  test.jsonl            audio (+ CODEC_OFFSET) followed by EOS; plus text, duration_s (gold for the
+                        'gold as chosen' pairs and held-out loss)
+  train_prompts.jsonl   TTS prompt manifests ({"id", "text", "speaker_audio"}) of the same items:
+  dev_prompts.jsonl     build-pairs samples the train prompts, eval synthesizes the test ones
+  test_prompts.jsonl
+  ref/joe.wav           the reference voice for speaker similarity (a sentence outside every split)
+  wavs/test/<id>.wav    the piper originals of the test split (16 kHz), for the ceiling
+  ceiling.json          judge scores of the test split: piper itself, and the gold Codec2 tokens decoded
+                        (the best any codec LM on this codec can do)
+
+Sentences come from lpo_speech.data.sentences; the splits share no sentence. Synthesis runs in
+`workers` processes; each split is written through a resumable JsonlWriter, so an interrupted run
+continues where it stopped (same arguments required: they are stored in make_tts_data.json).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from lpo_speech.errors import UserError
+from lpo_speech.records import JsonlWriter, write_jsonl_atomic
+from lpo_speech.tts.text import EOS, TtsTokenizer
+
+SYNTH_SR = 16_000
+REF_TEXT = "This is the reference recording of the voice that every model in this world should speak with."
+REF_PATH = "ref/joe.wav"
+
+_worker_state: dict[str, Any] = {}
+
+
+def _worker_init(tok_dict: dict, one_thread: bool = True) -> None:
+    if one_thread:  # parallelism comes from the worker processes
+        import torch
+
+        torch.set_num_threads(1)
+    _worker_state["tok"] = TtsTokenizer.from_dict(tok_dict)
+    _worker_state["codec"] = _worker_state["tok"].make_codec()
+
+
+def _make_item(job: tuple[str, str, str, str | None]) -> dict[str, Any]:
+    """Worker: synthesize one sentence with piper, encode it with Codec2, tokenize its text."""
+    from lpo_speech.data.synth import synth_piper
+
+    item_id, split, text, wav_path = job
+    tok, codec = _worker_state["tok"], _worker_state["codec"]
+    audio = synth_piper(text)
+    if wav_path is not None:
+        from lpo_speech.audio import save_wav
+
+        save_wav(wav_path, audio, SYNTH_SR)
+    codes = codec.encode(audio, SYNTH_SR)
+    return {"id": item_id, "prompt_id": item_id, "prompt_tokens": tok.encode_prompt(text, where=item_id),
+            "chosen_tokens": tok.codec_to_model(codec.flatten(codes)) + [EOS], "text": text, "split": split,
+            "duration_s": round(len(audio) / SYNTH_SR, 3), "frames": int(codes.shape[0])}
+
+
+def split_sentences(n_train: int, n_dev: int, n_test: int, seed: int) -> dict[str, list[str]]:
+    from lpo_speech.data.sentences import generate
+
+    sents = generate(n_train + n_dev + n_test, seed)
+    return {"train": sents[:n_train], "dev": sents[n_train:n_train + n_dev], "test": sents[n_train + n_dev:]}
+
+
+def make_tts_data(out_dir: str | Path, n_train: int, n_test: int, *, n_dev: int = 0, seed: int = 0,
+                  workers: int = 2, ceiling: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Build (or finish building) the TTS world in `out_dir`; returns counts, seconds and the ceiling."""
+    if min(n_train, n_dev, n_test) < 0 or n_train + n_test == 0:
+        raise UserError(f"item counts must be >= 0 and not all 0 (n_train={n_train}, n_dev={n_dev}, n_test={n_test})")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = {"n_train": n_train, "n_dev": n_dev, "n_test": n_test, "seed": seed, "voice": "piper:joe",
+              "codec": "codec2:700C"}
+    cfg_path = out / "make_tts_data.json"
+    if cfg_path.exists() and json.loads(cfg_path.read_text()) != config:
+        raise UserError(f"was made with other settings {cfg_path.read_text().strip()}; "
+                        "use a new output folder or the same settings", where=str(out))
+    cfg_path.write_text(json.dumps(config) + "\n")
+    tok = TtsTokenizer()
+    tok.save(out / "tokenizer.json")
+    if not (out / REF_PATH).exists():
+        from lpo_speech.audio import save_wav
+        from lpo_speech.data.synth import synth_piper
+
+        save_wav(out / REF_PATH, synth_piper(REF_TEXT), SYNTH_SR)
+
+    start, made = time.monotonic(), {}
+    splits = split_sentences(n_train, n_dev, n_test, seed)
+    with (ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(tok.to_dict(),))
+          if workers > 1 else contextlib.nullcontext()) as pool:
+        if pool is None:
+            _worker_init(tok.to_dict(), one_thread=False)
+        for split, texts in splits.items():
+            if texts:
+                made[split] = _build_split(out, split, texts, pool, progress)
+    stats: dict[str, Any] = {**made, "seconds": round(time.monotonic() - start, 1)}
+    if ceiling and splits["test"]:
+        stats["ceiling"] = measure_ceiling(out, progress=progress)
+    return stats
+
+
+def _build_split(out: Path, split: str, texts: list[str], pool, progress: bool) -> int:
+    final = out / f"{split}.jsonl"
+    ids = [f"{split}-{i:05d}" for i in range(len(texts))]
+    if final.exists() and (out / f"{split}_prompts.jsonl").exists():
+        return 0
+    keep_wav = split == "test"
+    with JsonlWriter(final) as writer:
+        jobs = [(i, split, t, str(out / "wavs" / split / f"{i}.wav") if keep_wav else None)
+                for i, t in zip(ids, texts) if i not in writer.done]
+        bar = tqdm(total=len(texts), initial=len(texts) - len(jobs), desc=f"tts {split}", unit="utt",
+                   disable=not progress, dynamic_ncols=True)
+        results = pool.map(_make_item, jobs, chunksize=4) if pool is not None else map(_make_item, jobs)
+        for rec in results:
+            writer.write(rec)
+            bar.update(1)
+        bar.close()
+    # Plan order on disk, so reruns and resumed runs give identical files.
+    rows = {d["id"]: d for d in map(json.loads, final.read_text(encoding="utf-8").splitlines())}
+    write_jsonl_atomic(final, [rows[i] for i in ids])
+    write_jsonl_atomic(out / f"{split}_prompts.jsonl",
+                       [{"id": i, "text": t, "speaker_audio": REF_PATH} for i, t in zip(ids, texts)])
+    return len(jobs)
+
+
+def load_ref(out: Path) -> tuple[np.ndarray, int]:
+    from lpo_speech.audio import load_audio
+
+    return load_audio(Path(out) / REF_PATH, sample_rate=SYNTH_SR), SYNTH_SR
+
+
+def measure_ceiling(out: str | Path, *, scorer=None, limit: int | None = None, progress: bool = True) -> dict:
+    """Judge the piper originals and the decoded gold Codec2 tokens of the test split (ceiling.json)."""
+    from lpo_speech.audio import load_audio
+    from lpo_speech.tts.scoring import Clip, TtsScorer, summarize
+
+    out = Path(out)
+    path = out / "ceiling.json"
+    if path.exists() and limit is None:
+        return json.loads(path.read_text())
+    tok = TtsTokenizer.load(out / "tokenizer.json")
+    codec = tok.make_codec()
+    rows = [json.loads(line) for line in (out / "test.jsonl").read_text().splitlines()][:limit]
+    scorer = scorer or TtsScorer(dnsmos=True, stability=False)
+    ref = load_ref(out)
+    texts = [r["text"] for r in rows]
+    result: dict[str, Any] = {}
+    for name in ("piper", "codec2-700C"):
+        scored = []
+        for s in tqdm(range(0, len(rows), 16), desc=f"ceiling {name}", disable=not progress, dynamic_ncols=True):
+            clips = []
+            for r in rows[s:s + 16]:
+                if name == "piper":
+                    wav, sr = load_audio(out / "wavs" / "test" / f"{r['id']}.wav", sample_rate=SYNTH_SR), SYNTH_SR
+                else:
+                    ids = tok.model_to_codec(r["chosen_tokens"][:-1], where=r["id"])
+                    wav, sr = codec.decode(codec.unflatten(ids)), codec.sample_rate
+                clips.append(Clip(r["text"], wav, sr))
+            scored += scorer.score(clips, ref)
+        result[name] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in summarize(scored, texts).items()}
+    if limit is None:
+        path.write_text(json.dumps(result, indent=2) + "\n")
+    return result

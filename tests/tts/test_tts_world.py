@@ -1,0 +1,86 @@
+"""The offline TTS world end to end at toy size: piper -> Codec2 -> examples, resume, ceiling, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch  # noqa: F401  (before ctranslate2)
+
+from lpo_speech.errors import UserError
+from lpo_speech.records import PreferencePair, TtsPrompt, load_jsonl
+from lpo_speech.tts.text import BOS, CODEC_OFFSET, EOS, SEP, TtsTokenizer
+from lpo_speech.tts.world import REF_PATH, make_tts_data, measure_ceiling, split_sentences
+
+pytest.importorskip("pycodec2")
+pytest.importorskip("piper")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ttsworld")
+    stats = make_tts_data(out, 3, 2, n_dev=1, workers=1, ceiling=False, progress=False)
+    return out, stats
+
+
+def test_splits_are_disjoint_and_stable():
+    a = split_sentences(30, 5, 10, seed=0)
+    assert [len(a[k]) for k in ("train", "dev", "test")] == [30, 5, 10]
+    assert not set(a["train"]) & set(a["test"]) and not set(a["dev"]) & set(a["test"])
+    assert split_sentences(30, 5, 10, seed=0) == a
+
+
+def test_examples_are_valid_codec_lm_sft_pairs(world):
+    out, stats = world
+    assert stats["train"] == 3 and stats["dev"] == 1 and stats["test"] == 2
+    tok = TtsTokenizer.load(out / "tokenizer.json")
+    codec = tok.make_codec()
+    pairs = load_jsonl(out / "train.jsonl", PreferencePair)
+    prompts = load_jsonl(out / "train_prompts.jsonl", TtsPrompt)
+    assert [p.id for p in pairs] == [p.id for p in prompts] == ["train-00000", "train-00001", "train-00002"]
+    for pair, prompt in zip(pairs, prompts):
+        assert not pair.has_rejected  # SFT example
+        assert pair.prompt_tokens == tok.encode_prompt(prompt.text)
+        assert pair.prompt_tokens[0] == BOS and pair.prompt_tokens[-1] == SEP
+        assert pair.chosen_tokens[-1] == EOS and len(pair.chosen_tokens) % 4 == 1
+        codes = codec.unflatten(tok.model_to_codec(pair.chosen_tokens[:-1]))
+        # 25 frames per second of piper audio (ceil), the codec's frame rate.
+        assert codes.shape[0] == int(np.ceil(pair.extra["duration_s"] * 25 - 1e-6))
+        assert min(pair.chosen_tokens[:-1]) >= CODEC_OFFSET
+        assert len(np.unique(codes[:, 0])) > 10  # speech, not a constant stream
+    assert (out / REF_PATH).is_file() and all(p.speaker_audio == REF_PATH for p in prompts)
+    assert len(list((out / "wavs" / "test").glob("*.wav"))) == 2
+
+
+def test_rerun_resumes_and_settings_are_checked(world):
+    out, _ = world
+    before = (out / "train.jsonl").read_text()
+    lines = before.splitlines(keepends=True)
+    (out / "train.jsonl").unlink()
+    (out / "train.jsonl.partial").write_text(lines[0] + lines[1][:25])  # a crash: one line and a torn one
+    stats = make_tts_data(out, 3, 2, n_dev=1, workers=1, ceiling=False, progress=False)
+    assert stats["train"] == 2 and stats["test"] == 0  # the torn item and the missing one only
+    after = [json.loads(x) for x in (out / "train.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in after] == ["train-00000", "train-00001", "train-00002"]
+    assert after[0] == json.loads(lines[0])
+    with pytest.raises(UserError, match="was made with other settings"):
+        make_tts_data(out, 4, 2, n_dev=1, workers=1, ceiling=False, progress=False)
+
+
+def test_ceiling_judges_piper_and_decoded_gold(world):
+    out, _ = world
+    c = measure_ceiling(out, limit=1, progress=False)
+    for name in ("piper", "codec2-700C"):
+        assert c[name]["n"] == 1 and 0 <= c[name]["wer"] <= 1 and c[name]["failure_rate"] in (0.0, 1.0)
+    assert c["piper"]["wer"] <= 0.5  # piper itself is intelligible to the judge
+    assert c["piper"]["sim"] > c["codec2-700C"]["sim"] - 0.05 and c["codec2-700C"]["sim"] > 0.5
+
+
+def test_cli_init_codec_lm(tmp_path, lpo):
+    r = lpo("init-codec-lm", "--out", str(tmp_path / "m"), "--size", "test", cwd=tmp_path)
+    assert "vocabulary 1360" in r.stdout
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["vocab_size"] == 1360 and cfg["tts"]["codec"] == "codec2:700C"
+    again = lpo("init-codec-lm", "--out", str(tmp_path / "m"), cwd=tmp_path, check=False)
+    assert again.returncode == 2 and again.stderr.count("\n") == 1 and "already holds a model" in again.stderr
