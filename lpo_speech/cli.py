@@ -17,6 +17,8 @@ from lpo_speech.errors import UserError
 COMMANDS: dict[str, str] = {
     "demo": "lpo_speech.commands.demo",
     "make-asr-data": "lpo_speech.commands.make_asr_data",
+    "make-tts-data": "lpo_speech.commands.make_tts_data",
+    "init-codec-lm": "lpo_speech.commands.init_codec_lm",
     "import-whisper-ct2": "lpo_speech.commands.import_whisper_ct2",
     "build-pairs": "lpo_speech.commands.build_pairs",
     "ref-logps": "lpo_speech.commands.ref_logps",

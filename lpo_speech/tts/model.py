@@ -44,6 +44,9 @@ def codec_lm_config(tok: TtsTokenizer, size: str = "tiny", *, max_positions: int
 def init_codec_lm(out: str | Path, tok: TtsTokenizer | None = None, *, size: str = "tiny", seed: int = 0,
                   max_positions: int = 1024, **overrides: Any) -> Path:
     """Write a random codec LM to `out` (save_pretrained, safetensors); returns the folder."""
+    out = Path(out)
+    if (out / "config.json").exists():
+        raise UserError("already holds a model; choose a new folder", where=str(out))
     import torch
     from transformers import LlamaForCausalLM
 
@@ -51,9 +54,6 @@ def init_codec_lm(out: str | Path, tok: TtsTokenizer | None = None, *, size: str
     cfg = codec_lm_config(tok, size, max_positions=max_positions, **overrides)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg)
-    out = Path(out)
-    if (out / "config.json").exists():
-        raise UserError("already holds a model; choose a new folder", where=str(out))
     model.save_pretrained(out)
     return out
 

@@ -77,9 +77,12 @@ def test_ceiling_judges_piper_and_decoded_gold(world):
     assert c["piper"]["sim"] > c["codec2-700C"]["sim"] - 0.05 and c["codec2-700C"]["sim"] > 0.5
 
 
-def test_cli_init_codec_lm(tmp_path, lpo):
-    r = lpo("init-codec-lm", "--out", str(tmp_path / "m"), "--size", "test", cwd=tmp_path)
-    assert "vocabulary 1360" in r.stdout
+def test_init_codec_lm_and_cli_error(tmp_path, lpo):
+    from lpo_speech.tts.model import init_codec_lm, load_codec_lm, num_parameters
+
+    init_codec_lm(tmp_path / "m", size="test")
+    lm, tok = load_codec_lm(tmp_path / "m")
+    assert tok == TtsTokenizer() and num_parameters(lm) < 100_000
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     assert cfg["vocab_size"] == 1360 and cfg["tts"]["codec"] == "codec2:700C"
     again = lpo("init-codec-lm", "--out", str(tmp_path / "m"), cwd=tmp_path, check=False)
