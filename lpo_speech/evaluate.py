@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from lpo_speech.audio import load_audio
@@ -29,21 +30,30 @@ def model_type(path: str) -> str:
 
 
 def eval_asr(model: str, manifest: str, out_dir: Path, *, batch_size: int = 8, beam: int = 1, lang: str = "en",
-             device: str = "cpu", quiet: bool = False) -> dict:
+             device: str = "cpu", quiet: bool = False, state_cache: dict | None = None) -> dict:
+    """`state_cache` maps (encoder fingerprint, utterance id) to encoder states, shared between the
+    models of one evaluation: models with identical encoders run it once per utterance."""
     from lpo_speech.asr.decode import AsrDecoder
 
     utts = load_jsonl(manifest, AsrUtterance)
     out_dir.mkdir(parents=True, exist_ok=True)
     decoder = AsrDecoder(model, device)
+    cache = {} if state_cache is None else state_cache
+    fingerprint = decoder.encoder_fingerprint()
     with JsonlWriter(out_dir / "utterances.jsonl") as writer:
         todo = [u for u in utts if u.id not in writer.done]
         bar = tqdm(total=len(utts), initial=len(utts) - len(todo), desc=f"eval {out_dir.name}", unit="utt",
                    disable=quiet, dynamic_ncols=True)
         for s in range(0, len(todo), batch_size):
             chunk = todo[s:s + batch_size]
-            wavs = [load_audio(resolve_audio(manifest, u.audio), sample_rate=16_000, where=f"{manifest}: id {u.id}")
-                    for u in chunk]
-            for u, (hyp,) in zip(chunk, decoder.transcribe(wavs, num_beams=beam)):
+            missing = [u for u in chunk if (fingerprint, u.id) not in cache]
+            if missing:
+                wavs = [load_audio(resolve_audio(manifest, u.audio), sample_rate=16_000,
+                                   where=f"{manifest}: id {u.id}") for u in missing]
+                for u, st in zip(missing, decoder.encode(wavs)):
+                    cache[(fingerprint, u.id)] = st.to("cpu", torch.float16)
+            states = torch.stack([cache[(fingerprint, u.id)] for u in chunk]).float()
+            for u, (hyp,) in zip(chunk, decoder.transcribe(states=states, num_beams=beam)):
                 errs = utterance_errors(u.text, hyp, lang)
                 writer.write({"id": u.id, "ref": u.text, "hyp": hyp, "wer": errs["wer"], "cer": errs["cer"]})
             bar.update(len(chunk))
@@ -71,10 +81,10 @@ def evaluate(models: list[str], labels: list[str] | None, manifest: str, out: st
     if len(labels) != len(models) or len(set(labels)) != len(labels):
         raise UserError("--label: give one distinct label per --model")
     out_dir = Path(out)
-    results = {}
+    results, state_cache = {}, {}
     for model, label in zip(models, labels):
         if model_type(model) in ASR_MODEL_TYPES:
-            results[label] = eval_asr(model, manifest, out_dir / label, **kw)
+            results[label] = eval_asr(model, manifest, out_dir / label, state_cache=state_cache, **kw)
         else:
             raise UserError(f"{model}: model type {model_type(model)!r} has no evaluator (ASR: whisper)")
     summary = next(iter(results.values())) if len(results) == 1 else results

@@ -95,7 +95,9 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(recipe: TrainRecipe, *, resume: bool = False, quiet: bool = False) -> Path:
+def train(recipe: TrainRecipe, *, resume: bool = False, quiet: bool = False, adapter=None) -> Path:
+    """Train and return the run folder. `adapter` may be passed in to reuse its caches (features,
+    frozen-encoder states) across runs on the same data, as benchmarks comparing losses do."""
     cfg = recipe.train
     info = init_distributed(cfg.device)
     run_dir = Path(cfg.out_dir)
@@ -110,7 +112,7 @@ def train(recipe: TrainRecipe, *, resume: bool = False, quiet: bool = False) -> 
     seed_all(cfg.seed)
     use_bf16 = recipe.model.dtype == "bfloat16" or (recipe.model.dtype == "auto" and info.device.type == "cuda")
 
-    adapter = load_adapter(recipe.model)
+    adapter = adapter or load_adapter(recipe.model)
     adapter.average = recipe.loss.average_logps
     policy = adapter.load(recipe.model.path, info.device)
     policy.train()
@@ -177,10 +179,13 @@ def train(recipe: TrainRecipe, *, resume: bool = False, quiet: bool = False) -> 
         if (step + 1) % cfg.log_every == 0 or last:
             stacked = {k: all_reduce_mean(torch.stack([p[k].to(info.device).float() for p in pending]))
                        for k in pending[0]}
-            for j in range(len(pending)):
-                row = {k: float(v[j]) for k, v in stacked.items()}
-                log.write(step + 2 - len(pending) + j, row)
+            rows = [{k: float(v[j]) for k, v in stacked.items()} for j in range(len(pending))]
+            # elapsed_s: seconds since this process entered the loop, read after the host read above (so
+            # the steps are done); per step with log_every 1, so throughput can be read from the log.
             elapsed = time.perf_counter() - t0
+            for j, row in enumerate(rows):
+                row["elapsed_s"] = elapsed
+                log.write(step + 2 - len(pending) + j, row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", x1=f"{row['x1']:+.3f}", x2=f"{row['x2']:+.3f}",
                             pairs_s=f"{pairs_done / elapsed:.2f}")
             pending = []

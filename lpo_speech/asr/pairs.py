@@ -47,15 +47,16 @@ def generate_candidates(recipe: AsrRecipe, utts: list[AsrUtterance], quiet: bool
         if decoder is not None:
             wavs = [load_audio(resolve_audio(bp.manifest, u.audio), sample_rate=16_000,
                                where=f"{bp.manifest}: id {u.id}") for u in batch]
+            states = decoder.encode(wavs)  # once, shared by every decoding below
             if bp.greedy:
-                for u, texts in zip(batch, decoder.transcribe(wavs)):
+                for u, texts in zip(batch, decoder.transcribe(states=states)):
                     hyps[u.id] += [("greedy", t) for t in texts]
             if bp.beams:
-                for u, texts in zip(batch, decoder.transcribe(wavs, n=bp.beams, num_beams=bp.beams)):
+                for u, texts in zip(batch, decoder.transcribe(states=states, n=bp.beams, num_beams=bp.beams)):
                     hyps[u.id] += [("beam", t) for t in texts]
             if bp.samples:
                 torch.manual_seed(random.Random(f"{bp.seed}:{batch[0].id}").randrange(2**31))
-                for u, texts in zip(batch, decoder.transcribe(wavs, n=bp.samples, do_sample=True,
+                for u, texts in zip(batch, decoder.transcribe(states=states, n=bp.samples, do_sample=True,
                                                               temperature=bp.temperature, top_p=bp.top_p)):
                     hyps[u.id] += [("sample", t) for t in texts]
         rows = []
@@ -123,6 +124,8 @@ def build_asr_pairs(recipe: AsrRecipe, *, quiet: bool = False) -> dict:
     work = Path(bp.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     utts = load_jsonl(bp.manifest, AsrUtterance)
+    for u in utts:  # fail fast, before a long stage: every audio readable, mono, 16 kHz
+        load_audio(resolve_audio(bp.manifest, u.audio), sample_rate=16_000, where=f"{bp.manifest}: id {u.id}")
     rows = generate_candidates(recipe, utts, quiet=quiet)
     pairs, stats = select_pairs(recipe, rows)
     write_jsonl_atomic(work / "pairs.jsonl", pairs)

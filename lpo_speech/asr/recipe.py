@@ -53,6 +53,8 @@ class AsrRecipe:
     def validate(self) -> None:
         _need(self.track == "asr", "track", "asr")
         _need(self.model.adapter == "whisper", "model.adapter", "whisper for the ASR track")
+        _need(self.build_pairs.max_ref_margin is None or self.reference.source == "precomputed",
+              "build_pairs.max_ref_margin", "needs reference.source: precomputed (the filter uses stored log-probs)")
 
     def train_recipe(self) -> TrainRecipe:
         return TrainRecipe(model=self.model, data=self.data, train=self.train, loss=self.loss, reference=self.reference)

@@ -1,0 +1,106 @@
+"""`lpo-speech eval --wer` for codec-LM TTS models: synthesize a prompt manifest and judge it.
+
+For each prompt ({"id", "text", optional "emotion", "intensity", "speaker_audio"}), one synthesis
+(greedy by default; `temperature > 0` samples) is decoded to `<out>/wavs/<id>.wav` and scored by
+lpo_speech.tts.scoring: the ASR judge's transcript against the text (WER/CER, lpo_speech.metrics
+normalization), speaker similarity to the prompt's `speaker_audio` (or `ref_audio`), DNSMOS, and
+the stability flags. Writes `<out>/utterances.jsonl` (one line per prompt; resumable: an interrupted
+run continues with the prompts not yet written) and `<out>/metrics.json`:
+
+  wer            corpus WER of the judge transcripts
+  wer_utt_mean   mean per-utterance WER (the Seed-TTS-eval convention)
+  cer            corpus CER
+  failure_rate   share of prompts with WER > 0.5, no EOS before the length guard, or undecodable tokens
+  sim            mean speaker similarity (resemblyzer cosine) to the reference voice
+  dnsmos         mean DNSMOS overall MOS (undecodable/empty clips left out)
+  n              prompts scored
+(plus not_terminated_rate, undecodable_rate, duration_s_mean).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from lpo_speech.errors import UserError
+from lpo_speech.records import JsonlWriter, TtsPrompt, load_jsonl, resolve_audio
+
+REF_SR = 16_000
+
+
+def load_reference(manifest: str | Path, prompt: TtsPrompt, ref_audio: str | None,
+                   cache: dict[str, tuple[np.ndarray, int]]) -> tuple[np.ndarray, int] | None:
+    from lpo_speech.audio import load_audio
+
+    if prompt.speaker_audio:
+        path = resolve_audio(manifest, prompt.speaker_audio)
+        where = f"{manifest}: id {prompt.id}: speaker_audio"
+    elif ref_audio:
+        path, where = Path(ref_audio), "--ref-audio"
+    else:
+        return None
+    key = str(path)
+    if key not in cache:
+        cache[key] = (load_audio(path, sample_rate=REF_SR, where=where, resample=True), REF_SR)
+    return cache[key]
+
+
+def eval_tts(model_dir: str, prompts_manifest: str, out_dir: str | Path, *, temperature: float = 0.0,
+             top_p: float = 1.0, seed: int = 0, batch_size: int = 16, judge: dict | None = None,
+             dnsmos: bool = True, ref_audio: str | None = None, lang: str = "en", device: str = "cpu",
+             quiet: bool = False, **_ignored: Any) -> dict:
+    import torch  # noqa: F401  (before ctranslate2)
+
+    from lpo_speech.audio import save_wav
+    from lpo_speech.tts.model import load_codec_lm
+    from lpo_speech.tts.scoring import Clip, TtsScorer, summarize
+    from lpo_speech.tts.synthesize import prompt_ids, synthesize
+
+    if _ignored.get("beam", 1) not in (None, 1):
+        raise UserError("--beam: TTS models decode greedily or by sampling (use --temperature)")
+    prompts = load_jsonl(prompts_manifest, TtsPrompt)
+    lm, tok = load_codec_lm(model_dir, device=device)
+    for i, p in enumerate(prompts, 1):  # every prompt error before any synthesis, one line each
+        prompt_ids(tok, p, where=f"{prompts_manifest}:{i}")
+    refs: dict[str, tuple[np.ndarray, int]] = {}
+    ref_of = {p.id: load_reference(prompts_manifest, p, ref_audio, refs) for p in prompts}
+    codec = tok.make_codec()
+    scorer = TtsScorer(judge=judge or {"type": "faster-whisper", "model": "bundled"}, dnsmos=dnsmos, lang=lang)
+    out_dir = Path(out_dir)
+    (out_dir / "wavs").mkdir(parents=True, exist_ok=True)
+    decoding = "greedy" if temperature == 0 else f"sample t={temperature} top_p={top_p} seed={seed}"
+    with JsonlWriter(out_dir / "utterances.jsonl") as writer:
+        todo = [p for p in prompts if p.id not in writer.done]
+        bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=f"eval {out_dir.name}", unit="utt",
+                   disable=quiet, dynamic_ncols=True)
+        for s in range(0, len(todo), batch_size):
+            chunk = todo[s:s + batch_size]
+            synths = synthesize(lm, tok, chunk, n=1, temperature=temperature, top_p=top_p,
+                                seed=seed + s, batch_size=batch_size, codec=codec)
+            for p, (syn,) in zip(chunk, synths):
+                ref = ref_of[p.id]
+                clip = Clip(p.text, syn.wav, syn.sr, terminated=syn.terminated, undecodable=syn.undecodable)
+                (row,) = scorer.score([clip], ref)
+                wav_rel = None
+                if syn.wav is not None and syn.wav.size:
+                    wav_rel = f"wavs/{p.id}.wav"
+                    save_wav(out_dir / wav_rel, syn.wav, syn.sr)
+                writer.write({"id": p.id, "text": p.text, **row, "tokens": len(syn.tokens), "wav": wav_rel,
+                              **({"error": syn.error} if syn.error else {})})
+            bar.update(len(chunk))
+        bar.close()
+    rows = {r["id"]: r for r in map(json.loads, (out_dir / "utterances.jsonl").read_text().splitlines())}
+    ordered = [rows[p.id] for p in prompts]
+    metrics = {**summarize(ordered, [p.text for p in prompts], lang), "model": str(model_dir),
+               "data": str(prompts_manifest), "decoding": decoding}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def is_tts_model(model_dir: str) -> bool:
+    cfg = Path(model_dir) / "config.json"
+    return cfg.is_file() and "tts" in json.loads(cfg.read_text())

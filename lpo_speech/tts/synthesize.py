@@ -1,0 +1,96 @@
+"""Codec-LM speech synthesis: prompts -> sampled codec tokens -> Codec2 audio.
+
+`synthesize(lm, tok, prompts, n=...)` encodes each prompt (text + control tokens), samples `n`
+responses with lpo_speech.sampling (KV cache, batched, every response position constrained to its
+codec slot's ids, EOS only at a frame boundary), then unflattens and decodes each response to a
+waveform at the codec's rate. Prompts are sampled in groups of similar text length, each group
+with its own length guard:
+
+    max_new_tokens = min(max_seconds, seconds_per_char * chars + 1 s) * frame_rate * K
+
+(also capped so prompt + response fits the model's positions). A response that hits the guard has
+`terminated=False`; one whose ids the codec cannot decode has `undecodable=True` and no audio (its
+reason in `error`) instead of stopping the run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lpo_speech.errors import UserError
+from lpo_speech.records import TtsPrompt
+from lpo_speech.tts.text import EOS, PAD, TtsTokenizer
+
+
+@dataclass
+class Synth:
+    tokens: list[int]  # model ids of the response, without EOS
+    terminated: bool
+    undecodable: bool = False
+    wav: np.ndarray | None = None  # float32 at `sr`
+    sr: int = 8000
+    error: str | None = None
+
+    @property
+    def duration_s(self) -> float:
+        return 0.0 if self.wav is None else self.wav.size / self.sr
+
+
+def decode_tokens(tok: TtsTokenizer, codec, tokens: list[int], terminated: bool = True) -> Synth:
+    """Model ids -> Synth with audio, or undecodable (never raises for bad ids)."""
+    try:
+        codes = codec.unflatten(tok.model_to_codec(tokens))
+        wav = codec.decode(codes)
+    except UserError as e:
+        return Synth(tokens=list(tokens), terminated=terminated, undecodable=True, sr=codec.sample_rate,
+                     error=str(e))
+    return Synth(tokens=list(tokens), terminated=terminated, wav=wav, sr=codec.sample_rate)
+
+
+def prompt_ids(tok: TtsTokenizer, prompt: TtsPrompt | dict, where: str = "prompt") -> list[int]:
+    p = prompt if isinstance(prompt, TtsPrompt) else TtsPrompt.from_dict(prompt, where)
+    return tok.encode_prompt(p.text, emotion=p.emotion, intensity=p.intensity,
+                             speaker=p.extra.get("speaker"), where=where if where != "prompt" else f"prompt {p.id}")
+
+
+def synthesize(lm, tok: TtsTokenizer, prompts: list[TtsPrompt], *, n: int = 1, temperature: float = 1.0,
+               top_k: int = 0, top_p: float = 1.0, max_seconds: float = 12.0, seconds_per_char: float = 0.15,
+               seed: int = 0, batch_size: int = 16, group: int = 64, codec=None,
+               progress=None) -> list[list[Synth]]:
+    """`n` syntheses per prompt (result[i][j]); temperature 0 = greedy (then n is usually 1)."""
+    from lpo_speech.sampling import sample
+
+    codec = codec or tok.make_codec()
+    k = tok.num_codebooks
+    max_pos = int(getattr(lm.config, "max_position_embeddings", 4096))
+    ids = [prompt_ids(tok, p) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].text))
+    results: list[list[Synth] | None] = [None] * len(prompts)
+    for g in range(0, len(order), group):
+        idx = order[g:g + group]
+        chars = max(len(prompts[i].text) for i in idx)
+        seconds = min(max_seconds, seconds_per_char * chars + 1.0)
+        frames = math.ceil(seconds * codec.frame_rate)
+        room = (max_pos - max(len(ids[i]) for i in idx)) // k
+        if room < 1:
+            raise UserError(f"prompt {prompts[idx[0]].id}: no room for audio within the model's "
+                            f"{max_pos} positions", where="synthesize")
+        max_new = min(frames, room) * k
+        drawn = sample(lm, [ids[i] for i in idx], n=n, max_new_tokens=max_new, eos_id=EOS,
+                       temperature=temperature, top_k=top_k, top_p=top_p, slot_ranges=tok.slot_ranges,
+                       seed=seed + g, batch_size=batch_size, pad_id=PAD)
+        for i, samples in zip(idx, drawn):
+            results[i] = [decode_tokens(tok, codec, s.tokens, s.terminated) for s in samples]
+        if progress is not None:
+            progress(len(idx))
+    return results  # type: ignore[return-value]
+
+
+def sampling_options(cfg: Any) -> dict[str, Any]:
+    """The keyword arguments of `synthesize` found on a config object (recipe section)."""
+    keys = ("temperature", "top_k", "top_p", "max_seconds", "seconds_per_char", "batch_size")
+    return {key: getattr(cfg, key) for key in keys if hasattr(cfg, key)}

@@ -1,0 +1,147 @@
+"""The ASR track end to end through the CLI, on real speech and the real Whisper tiny.en (tiny sizes),
+plus its bad-input and resume guarantees, and the hub recipe's loading path on a tiny local model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, espeak_wav
+
+RECIPE = REPO / "recipes" / "asr" / "whisper-tiny-offline.yaml"
+
+
+@pytest.fixture(scope="module")
+def asr_data(tmp_path_factory) -> Path:
+    from lpo_speech.data.synth import make_asr_data
+
+    out = tmp_path_factory.mktemp("asr") / "data"
+    make_asr_data(out, n_train=5, n_test=3, styles=["espeak"], workers=1, progress=False)
+    return out
+
+
+def overrides(root: Path, model: Path, data: Path) -> list[str]:
+    return [f"model.path={model}", f"build_pairs.manifest={data / 'train.jsonl'}", f"build_pairs.work_dir={root / 'pairs'}",
+            f"data.pairs={root / 'pairs' / 'pairs_ref.jsonl'}", f"train.out_dir={root / 'lpo'}", "build_pairs.batch_size=4",
+            "train.batch_size=2", "train.max_steps=2", "train.warmup_steps=0", "train.log_every=1"]
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+
+
+def test_build_pairs_train_eval(tmp_path, lpo, whisper_tiny, asr_data):
+    ov = overrides(tmp_path, whisper_tiny, asr_data)
+    ov += ["build_pairs.greedy=true", "reference.source=precomputed"]  # the full path: decoding + stored log-probs
+    out = lpo("build-pairs", str(RECIPE), *ov, "build_pairs.perturbations=2", "--quiet", cwd=tmp_path)
+    summary = json.loads((tmp_path / "pairs" / "summary.json").read_text())
+    assert summary["utterances"] == 5 and summary["candidates_by_source"]["perturb"] == 10
+    assert summary["candidates_by_source"]["greedy"] == 5 and summary["pairs_written"] >= 10
+    pairs = lines(tmp_path / "pairs" / "pairs_ref.jsonl")
+    refs = {u["id"]: u["text"] for u in lines(asr_data / "train.jsonl")}
+    for p in pairs:
+        assert p["chosen_text"] == refs[p["prompt_id"]] and p["rejected_scores"]["wer"] > 0
+        assert (tmp_path / "pairs" / p["audio"]).is_file()
+        assert p["ref_chosen_logp"] > p["ref_rejected_logp"] - 5  # a sane log-prob, not a placeholder
+    assert "pairs with reference log-probs" in out.stdout
+
+    lpo("train", str(RECIPE), *ov, "--quiet", cwd=tmp_path)
+    rows = lines(tmp_path / "lpo" / "metrics.jsonl")
+    assert len(rows) == 2 and rows[0]["x1"] == pytest.approx(0.0, abs=1e-3)  # policy starts at the reference
+    assert (tmp_path / "lpo" / "model" / "preprocessor_config.json").exists() or \
+        (tmp_path / "lpo" / "model" / "processor_config.json").exists()
+
+    out = lpo("eval", "--wer", "--model", str(whisper_tiny), "--model", str(tmp_path / "lpo" / "model"),
+              "--label", "base", "--label", "lpo", "--data", str(asr_data / "test.jsonl"), "--out", "ev", "--quiet",
+              cwd=tmp_path)
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert set(metrics) == {"base", "lpo"}
+    for m in metrics.values():
+        assert m["n"] == 3 and {"wer", "cer", "wer_utt_mean"} <= set(m) and 0 <= m["wer"] < 1
+    utts = lines(tmp_path / "ev" / "base" / "utterances.jsonl")
+    assert [u["id"] for u in utts] == [u["id"] for u in lines(asr_data / "test.jsonl")]
+    assert "| base |" in out.stdout and "| lpo |" in out.stdout
+
+
+@pytest.mark.parametrize("line, expected", [
+    ('{"id": "x", "audio": "wavs/none.wav", "text": "hi"}', "none.wav: audio file not found"),
+    ('{"id": "x", "audio": "wavs/bad.wav", "text": "hi"}', "bad.wav: cannot read audio"),
+    ('{"id": "x", "audio": "wavs/stereo.wav", "text": "hi"}', "expected mono audio, found 2 channels"),
+    ('{"id": "x", "audio": "wavs/8k.wav", "text": "hi"}', "sample rate 8000 Hz, expected 16000 Hz"),
+    ('{"id": "x", "audio": "wavs/ok.wav", "text": ""}', "m.jsonl:2: field 'text': empty"),
+    ('{"id": "x", "audio": "wavs/ok.wav", "text": "hi"', "m.jsonl:2: malformed JSON"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, lpo, whisper_tiny, line, expected):
+    import numpy as np
+    import soundfile as sf
+
+    wavs = tmp_path / "wavs"
+    wavs.mkdir()
+    espeak_wav(wavs / "ok.wav", "hello there")
+    espeak_wav(wavs / "8k.wav", "hello", sample_rate=8000)
+    (wavs / "bad.wav").write_bytes(os.urandom(2000))
+    sf.write(wavs / "stereo.wav", np.zeros((16000, 2), dtype=np.float32), 16000)
+    (tmp_path / "m.jsonl").write_text('{"id": "ok", "audio": "wavs/ok.wav", "text": "hello there"}\n' + line + "\n")
+    ov = overrides(tmp_path, whisper_tiny, tmp_path)
+    proc = lpo("build-pairs", str(RECIPE), *ov, f"build_pairs.manifest={tmp_path / 'm.jsonl'}", "--quiet",
+               cwd=tmp_path, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and expected in err[0] and "Traceback" not in proc.stderr
+
+
+def test_interrupted_build_pairs_resumes_without_duplicates(tmp_path, whisper_tiny, asr_data):
+    ov = overrides(tmp_path, whisper_tiny, asr_data) + ["build_pairs.batch_size=1", "build_pairs.greedy=true"]
+    args = [sys.executable, "-m", "lpo_speech.cli", "build-pairs", str(RECIPE), *ov, "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    partial = tmp_path / "pairs" / "candidates.jsonl.rank0of1"
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while proc.poll() is None and time.time() < deadline:
+        if partial.exists() and partial.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = partial.read_text().count("\n") if partial.exists() else 0
+    assert 1 <= done_before < 5, "the stage was not interrupted mid-way"
+    subprocess.run(args, cwd=tmp_path, env=env, check=True, capture_output=True)
+    ids = [r["id"] for r in lines(tmp_path / "pairs" / "candidates.jsonl")]
+    assert ids == [u["id"] for u in lines(asr_data / "train.jsonl")]  # each once, in manifest order
+    assert not partial.exists()
+    pair_ids = [p["id"] for p in lines(tmp_path / "pairs" / "pairs_ref.jsonl")]
+    assert len(pair_ids) == len(set(pair_ids)) > 0
+
+
+def test_hub_recipe_loads_a_local_checkpoint_of_the_same_class(tmp_path, lpo, whisper_tiny, asr_data):
+    """recipes/asr/whisper.yaml names openai/whisper-small; its code path runs on a tiny random
+    WhisperForConditionalGeneration of the same class with a multilingual-style prompt (en, transcribe)."""
+    import torch
+    from transformers import WhisperConfig, WhisperForConditionalGeneration, WhisperProcessor
+
+    proc = WhisperProcessor.from_pretrained(whisper_tiny)
+    cfg = WhisperConfig(vocab_size=len(proc.tokenizer), d_model=32, encoder_layers=1, decoder_layers=1,
+                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                        num_mel_bins=80, max_source_positions=1500, max_target_positions=448,
+                        decoder_start_token_id=50257, pad_token_id=50256, eos_token_id=50256)
+    torch.manual_seed(0)
+    local = tmp_path / "whisper-small-tiny"
+    WhisperForConditionalGeneration(cfg).save_pretrained(local)
+    proc.save_pretrained(local)
+    hub = REPO / "recipes" / "asr" / "whisper.yaml"
+    ov = overrides(tmp_path, local, asr_data) + ["build_pairs.greedy=false", "build_pairs.samples=0",
+                                                 "reference.source=model", "build_pairs.max_ref_margin=null"]
+    lpo("build-pairs", str(hub), *ov, "--quiet", cwd=tmp_path)
+    lpo("train", str(hub), *ov, "--quiet", cwd=tmp_path)
+    assert len(lines(tmp_path / "lpo" / "metrics.jsonl")) == 2
+    saved = WhisperProcessor.from_pretrained(tmp_path / "lpo" / "model")
+    saved.tokenizer.set_prefix_tokens(language="en", task="transcribe", predict_timestamps=False)
+    assert saved.tokenizer.convert_ids_to_tokens(saved.tokenizer.prefix_tokens) == [
+        "<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"]
