@@ -9,6 +9,14 @@ V = 65,536 and T = 2,048 that is 1 GB per sequence pair). Here:
 * backward recomputes each chunk's logits (one extra matmul) instead of storing them, so peak memory
   is one chunk of logits, in forward and in backward.
 
+When the caller needs only per-sequence sums (a preference loss is a function of sequence log-probs),
+`linear_sequence_logps` does better: the gradient of a sequence's sum with respect to its logits does
+not depend on the loss, so it is formed in forward, from the one pass over each chunk's logits, and
+kept as d(sum_s)/d(hidden) [N, H] plus d(sum_s)/d(weight) per sequence [S, V, H]; backward only scales
+those by the incoming per-sequence gradients. Three vocabulary matmuls per chunk instead of four, one
+exp pass instead of two (about 2x faster than the recompute path on CPU), at S x V x H float32 of
+extra memory; over `SEQ_GRAD_STASH_BYTES` it falls back to the recompute path.
+
 Multi-codebook codec LMs: every response token carries a codebook slot (0..K-1). Reductions:
   "flat"  one stream: sum over all tokens; averaging divides by the number of tokens
           (CosyVoice, Llasa, Orpheus);
@@ -25,6 +33,9 @@ Tensor = torch.Tensor
 CODEBOOK_REDUCTIONS = ("flat", "sum", "first")
 # Elements of fp32 logits held at once (32M floats = 128 MB); rows per chunk = this // vocab.
 DEFAULT_CHUNK_ELEMS = 1 << 25
+# Largest per-sequence weight-gradient stash (S x V x H float32) linear_sequence_logps keeps; beyond it
+# it takes the recompute path (1 GiB: 16 sequences at V = 65,536, H = 256).
+SEQ_GRAD_STASH_BYTES = 1 << 30
 
 
 class _LinearTokenLogps(torch.autograd.Function):
@@ -91,6 +102,91 @@ def linear_token_logps(
     """Token log-probs [N] (float32) of `targets` [N] under softmax(hidden [N, H] @ weight.T [+ bias])."""
     chunk = max(1, chunk_elems // weight.shape[0])
     return _LinearTokenLogps.apply(hidden, weight, bias, targets, chunk)
+
+
+class _LinearSequenceLogps(torch.autograd.Function):
+    """Per-sequence sums of log softmax(hidden @ weight.T + bias)[target]; rows are grouped by sequence
+    (sequence s owns rows offsets[s]:offsets[s+1]). Gradients are formed in forward (see module doc)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, seq_index, offsets, chunk, need_grad):
+        w_dtype, b_dtype = weight.dtype, (bias.dtype if bias is not None else None)
+        weight_c = weight.to(hidden.dtype)  # bf16 hidden under autocast: project in bf16, reduce in fp32
+        bias_c = bias.to(hidden.dtype) if bias is not None else None
+        n_seq = len(offsets) - 1
+        sums = torch.zeros(n_seq, dtype=torch.float32, device=hidden.device)
+        need_h = need_grad and hidden.requires_grad
+        need_w = need_grad and weight.requires_grad
+        need_b = need_grad and bias is not None and bias.requires_grad
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = torch.zeros((n_seq, *weight.shape), dtype=torch.float32, device=hidden.device) if need_w else None
+        grad_b = torch.zeros((n_seq, bias.shape[0]), dtype=torch.float32, device=hidden.device) if need_b else None
+        for s in range(n_seq):
+            for a in range(offsets[s], offsets[s + 1], chunk):
+                b = min(a + chunk, offsets[s + 1])
+                h, tgt = hidden[a:b], targets[a:b, None]
+                logits = _chunk_logits(h, weight_c, bias_c)
+                target_logit = logits.gather(1, tgt)
+                top = logits.amax(1, keepdim=True)
+                probs = logits.sub_(top).exp_()  # in place: one [rows, V] buffer per chunk
+                total = probs.sum(1, keepdim=True)
+                sums[s] += (target_logit - top - total.log()).sum()
+                if not (need_h or need_w or need_b):
+                    continue
+                # d logp_t / d logits = onehot(target) - softmax
+                d = probs.mul_(-1.0 / total).scatter_add_(1, tgt, torch.ones_like(target_logit)).to(h.dtype)
+                if need_h:
+                    grad_h[a:b] = d @ weight_c
+                if need_w:
+                    grad_w[s].add_(d.t() @ h)
+                if need_b:
+                    grad_b[s].add_(d.float().sum(0))
+        ctx.save_for_backward(seq_index, grad_h, grad_w, grad_b)
+        ctx.param_dtypes = (w_dtype, b_dtype)
+        return sums
+
+    @staticmethod
+    def backward(ctx, grad_sums):
+        seq_index, grad_h, grad_w, grad_b = ctx.saved_tensors
+        g = grad_sums.float()
+        out_h = out_w = out_b = None
+        if grad_h is not None:
+            out_h = grad_h * g[seq_index][:, None].to(grad_h.dtype)
+        if grad_w is not None:
+            out_w = (g[None] @ grad_w.view(g.shape[0], -1)).view(grad_w.shape[1:]).to(ctx.param_dtypes[0])
+        if grad_b is not None:
+            out_b = (g @ grad_b).to(ctx.param_dtypes[1])
+        return out_h, out_w, out_b, None, None, None, None, None
+
+
+def linear_sequence_logps(
+    hidden: Tensor,
+    weight: Tensor,
+    targets: Tensor,
+    seq_index: Tensor,
+    offsets: list[int] | tuple[int, ...],
+    bias: Tensor | None = None,
+    *,
+    chunk_elems: int = DEFAULT_CHUNK_ELEMS,
+    stash_bytes: int | None = None,
+) -> Tensor:
+    """Per-sequence sums [S] (float32) of log softmax(hidden @ weight.T [+ bias])[targets].
+
+    Rows [N] are grouped by sequence: `offsets` (host ints, length S + 1, non-decreasing) delimit the
+    rows of each sequence and `seq_index` [N] (on the rows' device) names each row's sequence; both
+    describe the same grouping (host offsets size the chunk loop without a device read). Gradients
+    are formed in forward when the per-sequence weight-gradient stash fits `stash_bytes` (default
+    `SEQ_GRAD_STASH_BYTES`), else the token-level recompute path is used; the values are the same."""
+    offsets = tuple(int(o) for o in offsets)
+    n_seq = len(offsets) - 1
+    chunk = max(1, chunk_elems // weight.shape[0])
+    need_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad
+                                             or (bias is not None and bias.requires_grad))
+    limit = SEQ_GRAD_STASH_BYTES if stash_bytes is None else stash_bytes
+    if need_grad and weight.requires_grad and n_seq * weight.numel() * 4 > limit:
+        tok = _LinearTokenLogps.apply(hidden, weight, bias, targets, chunk)
+        return tok.new_zeros(n_seq).index_add(0, seq_index, tok)
+    return _LinearSequenceLogps.apply(hidden, weight, bias, targets, seq_index, offsets, chunk, need_grad)
 
 
 def logits_token_logps(logits: Tensor, targets: Tensor, *, chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> Tensor:

@@ -3,6 +3,10 @@ codec tokens in the response).
 
 Chosen and rejected rows go through the transformer body in one batch; only response positions are
 projected to the vocabulary, in chunks (lpo_speech.logps), so no [B, L, V] float32 tensor exists.
+The collate also prepares, on the host, which flattened positions to project, their targets and
+sequences, and the per-sequence row offsets (kept on the host: `HostInts`), so the forward selects
+rows with index_select and never reads a device value (no host-device sync on GPU); the sequence
+log-probs come from `linear_sequence_logps` (gradients formed in forward, see lpo_speech.logps).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from torch import nn
 
 from lpo_speech.adapters.base import PairModel, SeqLogps, pad_rows, response_logps
 from lpo_speech.errors import UserError
+from lpo_speech.logps import linear_sequence_logps
 from lpo_speech.records import PreferencePair
 
 
@@ -41,9 +46,52 @@ class CausalLMPairModel(PairModel):
     def forward(self, batch: dict[str, torch.Tensor]) -> SeqLogps:
         ids = batch["input_ids"]
         hidden = self.lm.get_decoder()(input_ids=ids, attention_mask=batch["attention_mask"]).last_hidden_state
-        return response_logps(hidden, ids, batch["response_mask"], self.lm.get_output_embeddings(),
-                              average=self.average, num_codebooks=self.num_codebooks,
-                              codebook_reduction=self.codebook_reduction, response_pos=batch["response_pos"])
+        head = self.lm.get_output_embeddings()
+        first = self.codebook_reduction == "first" and self.num_codebooks > 1  # sums over slot 0 only
+        if first or "logp_index" not in batch:  # token-level path (masks; reduce_sequences)
+            return response_logps(hidden, ids, batch["response_mask"], head, average=self.average,
+                                  num_codebooks=self.num_codebooks, codebook_reduction=self.codebook_reduction,
+                                  response_pos=batch["response_pos"])
+        rows = hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch["logp_index"])
+        sums = linear_sequence_logps(rows, head.weight, batch["logp_targets"], batch["logp_seq"],
+                                     batch["logp_offsets"].values, getattr(head, "bias", None))
+        n = batch["response_tokens"]  # float [2B]: scored tokens per row
+        frames = n / self.num_codebooks if self.codebook_reduction == "sum" and self.num_codebooks > 1 else n
+        logps = sums / frames.clamp(min=1) if self.average else sums
+        mean_logp = sums / n.clamp(min=1)
+        b = ids.shape[0] // 2
+        return SeqLogps(chosen=logps[:b], rejected=logps[b:], chosen_nll=-mean_logp[:b])
+
+
+class HostInts:
+    """Integers a batch carries for the host (chunk loop bounds): moving the batch to a device
+    (`.to(device)`, DDP's input move) leaves them where they are, so reading them never syncs."""
+
+    def __init__(self, values):
+        self.values = tuple(int(v) for v in values)
+
+    def to(self, *args, **kwargs) -> "HostInts":
+        return self
+
+    def __repr__(self) -> str:
+        return f"HostInts({list(self.values)})"
+
+
+def logp_rows(batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Host-side selection of the scored positions of a right-padded batch (pad_rows layout).
+
+    Position t of row i predicts token t+1, so it is scored when t+1 is a response token. Returns the
+    flattened positions (row-major, so grouped by row), their targets, their row, the row offsets
+    (HostInts) and the number of scored tokens per row (float)."""
+    ids, resp = batch["input_ids"], batch["response_mask"]
+    sel = torch.zeros_like(resp)
+    sel[:, :-1] = resp[:, 1:]
+    index = sel.reshape(-1).nonzero().squeeze(1)
+    width = ids.shape[1]
+    counts = sel.sum(1)
+    return {"logp_index": index, "logp_targets": ids.reshape(-1)[index + 1],
+            "logp_seq": index // width, "logp_offsets": HostInts([0] + counts.cumsum(0).tolist()),
+            "response_tokens": counts.float()}
 
 
 class CausalLMAdapter:
@@ -83,7 +131,8 @@ class CausalLMAdapter:
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         rows = [(it["prompt"], it["chosen"]) for it in items] + [(it["prompt"], it["rejected"]) for it in items]
-        return pad_rows(rows, self.pad_id)
+        batch = pad_rows(rows, self.pad_id)
+        return {**batch, **logp_rows(batch)}
 
     def save(self, model: CausalLMPairModel, out_dir: Path) -> None:
         model.lm.save_pretrained(out_dir)
