@@ -117,3 +117,14 @@ def test_sft_trains_on_chosen_only_examples_and_pairs_need_rejected(toy_world, l
     assert sum(nll[-5:]) / 5 < sum(nll[:5]) / 5 - 0.3  # plain SFT lowers the chosen NLL (noisy per batch)
     refused = lpo("train", "recipe.yaml", "data.pairs=sft.jsonl", cwd=toy_world, check=False)
     assert refused.returncode == 2 and "sft.jsonl:1: no rejected response" in refused.stderr
+
+
+def test_gradient_checkpointing_and_bf16_autocast_paths(toy_world, lpo):
+    lpo("train", "recipe.yaml", "train.max_steps=3", "--quiet", cwd=toy_world)
+    lpo("train", "recipe.yaml", "train.max_steps=3", "model.gradient_checkpointing=true", "train.out_dir=run_gc",
+        "--quiet", cwd=toy_world)
+    lpo("train", "recipe.yaml", "train.max_steps=3", "model.dtype=bfloat16", "train.out_dir=run_bf16", "--quiet",
+        cwd=toy_world)
+    base, gc, bf16 = (metrics(toy_world / d) for d in ("run", "run_gc", "run_bf16"))
+    assert [r["loss"] for r in gc] == pytest.approx([r["loss"] for r in base], rel=1e-5)  # recomputation is exact
+    assert [r["loss"] for r in bf16] == pytest.approx([r["loss"] for r in base], abs=0.05)  # bf16 autocast: close
