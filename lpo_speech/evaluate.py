@@ -82,9 +82,14 @@ def evaluate(models: list[str], labels: list[str] | None, manifest: str, out: st
         raise UserError("--label: give one distinct label per --model")
     out_dir = Path(out)
     results, state_cache = {}, {}
+    tts_kw = kw.pop("tts", None) or {}  # TTS-only options (sampling, reference voice, DNSMOS)
     for model, label in zip(models, labels):
         if model_type(model) in ASR_MODEL_TYPES:
             results[label] = eval_asr(model, manifest, out_dir / label, state_cache=state_cache, **kw)
+        elif (Path(model) / "config.json").is_file() and "tts" in json.loads((Path(model) / "config.json").read_text()):
+            from lpo_speech.tts.evaluate import eval_tts  # codec-LM TTS: synthesize the prompt manifest
+
+            results[label] = eval_tts(model, manifest, out_dir / label, **kw, **tts_kw)
         else:
             raise UserError(f"{model}: model type {model_type(model)!r} has no evaluator (ASR: whisper)")
     summary = next(iter(results.values())) if len(results) == 1 else results

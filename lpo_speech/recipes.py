@@ -15,6 +15,7 @@ from lpo_speech.errors import UserError
 # has `train_recipe()` (its training sections) and `make_pairs(quiet=...)` (its build-pairs stage).
 TRACKS: dict[str, str] = {
     "asr": "lpo_speech.asr.recipe:AsrRecipe",
+    "tts": "lpo_speech.tts.recipe:TtsRecipe",
 }
 
 

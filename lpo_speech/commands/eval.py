@@ -19,12 +19,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lang", default="en", help="normalization: en (words) or zh (characters)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quiet", action="store_true")
+    tts = parser.add_argument_group("TTS models (codec LM; --data is then a prompt manifest: id, text)")
+    tts.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
+    tts.add_argument("--top-p", type=float, default=1.0)
+    tts.add_argument("--seed", type=int, default=0)
+    tts.add_argument("--ref-audio", help="reference voice for prompts without speaker_audio")
+    tts.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS (the slowest score)")
 
 
 def run(args: argparse.Namespace) -> int:
     from lpo_speech.evaluate import evaluate, markdown_table
 
     results = evaluate(args.model, args.label, args.data, args.out, batch_size=args.batch_size, beam=args.beam,
-                       lang=args.lang, device=args.device, quiet=args.quiet)
+                       lang=args.lang, device=args.device, quiet=args.quiet,
+                       tts={"temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
+                            "ref_audio": args.ref_audio, "dnsmos": not args.no_dnsmos})
     print(markdown_table(results), end="")
     return 0

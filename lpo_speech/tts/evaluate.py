@@ -52,7 +52,7 @@ def load_reference(manifest: str | Path, prompt: TtsPrompt, ref_audio: str | Non
 def eval_tts(model_dir: str, prompts_manifest: str, out_dir: str | Path, *, temperature: float = 0.0,
              top_p: float = 1.0, seed: int = 0, batch_size: int = 16, judge: dict | None = None,
              dnsmos: bool = True, ref_audio: str | None = None, lang: str = "en", device: str = "cpu",
-             quiet: bool = False, **_ignored: Any) -> dict:
+             max_seconds: float = 12.0, quiet: bool = False, **_ignored: Any) -> dict:
     import torch  # noqa: F401  (before ctranslate2)
 
     from lpo_speech.audio import save_wav
@@ -79,7 +79,7 @@ def eval_tts(model_dir: str, prompts_manifest: str, out_dir: str | Path, *, temp
                    disable=quiet, dynamic_ncols=True)
         for s in range(0, len(todo), batch_size):
             chunk = todo[s:s + batch_size]
-            synths = synthesize(lm, tok, chunk, n=1, temperature=temperature, top_p=top_p,
+            synths = synthesize(lm, tok, chunk, n=1, temperature=temperature, top_p=top_p, max_seconds=max_seconds,
                                 seed=seed + s, batch_size=batch_size, codec=codec)
             for p, (syn,) in zip(chunk, synths):
                 ref = ref_of[p.id]

@@ -80,3 +80,33 @@ def num_parameters(path_or_model: Any) -> int:
         model, _ = load_codec_lm(path_or_model)
     # Tied embeddings count once.
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def heldout_nll(model_dir: str | Path, pairs: str | Path, *, batch_size: int = 16, limit: int | None = None) -> dict:
+    """Mean per-token NLL of the chosen responses of a pair/example file (e.g. dev.jsonl) under a model,
+    overall and per codec slot (the held-out loss that tells when SFT starts to overfit)."""
+    import torch
+
+    from lpo_speech.adapters.base import pad_rows
+    from lpo_speech.logps import linear_token_logps
+    from lpo_speech.records import PreferencePair, load_jsonl
+
+    lm, tok = load_codec_lm(model_dir)
+    rows = load_jsonl(pairs, PreferencePair)[:limit]
+    k = tok.num_codebooks
+    tot, cnt = torch.zeros(k + 1, dtype=torch.float64), torch.zeros(k + 1, dtype=torch.float64)
+    with torch.no_grad():
+        for s in range(0, len(rows), batch_size):
+            chunk = rows[s:s + batch_size]
+            b = pad_rows([(r.prompt_tokens, r.chosen_tokens) for r in chunk], PAD)
+            hidden = lm.get_decoder()(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state
+            sel = b["response_mask"][:, 1:]
+            logp = linear_token_logps(hidden[:, :-1][sel], lm.get_output_embeddings().weight, b["input_ids"][:, 1:][sel])
+            slot = b["response_pos"][:, 1:][sel] % k
+            is_eos = b["input_ids"][:, 1:][sel] == EOS
+            slot = torch.where(is_eos, torch.full_like(slot, k), slot)  # EOS counted on its own
+            tot.index_add_(0, slot, -logp.double())
+            cnt.index_add_(0, slot, torch.ones_like(logp, dtype=torch.float64))
+    per = (tot / cnt.clamp(min=1)).tolist()
+    return {"nll": float(tot.sum() / cnt.sum()), "nll_slots": [round(x, 4) for x in per[:k]],
+            "nll_eos": round(per[k], 4), "n": len(rows)}

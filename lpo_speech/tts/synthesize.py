@@ -59,9 +59,28 @@ def prompt_ids(tok: TtsTokenizer, prompt: TtsPrompt | dict, where: str = "prompt
 
 def synthesize(lm, tok: TtsTokenizer, prompts: list[TtsPrompt], *, n: int = 1, temperature: float = 1.0,
                top_k: int = 0, top_p: float = 1.0, max_seconds: float = 12.0, seconds_per_char: float = 0.15,
-               seed: int = 0, batch_size: int = 16, group: int = 64, codec=None,
-               progress=None) -> list[list[Synth]]:
-    """`n` syntheses per prompt (result[i][j]); temperature 0 = greedy (then n is usually 1)."""
+               seed: int = 0, batch_size: int = 16, group: int = 64, codec=None, progress=None,
+               threads: int | None = 1) -> list[list[Synth]]:
+    """`n` syntheses per prompt (result[i][j]); temperature 0 = greedy (then n is usually 1).
+
+    `threads`: torch threads while sampling (restored after). One is the default because a decoding
+    step is many tiny ops: on a busy 2-core machine two OpenMP threads made it ~30x slower (spinning
+    threads waiting for each other), and on an idle one they gain little. None keeps the setting."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _synthesize(lm, tok, prompts, n=n, temperature=temperature, top_k=top_k, top_p=top_p,
+                           max_seconds=max_seconds, seconds_per_char=seconds_per_char, seed=seed,
+                           batch_size=batch_size, group=group, codec=codec, progress=progress)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _synthesize(lm, tok, prompts, *, n, temperature, top_k, top_p, max_seconds, seconds_per_char, seed,
+                batch_size, group, codec, progress) -> list[list[Synth]]:
     from lpo_speech.sampling import sample
 
     codec = codec or tok.make_codec()

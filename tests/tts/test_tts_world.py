@@ -17,11 +17,9 @@ pytest.importorskip("pycodec2")
 pytest.importorskip("piper")
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ttsworld")
-    stats = make_tts_data(out, 3, 2, n_dev=1, workers=1, ceiling=False, progress=False)
-    return out, stats
+@pytest.fixture
+def world(tts_world):
+    return tts_world
 
 
 def test_splits_are_disjoint_and_stable():
@@ -70,7 +68,9 @@ def test_rerun_resumes_and_settings_are_checked(world):
 
 def test_ceiling_judges_piper_and_decoded_gold(world):
     out, _ = world
-    c = measure_ceiling(out, limit=1, progress=False)
+    from lpo_speech.tts.scoring import TtsScorer
+
+    c = measure_ceiling(out, limit=1, progress=False, scorer=TtsScorer(dnsmos=False, stability=False))
     for name in ("piper", "codec2-700C"):
         assert c[name]["n"] == 1 and 0 <= c[name]["wer"] <= 1 and c[name]["failure_rate"] in (0.0, 1.0)
     assert c["piper"]["wer"] <= 0.5  # piper itself is intelligible to the judge

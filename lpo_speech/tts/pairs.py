@@ -1,0 +1,234 @@
+"""`lpo-speech build-pairs` for TTS: sample, decode, judge, select chosen/rejected, reference log-probs.
+
+Stages, each resumable and written atomically under `build_pairs.work_dir`:
+
+1. candidates.jsonl  one line per prompt: its candidates (token ids without EOS, `terminated`) with
+                     scores (lpo_speech.tts.scoring: judge `hyp`, `wer`, `cer`, `sim`, optional
+                     `dnsmos`, stability flags, `failure`). Sources: `sample` (n per prompt),
+                     `greedy`, and `gold` (the prompt's gold codec tokens, decoded and scored like any
+                     candidate) when chosen is gold. Sharded across processes under torchrun
+                     (lpo_speech.stages.run_sharded), with a progress bar.
+2. pairs.jsonl       selection, per prompt, rule by rule (each rule's count goes to summary.json):
+                     * duplicates      identical token sequences count once
+                     * too_long        candidates longer than `max_duration_s` are dropped
+                     * ranking         candidates sorted by `keys` lexicographically (direction per
+                                       score: failure, wer, cer lower is better; sim, dnsmos higher)
+                     * chosen          `best`: the top-ranked candidate; `gold`: the gold tokens
+                     * chosen_unstable `chosen_stable`: the chosen must be terminated, decodable, in
+                                       the duration range, without long silence, with speech
+                     * chosen_threshold the chosen's CER must be at most `max_chosen_cer`
+                     * rejected        the others, worst-ranked first
+                     * within_margin   a rejected must be worse than the chosen by `min_margins[s]`
+                                       on each listed score s
+                     * not_dominated   `selection: pareto` (as NeMo's TTS preference data): drop the
+                                       pair when the rejected is as good as the chosen on ANY of
+                                       `keys`; lexicographic only needs it ranked below
+                     * over_cap        at most `pairs_per_prompt` pairs per prompt
+                     chosen/rejected tokens end with EOS when the response terminated.
+3. data.pairs        the pairs with reference log-probs (lpo_speech.reflogps), or as they are when the
+                     trainer runs the reference model itself (`reference.source: model`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+from lpo_speech.errors import UserError
+from lpo_speech.records import Candidate, PreferencePair, TtsPrompt, load_jsonl, write_jsonl_atomic
+from lpo_speech.tts.recipe import SCORE_DIRECTIONS, TtsBuildPairs, TtsRecipe
+from lpo_speech.tts.text import EOS
+
+UNSTABLE_FLAGS = ("failure", "undecodable", "duration_out_of_range", "long_silence", "no_speech")
+
+
+def _value(scores: dict, key: str) -> float:
+    v = scores.get(key)
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return -math.inf if SCORE_DIRECTIONS[key] > 0 else math.inf  # missing = worst
+    return float(v)
+
+
+def rank_key(scores: dict, keys: list[str]) -> tuple:
+    """Sort key: smaller is better, score by score."""
+    return tuple(-SCORE_DIRECTIONS[k] * _value(scores, k) for k in keys)
+
+
+def better_by(chosen: dict, rejected: dict, key: str) -> float:
+    """How much better the chosen is than the rejected on `key` (> 0: chosen better)."""
+    return SCORE_DIRECTIONS[key] * (_value(chosen, key) - _value(rejected, key))
+
+
+def is_stable(c: dict) -> bool:
+    s = c["scores"]
+    return bool(c.get("terminated", True)) and not any(bool(s.get(f)) for f in UNSTABLE_FLAGS)
+
+
+def select_pairs(bp: TtsBuildPairs, rows: list[dict]) -> tuple[list[PreferencePair], dict]:
+    """Apply the selection rules (module docstring) to candidate rows; returns pairs and counts."""
+    stats = {"prompts": len(rows), "candidates": 0, "duplicates": 0, "too_long": 0, "chosen_unstable": 0,
+             "chosen_threshold": 0, "within_margin": 0, "not_dominated": 0, "over_cap": 0,
+             "prompts_without_pair": 0, "pairs": 0}
+    by_source: dict[str, int] = {}
+    pairs: list[PreferencePair] = []
+    for row in rows:
+        cands = []
+        seen: set[tuple] = set()
+        for c in row["candidates"]:
+            stats["candidates"] += 1
+            by_source[c["source"]] = by_source.get(c["source"], 0) + 1
+            key = (tuple(c["tokens"]), c.get("terminated", True))
+            if key in seen:
+                stats["duplicates"] += 1
+                continue
+            seen.add(key)
+            if bp.max_duration_s is not None and c["scores"].get("duration_s", 0.0) > bp.max_duration_s:
+                stats["too_long"] += 1
+                continue
+            cands.append(c)
+        gold = [c for c in cands if c["source"] == "gold"]
+        model_cands = [c for c in cands if c["source"] != "gold"]
+        model_cands.sort(key=lambda c: (rank_key(c["scores"], bp.keys), c["id"]))
+        if bp.chosen == "gold":
+            if not gold:
+                raise UserError(f"prompt {row['id']}: no gold tokens for chosen: gold", where="build_pairs.gold")
+            chosen, rest = gold[0], model_cands
+        else:
+            if not model_cands:
+                stats["prompts_without_pair"] += 1
+                continue
+            chosen, rest = model_cands[0], model_cands[1:]
+        if bp.chosen_stable and not is_stable(chosen):
+            stats["chosen_unstable"] += 1
+            stats["prompts_without_pair"] += 1
+            continue
+        if bp.max_chosen_cer is not None and _value(chosen["scores"], "cer") > bp.max_chosen_cer:
+            stats["chosen_threshold"] += 1
+            stats["prompts_without_pair"] += 1
+            continue
+        kept = []
+        for rej in reversed(rest):  # worst first
+            if any(better_by(chosen["scores"], rej["scores"], k) < m for k, m in bp.min_margins.items()):
+                stats["within_margin"] += 1
+                continue
+            if bp.selection == "pareto" and any(better_by(chosen["scores"], rej["scores"], k) <= 0 for k in bp.keys):
+                stats["not_dominated"] += 1
+                continue
+            kept.append(rej)
+        stats["over_cap"] += max(0, len(kept) - bp.pairs_per_prompt)
+        if not kept:
+            stats["prompts_without_pair"] += 1
+        for rej in kept[:bp.pairs_per_prompt]:
+            pairs.append(PreferencePair(
+                id=f"{rej['id']}", prompt_id=row["id"], prompt_tokens=row["prompt_tokens"],
+                chosen_tokens=_with_eos(chosen), rejected_tokens=_with_eos(rej),
+                chosen_scores=_brief(chosen), rejected_scores=_brief(rej),
+                extra={"chosen_source": chosen["source"], "rejected_source": rej["source"], "text": row["text"]}))
+    stats["pairs"] = len(pairs)
+    stats["candidates_by_source"] = by_source
+    return pairs, stats
+
+
+def _with_eos(c: dict) -> list[int]:
+    toks = list(c["tokens"])
+    if c["source"] == "gold":
+        return toks  # gold examples already end with EOS
+    return toks + [EOS] if c.get("terminated", True) else toks if toks else [EOS]
+
+
+def _brief(c: dict) -> dict:
+    keep = ("wer", "cer", "sim", "dnsmos", "failure", "duration_s", "hyp")
+    return {k: c["scores"][k] for k in keep if k in c["scores"]} | {"terminated": bool(c.get("terminated", True))}
+
+
+def generate_candidates(recipe: TtsRecipe, prompts: list[TtsPrompt], gold: dict[str, dict],
+                        quiet: bool = False) -> list[dict]:
+    """Stage 1: candidates.jsonl (sharded, resumable)."""
+    import torch  # noqa: F401  (before ctranslate2)
+
+    from lpo_speech.stages import run_sharded
+    from lpo_speech.tts.model import load_codec_lm
+    from lpo_speech.tts.scoring import Clip, TtsScorer
+    from lpo_speech.tts.synthesize import decode_tokens, prompt_ids, synthesize
+
+    bp = recipe.build_pairs
+    lm, tok = load_codec_lm(recipe.model.path)
+    codec = tok.make_codec()
+    scorer = TtsScorer(judge=bp.judge, similarity=bp.similarity, dnsmos=bp.dnsmos)
+    refs: dict[str, Any] = {}
+    from lpo_speech.tts.evaluate import load_reference
+
+    def process(chunk: list[TtsPrompt]) -> list[dict]:
+        seed = random.Random(f"{bp.seed}:{chunk[0].id}").randrange(2**31)
+        per: dict[str, list[tuple[str, Any]]] = {p.id: [] for p in chunk}
+        if bp.samples:
+            for p, synths in zip(chunk, synthesize(lm, tok, chunk, n=bp.samples, temperature=bp.temperature,
+                                                   top_k=bp.top_k, top_p=bp.top_p, max_seconds=bp.max_seconds,
+                                                   seconds_per_char=bp.seconds_per_char, seed=seed,
+                                                   batch_size=bp.batch_size, codec=codec)):
+                per[p.id] += [("sample", s) for s in synths]
+        if bp.greedy:
+            for p, (s,) in zip(chunk, synthesize(lm, tok, chunk, n=1, temperature=0.0, max_seconds=bp.max_seconds,
+                                                 seconds_per_char=bp.seconds_per_char, batch_size=bp.batch_size,
+                                                 codec=codec)):
+                per[p.id].append(("greedy", s))
+        if bp.chosen == "gold":
+            for p in chunk:
+                toks = gold[p.id]["chosen_tokens"]
+                per[p.id].append(("gold", decode_tokens(tok, codec, toks[:-1] if toks[-1] == EOS else toks)))
+        out = []
+        for p in chunk:
+            ref = load_reference(bp.prompts, p, None, refs) if bp.similarity else None
+            clips = [Clip(p.text, s.wav, s.sr, terminated=s.terminated, undecodable=s.undecodable) for _, s in per[p.id]]
+            scored = scorer.score(clips, ref)
+            cands = []
+            for k, ((source, s), scores) in enumerate(zip(per[p.id], scored)):
+                tokens = gold[p.id]["chosen_tokens"] if source == "gold" else s.tokens
+                cands.append(Candidate(id=f"{p.id}/{source}{k}", prompt_id=p.id, source=source, tokens=tokens,
+                                       scores=scores, extra={"terminated": s.terminated}).to_dict())
+            out.append({"id": p.id, "text": p.text, "prompt_tokens": prompt_ids(tok, p), "candidates": cands})
+        return out
+
+    return run_sharded(Path(bp.work_dir) / "candidates.jsonl", prompts, key=lambda p: p.id, process=process,
+                       batch_size=bp.prompts_per_shard_step, desc="tts candidates", unit="prompt",
+                       device="cpu", quiet=quiet)
+
+
+def build_tts_pairs(recipe: TtsRecipe, *, quiet: bool = False) -> dict:
+    from lpo_speech.tts.model import load_codec_lm
+    from lpo_speech.tts.synthesize import prompt_ids
+
+    bp = recipe.build_pairs
+    work = Path(bp.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    prompts = load_jsonl(bp.prompts, TtsPrompt)
+    if bp.limit:
+        prompts = prompts[:bp.limit]
+    _, tok = load_codec_lm(recipe.model.path)
+    for i, p in enumerate(prompts, 1):  # every prompt problem before the long stage, one line each
+        prompt_ids(tok, p, where=f"{bp.prompts}:{i}")
+    gold: dict[str, dict] = {}
+    if bp.gold is not None:
+        gold = {p.id: p.to_dict() for p in load_jsonl(bp.gold, PreferencePair)}
+        missing = [p.id for p in prompts if p.id not in gold]
+        if bp.chosen == "gold" and missing:
+            raise UserError(f"no gold example for prompt {missing[0]!r} ({len(missing)} missing)", where=bp.gold)
+    rows = generate_candidates(recipe, prompts, gold, quiet=quiet)
+    pairs, stats = select_pairs(bp, rows)
+    write_jsonl_atomic(work / "pairs.jsonl", pairs)
+    if not pairs:
+        stats.update(dropped_ref_margin=0, pairs_written=0)
+    elif recipe.reference.source == "model":  # the trainer runs the reference itself
+        write_jsonl_atomic(recipe.data.pairs, pairs)
+        stats.update(dropped_ref_margin=0, pairs_written=len(pairs))
+    else:
+        from lpo_speech.reflogps import compute_ref_logps
+
+        ref = compute_ref_logps(recipe.train_recipe(), work / "pairs.jsonl", recipe.data.pairs,
+                                batch_size=bp.batch_size, max_margin=bp.max_ref_margin, quiet=quiet)
+        stats.update(dropped_ref_margin=ref["dropped_margin"], pairs_written=ref["kept"])
+    (work / "summary.json").write_text(json.dumps(stats, indent=2) + "\n")
+    return stats

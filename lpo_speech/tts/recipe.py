@@ -1,0 +1,91 @@
+"""TTS recipe schema (`track: tts`): the shared training sections plus `build_pairs`.
+
+`build_pairs` says how candidates are drawn from the codec LM (`model.path`), how they are scored
+(ASR judge, speaker similarity, DNSMOS, stability flags: lpo_speech.tts.scoring) and which rules
+select chosen/rejected pairs (lpo_speech.tts.pairs documents each rule).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lpo_speech.config import DataConfig, LossConfig, ModelConfig, ReferenceConfig, TrainConfig, TrainRecipe, _need
+
+# Score name -> +1 when higher is better, -1 when lower is better.
+SCORE_DIRECTIONS = {"failure": -1, "wer": -1, "cer": -1, "sim": 1, "dnsmos": 1}
+
+
+@dataclass
+class TtsBuildPairs:
+    prompts: str  # TTS prompt manifest of the training prompts: {"id", "text", ...}
+    work_dir: str  # candidates.jsonl, pairs.jsonl (before reference log-probs), summary.json
+    gold: str | None = None  # examples with the gold codec tokens (make-tts-data's train.jsonl); chosen: gold
+    limit: int = 0  # use the first N prompts only (0 = all): candidates cost a synthesis and a judge call each
+    samples: int = 4  # sampled candidates per prompt
+    greedy: bool = False  # the greedy synthesis as one more candidate
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    max_seconds: float = 12.0  # length guard (also seconds_per_char x characters + 1 s)
+    seconds_per_char: float = 0.15
+    chosen: str = "best"  # best (best-ranked candidate) | gold (the prompt's gold tokens, scored too)
+    selection: str = "lexicographic"  # lexicographic | pareto
+    keys: list[str] = field(default_factory=lambda: ["failure", "cer", "sim"])  # ranking keys, in order
+    max_chosen_cer: float | None = 0.3  # a prompt whose chosen CER is above this gives no pair
+    chosen_stable: bool = True  # chosen must be terminated, decodable, in duration range, no long silence
+    min_margins: dict[str, float] = field(default_factory=lambda: {"cer": 0.1})  # rejected worse by at least this
+    max_duration_s: float | None = None  # candidates longer than this are dropped
+    pairs_per_prompt: int = 1  # worst rejected first
+    max_ref_margin: float | None = None  # drop pairs with logp_ref(chosen) - logp_ref(rejected) above this
+    judge: dict[str, Any] = field(default_factory=lambda: {"type": "faster-whisper", "model": "bundled"})
+    similarity: bool = True
+    dnsmos: bool = False  # ~1 s per clip on 2 CPU cores; enable to rank or filter on it
+    batch_size: int = 16  # sequences per sampling batch
+    prompts_per_shard_step: int = 8  # prompts per resumable unit of work
+    seed: int = 0
+
+    def validate(self) -> None:
+        _need(self.samples >= 0 and (self.samples > 0 or self.greedy), "build_pairs.samples/greedy",
+              "need at least one model candidate (samples >= 1 or greedy)")
+        _need(self.limit >= 0, "build_pairs.limit", "must be >= 0")
+        _need(self.temperature > 0 and 0 < self.top_p <= 1 and self.top_k >= 0, "build_pairs.temperature/top_p/top_k",
+              "temperature > 0, top_p in (0, 1], top_k >= 0")
+        _need(self.max_seconds > 0 and self.seconds_per_char > 0, "build_pairs.max_seconds/seconds_per_char", "> 0")
+        _need(self.chosen in ("best", "gold"), "build_pairs.chosen", "best or gold")
+        _need(self.chosen != "gold" or self.gold is not None, "build_pairs.gold", "needed for chosen: gold")
+        _need(self.selection in ("lexicographic", "pareto"), "build_pairs.selection", "lexicographic or pareto")
+        _need(bool(self.keys) and all(k in SCORE_DIRECTIONS for k in self.keys), "build_pairs.keys",
+              f"non-empty, from {sorted(SCORE_DIRECTIONS)}")
+        _need(all(k in SCORE_DIRECTIONS and isinstance(v, (int, float)) and v >= 0 for k, v in self.min_margins.items()),
+              "build_pairs.min_margins", f"score -> margin >= 0, scores from {sorted(SCORE_DIRECTIONS)}")
+        _need("sim" not in self.keys + list(self.min_margins) or self.similarity, "build_pairs.similarity",
+              "must be true when ranking on sim")
+        _need("dnsmos" not in self.keys + list(self.min_margins) or self.dnsmos, "build_pairs.dnsmos",
+              "must be true when ranking on dnsmos")
+        _need(self.max_chosen_cer is None or self.max_chosen_cer >= 0, "build_pairs.max_chosen_cer", ">= 0")
+        _need(self.pairs_per_prompt >= 1 and self.batch_size >= 1 and self.prompts_per_shard_step >= 1,
+              "build_pairs.pairs_per_prompt/batch_size/prompts_per_shard_step", "must be >= 1")
+
+
+@dataclass
+class TtsRecipe:
+    track: str
+    model: ModelConfig
+    data: DataConfig  # data.pairs is where build-pairs writes (with reference log-probs) and train reads
+    train: TrainConfig
+    build_pairs: TtsBuildPairs
+    loss: LossConfig = field(default_factory=LossConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+
+    def validate(self) -> None:
+        _need(self.track == "tts", "track", "tts")
+        _need(self.model.adapter == "causal_lm", "model.adapter", "causal_lm for the TTS track")
+
+    def train_recipe(self) -> TrainRecipe:
+        return TrainRecipe(model=self.model, data=self.data, train=self.train, loss=self.loss, reference=self.reference)
+
+    def make_pairs(self, *, quiet: bool = False) -> dict:
+        from lpo_speech.tts.pairs import build_tts_pairs
+
+        return build_tts_pairs(self, quiet=quiet)

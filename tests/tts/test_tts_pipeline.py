@@ -1,0 +1,157 @@
+"""Synthesis, eval and build-pairs on the toy world with a tiny random codec LM (real judge, real codec)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch  # noqa: F401  (before ctranslate2)
+
+from lpo_speech.errors import UserError
+from lpo_speech.records import PreferencePair, TtsPrompt, load_jsonl
+from lpo_speech.tts.text import CODEC_OFFSET, EOS
+
+
+def test_synthesize_respects_slots_guard_and_seed(tts_world, tts_model):
+    from lpo_speech.tts.model import load_codec_lm
+    from lpo_speech.tts.synthesize import decode_tokens, synthesize
+
+    out, _ = tts_world
+    lm, tok = load_codec_lm(tts_model)
+    prompts = load_jsonl(out / "test_prompts.jsonl", TtsPrompt)
+    res = synthesize(lm, tok, prompts, n=2, temperature=1.0, max_seconds=0.4, seed=3)
+    again = synthesize(lm, tok, prompts, n=2, temperature=1.0, max_seconds=0.4, seed=3)
+    assert [[s.tokens for s in r] for r in res] == [[s.tokens for s in r] for r in again]
+    assert res[0][0].tokens != res[0][1].tokens  # two different draws
+    for r in res:
+        for s in r:
+            assert not s.undecodable and len(s.tokens) % 4 == 0 and len(s.tokens) <= 40  # 10 frames = 0.4 s
+            assert all(lo <= t < hi for t, (lo, hi) in zip(s.tokens, tok.slot_ranges * len(s.tokens)))
+            if not s.terminated:
+                assert len(s.tokens) == 40 and s.wav.size == 10 * 320 and s.sr == 8000
+    bad = decode_tokens(tok, tok.make_codec(), [CODEC_OFFSET, CODEC_OFFSET, 1280, 1296])
+    assert bad.undecodable and bad.wav is None and "unknown codec token 256 at position 1" in bad.error
+
+
+def test_eval_tts_metrics_resume_and_table(tts_world, tts_model, tmp_path):
+    from lpo_speech.evaluate import evaluate
+
+    out, _ = tts_world
+    kw = dict(batch_size=8, beam=1, lang="en", device="cpu", quiet=True,
+              tts={"dnsmos": False, "max_seconds": 1.0, "temperature": 0.0})
+    res = evaluate([str(tts_model), str(tts_model)], ["a", "b"], str(out / "test_prompts.jsonl"), str(tmp_path), **kw)
+    m = res["a"]
+    for key in ("wer", "wer_utt_mean", "cer", "failure_rate", "sim", "n"):
+        assert key in m
+    assert m["n"] == 2 and m["failure_rate"] == 1.0 and m["not_terminated_rate"] == 1.0  # random model never stops
+    assert res["b"]["wer"] == m["wer"]  # greedy: same model, same result
+    rows = [json.loads(x) for x in (tmp_path / "a" / "utterances.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["test-00000", "test-00001"]
+    assert all((tmp_path / "a" / r["wav"]).is_file() and r["terminated"] is False for r in rows)
+    table = (tmp_path / "table.md").read_text()
+    assert table.splitlines()[0].startswith("| model | wer | cer | wer_utt_mean | failure_rate | sim |")
+    assert "| a |" in table and "| b |" in table
+    # Resume: a finished run scores nothing again and gives the same metrics.
+    (tmp_path / "a" / "wavs" / "test-00000.wav").unlink()
+    again = evaluate([str(tts_model)], ["a"], str(out / "test_prompts.jsonl"), str(tmp_path), **kw)
+    assert again["a"]["wer"] == m["wer"] and not (tmp_path / "a" / "wavs" / "test-00000.wav").exists()
+
+
+def test_eval_tts_one_line_errors(tts_world, tts_model, tmp_path, lpo):
+    from lpo_speech.tts.evaluate import eval_tts
+
+    out, _ = tts_world
+    (tmp_path / "empty.jsonl").write_text(json.dumps({"id": "x", "text": "  "}) + "\n")
+    with pytest.raises(UserError, match=r"empty.jsonl:1: field 'text': empty"):
+        eval_tts(str(tts_model), str(tmp_path / "empty.jsonl"), tmp_path / "o1", quiet=True)
+    (tmp_path / "long.jsonl").write_text(json.dumps({"id": "x", "text": "the red lamp " * 40}) + "\n")
+    with pytest.raises(UserError, match=r"long.jsonl:1: prompt is \d+ tokens, longer than"):
+        eval_tts(str(tts_model), str(tmp_path / "long.jsonl"), tmp_path / "o2", quiet=True)
+    (tmp_path / "bad.wav").write_bytes(b"RIFF....not a wav")
+    (tmp_path / "badref.jsonl").write_text(json.dumps({"id": "x", "text": "Hello.", "speaker_audio": "bad.wav"}) + "\n")
+    r = lpo("eval", "--wer", "--model", str(tts_model), "--data", str(tmp_path / "badref.jsonl"),
+            "--out", str(tmp_path / "o3"), cwd=tmp_path, check=False)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "id x: speaker_audio" in r.stderr and "cannot read audio" in r.stderr
+
+
+def _cand(cid, source, cer, sim=0.8, failure=None, terminated=True, tokens=None):
+    failure = cer > 0.5 if failure is None else failure
+    return {"id": cid, "prompt_id": "p", "source": source, "tokens": tokens or [CODEC_OFFSET + len(cid) + int(cer * 100)] * 4,
+            "terminated": terminated, "scores": {"cer": cer, "wer": cer, "sim": sim, "failure": failure,
+                                                  "duration_s": 1.0, "hyp": ""}}
+
+
+def _bp(**kw):
+    from lpo_speech.tts.recipe import TtsBuildPairs
+
+    bp = TtsBuildPairs(prompts="p.jsonl", work_dir="w", **kw)
+    bp.validate()
+    return bp
+
+
+def test_select_pairs_rules_and_summary():
+    from lpo_speech.tts.pairs import select_pairs
+
+    row = {"id": "p", "text": "t", "prompt_tokens": [1, 40, 3], "candidates": [
+        _cand("p/sample0", "sample", 0.05, sim=0.70),
+        _cand("p/sample1", "sample", 0.10, sim=0.90),   # within the 0.1 CER margin of the best
+        _cand("p/sample2", "sample", 0.60, sim=0.60),
+        _cand("p/sample3", "sample", 0.90, sim=0.75),   # worse CER, better sim than the chosen
+        _cand("p/sample4", "sample", 0.90, sim=0.75, tokens=None)]}
+    row["candidates"][4]["tokens"] = row["candidates"][3]["tokens"]  # a duplicate
+    pairs, st = select_pairs(_bp(pairs_per_prompt=5), [row])
+    assert [p.rejected_tokens[:1] for p in pairs] and [p.id for p in pairs] == ["p/sample3", "p/sample2"]
+    assert st["duplicates"] == 1 and st["within_margin"] == 1 and st["pairs"] == 2 and st["candidates"] == 5
+    assert pairs[0].chosen_tokens[-1] == EOS and pairs[0].chosen_scores["cer"] == 0.05
+    # Pareto (NeMo): drop a pair whose rejected is as good on any key (sample3 has the better sim).
+    pairs, st = select_pairs(_bp(pairs_per_prompt=5, selection="pareto", keys=["cer", "sim"]), [row])
+    assert [p.id for p in pairs] == ["p/sample2"] and st["not_dominated"] == 1
+    # Cap, threshold, unstable chosen.
+    pairs, st = select_pairs(_bp(pairs_per_prompt=1), [row])
+    assert [p.id for p in pairs] == ["p/sample3"] and st["over_cap"] == 1
+    _, st = select_pairs(_bp(max_chosen_cer=0.01), [row])
+    assert st["chosen_threshold"] == 1 and st["pairs"] == 0 and st["prompts_without_pair"] == 1
+    unstable = {**row, "candidates": [dict(c, terminated=False) if c["id"] == "p/sample0" else c
+                                      for c in row["candidates"]]}
+    _, st = select_pairs(_bp(), [unstable])
+    assert st["chosen_unstable"] == 1 and st["pairs"] == 0
+    # Gold as chosen: every sample may be rejected; a non-terminated rejected has no EOS.
+    gold = {**row, "candidates": [dict(_cand("p/gold5", "gold", 0.0, sim=0.95), tokens=[300, 800, 1285, 1300, EOS]),
+                                  dict(row["candidates"][2], terminated=False), row["candidates"][0]]}
+    pairs, st = select_pairs(_bp(chosen="gold", gold="g.jsonl", pairs_per_prompt=3, min_margins={"cer": 0.2}), [gold])
+    assert [p.id for p in pairs] == ["p/sample2"] and pairs[0].chosen_tokens == [300, 800, 1285, 1300, EOS]
+    assert pairs[0].rejected_tokens[-1] != EOS and st["within_margin"] == 1
+    assert pairs[0].extra == {"chosen_source": "gold", "rejected_source": "sample", "text": "t"}
+
+
+def test_build_pairs_gold_then_lpo_train(tts_world, tts_model, tmp_path):
+    """The recipe path end to end: candidates -> pairs -> reference log-probs -> one LPO step."""
+    from lpo_speech.recipes import load_any_recipe, load_train_recipe
+    from lpo_speech.trainer import read_metrics, train
+
+    out, _ = tts_world
+    recipe_path = tmp_path / "r.yaml"
+    recipe_path.write_text(f"""
+track: tts
+model: {{path: {tts_model}, adapter: causal_lm, num_codebooks: 4}}
+data: {{pairs: {tmp_path}/pairs/pairs_ref.jsonl, max_length: 512}}
+build_pairs: {{prompts: {out}/train_prompts.jsonl, gold: {out}/train.jsonl, work_dir: {tmp_path}/pairs,
+  limit: 2, samples: 2, max_seconds: 0.8, chosen: gold, max_chosen_cer: 1.0, min_margins: {{cer: 0.0}},
+  pairs_per_prompt: 2, similarity: false, keys: [failure, cer]}}
+loss: {{type: lpo-ste}}
+train: {{out_dir: {tmp_path}/run, lr: 1.0e-3, max_steps: 1, batch_size: 2, device: cpu}}
+""")
+    recipe = load_any_recipe(recipe_path)
+    stats = recipe.make_pairs(quiet=True)
+    assert stats["prompts"] == 2 and stats["candidates"] == 6 and stats["candidates_by_source"] == {"sample": 4, "gold": 2}
+    rows = [json.loads(x) for x in (tmp_path / "pairs" / "candidates.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["train-00000", "train-00001"]
+    pairs = load_jsonl(tmp_path / "pairs" / "pairs_ref.jsonl", PreferencePair)
+    assert len(pairs) == stats["pairs_written"] >= 1  # random samples never terminate: always failures
+    assert all(p.ref_chosen_logp is not None and p.extra["chosen_source"] == "gold" for p in pairs)
+    assert json.loads((tmp_path / "pairs" / "summary.json").read_text())["pairs"] == stats["pairs"]
+    run = train(load_train_recipe(recipe_path), quiet=True)
+    m = read_metrics(run)
+    assert len(m) == 1 and np.isfinite(m[0]["loss"])
