@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from lpo_speech.adapters.base import PairModel, SeqLogps, pad_rows, response_logps
 from lpo_speech.adapters.causal_lm import load_pretrained
@@ -36,8 +37,21 @@ class WhisperPairModel(PairModel):
             states = self.model.get_encoder()(batch["input_features"]).last_hidden_state  # [A, T, D]
         rows = batch["audio_index"].repeat(2)  # chosen rows, then rejected rows
         ids = batch["input_ids"]
+        decoder = self.model.get_decoder()
+        # Cross-attention keys/values depend only on the audio: project them once per audio (with
+        # gradient) and index them for every decoder row, instead of once per row (on CPU the
+        # per-row projections of 1,500 encoder frames cost more than the rest of the decoder).
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        for i, layer in enumerate(decoder.layers):
+            attn = layer.encoder_attn
+            shape = (states.shape[0], states.shape[1], attn.num_heads, attn.head_dim)
+            k = attn.k_proj(states).view(shape).transpose(1, 2)[rows]
+            v = attn.v_proj(states).view(shape).transpose(1, 2)[rows]
+            cache.cross_attention_cache.update(k, v, i)
+            cache.is_updated[i] = True
         # Causal decoder + right padding: padded tail positions never influence real ones.
-        hidden = self.model.get_decoder()(input_ids=ids, encoder_hidden_states=states[rows]).last_hidden_state
+        hidden = decoder(input_ids=ids, encoder_hidden_states=states[rows], past_key_values=cache,
+                         use_cache=True).last_hidden_state
         return response_logps(hidden, ids, batch["response_mask"], self.model.get_output_embeddings(),
                               average=self.average)
 
