@@ -198,6 +198,7 @@ def generate_candidates(recipe: TtsRecipe, prompts: list[TtsPrompt], gold: dict[
 
 
 def build_tts_pairs(recipe: TtsRecipe, *, quiet: bool = False) -> dict:
+    from lpo_speech.distributed import barrier, init_distributed
     from lpo_speech.tts.model import load_codec_lm
     from lpo_speech.tts.synthesize import prompt_ids
 
@@ -218,11 +219,15 @@ def build_tts_pairs(recipe: TtsRecipe, *, quiet: bool = False) -> dict:
             raise UserError(f"no gold example for prompt {missing[0]!r} ({len(missing)} missing)", where=bp.gold)
     rows = generate_candidates(recipe, prompts, gold, quiet=quiet)
     pairs, stats = select_pairs(bp, rows)
-    write_jsonl_atomic(work / "pairs.jsonl", pairs)
+    info = init_distributed("cpu")  # under torchrun every rank selects the same pairs; one writes them
+    if info.is_main:
+        write_jsonl_atomic(work / "pairs.jsonl", pairs)
+    barrier()
     if not pairs:
         stats.update(dropped_ref_margin=0, pairs_written=0)
     elif recipe.reference.source == "model":  # the trainer runs the reference itself
-        write_jsonl_atomic(recipe.data.pairs, pairs)
+        if info.is_main:
+            write_jsonl_atomic(recipe.data.pairs, pairs)
         stats.update(dropped_ref_margin=0, pairs_written=len(pairs))
     else:
         from lpo_speech.reflogps import compute_ref_logps
@@ -230,5 +235,6 @@ def build_tts_pairs(recipe: TtsRecipe, *, quiet: bool = False) -> dict:
         ref = compute_ref_logps(recipe.train_recipe(), work / "pairs.jsonl", recipe.data.pairs,
                                 batch_size=bp.batch_size, max_margin=bp.max_ref_margin, quiet=quiet)
         stats.update(dropped_ref_margin=ref["dropped_margin"], pairs_written=ref["kept"])
-    (work / "summary.json").write_text(json.dumps(stats, indent=2) + "\n")
+    if info.is_main:
+        (work / "summary.json").write_text(json.dumps(stats, indent=2) + "\n")
     return stats
