@@ -60,7 +60,7 @@ def asr_stage(out: Path, *, n_train: int, n_test: int, recipe: Path = ASR_RECIPE
             "table": (asr / "eval" / "table.md").read_text(), "curves": str(asr / "lpo" / "training_curves.png")}
 
 
-def run_demo(out: str | Path, *, n_train: int = 240, n_test: int = 80) -> dict:
+def run_demo(out: str | Path, *, n_train: int = 200, n_test: int = 60) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

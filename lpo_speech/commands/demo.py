@@ -9,8 +9,8 @@ HELP = "run the offline end-to-end demo (data, pairs, LPO training, evaluation);
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    parser.add_argument("--n-train", type=int, default=240, help="ASR training utterances")
-    parser.add_argument("--n-test", type=int, default=80, help="ASR held-out utterances")
+    parser.add_argument("--n-train", type=int, default=200, help="ASR training utterances")
+    parser.add_argument("--n-test", type=int, default=60, help="ASR held-out utterances")
 
 
 def run(args: argparse.Namespace) -> int:
