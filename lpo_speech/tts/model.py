@@ -110,3 +110,26 @@ def heldout_nll(model_dir: str | Path, pairs: str | Path, *, batch_size: int = 1
     per = (tot / cnt.clamp(min=1)).tolist()
     return {"nll": float(tot.sum() / cnt.sum()), "nll_slots": [round(x, 4) for x in per[:k]],
             "nll_eos": round(per[k], 4), "n": len(rows)}
+
+
+def export_checkpoint(checkpoint_dir: str | Path, like: str | Path, out: str | Path) -> Path:
+    """A training checkpoint (`<run>/checkpoints/step-N`) as a model folder, with the config of `like`
+    (the model the run started from), so intermediate steps can be evaluated or shipped."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    src = Path(checkpoint_dir) / "model.safetensors"
+    if not src.is_file():
+        raise UserError("no model.safetensors: not a training checkpoint", where=str(checkpoint_dir))
+    state = {k.removeprefix("lm."): v for k, v in load_file(str(src)).items()}
+    cfg = AutoConfig.from_pretrained(str(like))
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {"model.embed_tokens.weight", "lm_head.weight"}
+    if unexpected or set(missing) - tied:
+        raise UserError(f"checkpoint does not match {like}: missing {sorted(set(missing) - tied)[:3]}, "
+                        f"unexpected {unexpected[:3]}", where=str(checkpoint_dir))
+    model.tie_weights()
+    model.save_pretrained(out)
+    return Path(out)

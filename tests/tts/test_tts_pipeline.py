@@ -155,3 +155,10 @@ train: {{out_dir: {tmp_path}/run, lr: 1.0e-3, max_steps: 1, batch_size: 2, devic
     run = train(load_train_recipe(recipe_path), quiet=True)
     m = read_metrics(run)
     assert len(m) == 1 and np.isfinite(m[0]["loss"])
+    # A checkpoint exported as a model folder is the trained model (and keeps the token table).
+    from lpo_speech.tts.model import export_checkpoint, heldout_nll
+
+    exported = export_checkpoint(run / "checkpoints" / "step-000001", tts_model, tmp_path / "exported")
+    a, b = heldout_nll(exported, out / "dev.jsonl"), heldout_nll(run / "model", out / "dev.jsonl")
+    assert a == b and a["n"] == 1 and len(a["nll_slots"]) == 4
+    assert heldout_nll(tts_model, out / "dev.jsonl")["nll"] != a["nll"]
