@@ -101,7 +101,7 @@ def test_interrupted_build_pairs_resumes_without_duplicates(tmp_path, whisper_ti
     ov = overrides(tmp_path, whisper_tiny, asr_data) + ["build_pairs.batch_size=1", "build_pairs.greedy=true"]
     args = [sys.executable, "-m", "lpo_speech.cli", "build-pairs", str(RECIPE), *ov, "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    partial = tmp_path / "pairs" / "candidates.jsonl.rank0of1"
+    partial = tmp_path / "pairs" / "candidates.jsonl.rank0of1.partial"  # this rank's in-progress part
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while proc.poll() is None and time.time() < deadline:
