@@ -17,7 +17,7 @@ $RUN build-pairs $R
 $RUN train $R --resume                                                     # LPO (lpo-ste)
 $RUN train $R --resume loss.type=sigmoid train.out_dir=runs/tts/dpo        # DPO, same pairs/steps
 $RUN train $R --resume loss.type=sft loss.sft_weight=1.0 loss.gamma=0.0 train.out_dir=runs/tts/sft-cont
-$PY -m lpo_speech.cli eval --wer --data runs/tts/data/test_prompts.jsonl --out runs/tts/eval \
+$PY -m lpo_speech.cli eval --wer --batch-size 32 --data runs/tts/data/test_prompts.jsonl --out runs/tts/eval \
   --model assets/tts-tiny-sft --label sft --model runs/tts/sft-cont/model --label sft-cont \
   --model runs/tts/lpo/model --label lpo --model runs/tts/dpo/model --label dpo
 cat runs/tts/eval/table.md
