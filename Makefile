@@ -25,7 +25,7 @@ test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: setup
-	$(PY) -m pip install -q trl
+	$(PY) -m pip install -q trl==1.16.0
 	$(PY) benchmarks/run_all.py
 
 # Re-resolve the pinned set from requirements.in (needs network access to the package index).

@@ -86,7 +86,10 @@ def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)
+    # The fused kernel: one pass per tensor (5.5x faster than foreach on CPU: 0.33 s vs 1.9 s per step
+    # for a 38M-parameter codec LM, benchmarks/README.md); same update up to float rounding.
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, fused=fused)
 
 
 def seed_all(seed: int) -> None:
