@@ -151,5 +151,17 @@ def _pick(logits: Tensor, allowed: Tensor, temperature: float, top_k: int, top_p
         drop = cum - torch.softmax(sorted_logits, dim=-1) >= top_p  # keep the smallest set reaching top_p
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=gen).squeeze(1)
+    return _draw(torch.softmax(logits, dim=-1), gen)
+
+
+def _draw(probs: Tensor, gen) -> Tensor:
+    """One index per row with probability `probs` [B, V], by inverse CDF: one uniform per row and a
+    binary search (torch.multinomial draws an exponential per vocabulary entry: 30 ms a step at
+    16 x 65,536 on CPU, a third of a decode step). Zero-probability ids are never returned: the
+    search takes the first id whose cumulative mass exceeds u * total, and float rounding at the top
+    end falls back to the last id with mass."""
+    cdf = probs.double().cumsum(-1)
+    u = torch.rand(probs.shape[0], 1, generator=gen, device=probs.device, dtype=torch.float64)
+    idx = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1)
+    last = probs.shape[-1] - 1 - (probs > 0).flip(-1).to(torch.uint8).argmax(-1)
+    return torch.minimum(idx, last)

@@ -154,3 +154,17 @@ def test_bad_arguments(lm):
         sample(lm, [[1]], n=1, max_new_tokens=4, eos_id=1000)
     with pytest.raises(ValueError):
         sample(lm, [[]], n=1, max_new_tokens=4, eos_id=EOS)
+
+
+def test_draw_follows_probabilities_and_never_picks_zero_mass():
+    from lpo_speech.sampling import _draw
+
+    gen = torch.Generator().manual_seed(0)
+    p = torch.tensor([0.0, 0.5, 0.0, 0.2, 0.3, 0.0])
+    picks = _draw(p.expand(40000, -1), gen)
+    freq = torch.bincount(picks, minlength=6).float() / 40000
+    assert freq[[0, 2, 5]].sum() == 0
+    torch.testing.assert_close(freq, p, atol=0.01, rtol=0)
+    edge = torch.tensor([[0.0, 0.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    for _ in range(50):
+        assert _draw(edge, gen).tolist() == [2, 0, 3]
