@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "make-asr-data": "lpo_speech.commands.make_asr_data",
     "make-tts-data": "lpo_speech.commands.make_tts_data",
     "init-codec-lm": "lpo_speech.commands.init_codec_lm",
+    "train-style-classifier": "lpo_speech.commands.train_style_classifier",
     "import-whisper-ct2": "lpo_speech.commands.import_whisper_ct2",
     "build-pairs": "lpo_speech.commands.build_pairs",
     "ref-logps": "lpo_speech.commands.ref_logps",

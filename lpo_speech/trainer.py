@@ -117,6 +117,7 @@ def train(recipe: TrainRecipe, *, resume: bool = False, quiet: bool = False, ada
 
     adapter = adapter or load_adapter(recipe.model)
     adapter.average = recipe.loss.average_logps
+    adapter.chosen_only = recipe.loss.type == "sft"  # no preference term: skip the rejected rows
     policy = adapter.load(recipe.model.path, info.device)
     policy.train()
     _disable_dropout(policy)

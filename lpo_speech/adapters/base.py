@@ -22,6 +22,35 @@ class SeqLogps:
     chosen_nll: torch.Tensor  # per-token mean negative log-likelihood of the chosen response
 
 
+class HostInts:
+    """Integers a batch carries for the host (chunk loop bounds, the pair count): moving the batch to a
+    device (`.to(device)`, DDP's input move) leaves them where they are, so reading them never syncs."""
+
+    def __init__(self, values):
+        self.values = tuple(int(v) for v in values)
+
+    def to(self, *args, **kwargs) -> "HostInts":
+        return self
+
+    def __repr__(self) -> str:
+        return f"HostInts({list(self.values)})"
+
+
+def pair_rows(items: list[dict[str, Any]], chosen_only: bool) -> list[tuple[list[int], list[int]]]:
+    """(prompt, response) rows of a batch: the chosen rows, then the rejected rows. With
+    `chosen_only` (SFT: no preference term) the rejected rows are left out, halving the work."""
+    rows = [(it["prompt"], it["chosen"]) for it in items]
+    return rows if chosen_only else rows + [(it["prompt"], it["rejected"]) for it in items]
+
+
+def split_pairs(logps: torch.Tensor, mean_logp: torch.Tensor, num_pairs: int) -> SeqLogps:
+    """SeqLogps from per-row values (chosen rows first); a chosen-only batch reports the chosen
+    log-probs for both sides (the SFT loss reads only `chosen_nll`)."""
+    b = num_pairs
+    rejected = logps[b:] if logps.shape[0] == 2 * b else logps[:b]
+    return SeqLogps(chosen=logps[:b], rejected=rejected, chosen_nll=-mean_logp[:b])
+
+
 class PairModel(nn.Module):
     """Wraps a model; `forward(batch)` returns `SeqLogps` for chosen and rejected in one pass."""
 
@@ -41,7 +70,8 @@ class Adapter(Protocol):
         """Length used for bucketing and the max_length filter."""
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        """Pad a list of encoded items into one batch (chosen rows first, then rejected)."""
+        """Pad a list of encoded items into one batch (chosen rows first, then rejected; chosen rows
+        only when the adapter's `chosen_only` is set, as the trainer does for loss.type sft)."""
 
     def save(self, model: PairModel, out_dir: Path) -> None:
         """Save the trained model so `load(out_dir)` and the track's tools can read it."""
@@ -49,8 +79,9 @@ class Adapter(Protocol):
 
 def response_logps(hidden: torch.Tensor, ids: torch.Tensor, response_mask: torch.Tensor, head: nn.Module, *,
                    average: bool, num_codebooks: int = 1, codebook_reduction: str = "flat",
-                   response_pos: torch.Tensor | None = None) -> SeqLogps:
-    """SeqLogps from decoder states [2B, L, H] of rows (chosen..., rejected...) and their ids.
+                   response_pos: torch.Tensor | None = None, num_pairs: int | None = None) -> SeqLogps:
+    """SeqLogps from decoder states [2B, L, H] of rows (chosen..., rejected...) and their ids
+    ([B, L, H] of chosen rows only when `num_pairs` says the batch is chosen-only).
 
     Position t predicts token t+1, so keep (hidden[t], ids[t+1]) where t+1 is a response token; only
     those rows reach the vocabulary projection, chunked (lpo_speech.logps)."""
@@ -62,8 +93,7 @@ def response_logps(hidden: torch.Tensor, ids: torch.Tensor, response_mask: torch
     logps, _ = reduce_sequences(tok, rows, n, average=average, slots=slots, num_codebooks=num_codebooks,
                                 codebook_reduction=codebook_reduction)
     mean_logp, _ = reduce_sequences(tok, rows, n, average=True)
-    b = n // 2
-    return SeqLogps(chosen=logps[:b], rejected=logps[b:], chosen_nll=-mean_logp[:b])
+    return split_pairs(logps, mean_logp, num_pairs if num_pairs is not None else n // 2)
 
 
 def pad_rows(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:

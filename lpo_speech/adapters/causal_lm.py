@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lpo_speech.adapters.base import PairModel, SeqLogps, pad_rows, response_logps
+from lpo_speech.adapters.base import HostInts, PairModel, SeqLogps, pad_rows, pair_rows, response_logps, split_pairs
 from lpo_speech.errors import UserError
 from lpo_speech.logps import linear_sequence_logps
 from lpo_speech.records import PreferencePair
@@ -45,36 +45,21 @@ class CausalLMPairModel(PairModel):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> SeqLogps:
         ids = batch["input_ids"]
+        pairs = batch["num_pairs"].values[0] if "num_pairs" in batch else ids.shape[0] // 2
         hidden = self.lm.get_decoder()(input_ids=ids, attention_mask=batch["attention_mask"]).last_hidden_state
         head = self.lm.get_output_embeddings()
         first = self.codebook_reduction == "first" and self.num_codebooks > 1  # sums over slot 0 only
         if first or "logp_index" not in batch:  # token-level path (masks; reduce_sequences)
             return response_logps(hidden, ids, batch["response_mask"], head, average=self.average,
                                   num_codebooks=self.num_codebooks, codebook_reduction=self.codebook_reduction,
-                                  response_pos=batch["response_pos"])
+                                  response_pos=batch["response_pos"], num_pairs=pairs)
         rows = hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch["logp_index"])
         sums = linear_sequence_logps(rows, head.weight, batch["logp_targets"], batch["logp_seq"],
                                      batch["logp_offsets"].values, getattr(head, "bias", None))
         n = batch["response_tokens"]  # float [2B]: scored tokens per row
         frames = n / self.num_codebooks if self.codebook_reduction == "sum" and self.num_codebooks > 1 else n
         logps = sums / frames.clamp(min=1) if self.average else sums
-        mean_logp = sums / n.clamp(min=1)
-        b = ids.shape[0] // 2
-        return SeqLogps(chosen=logps[:b], rejected=logps[b:], chosen_nll=-mean_logp[:b])
-
-
-class HostInts:
-    """Integers a batch carries for the host (chunk loop bounds): moving the batch to a device
-    (`.to(device)`, DDP's input move) leaves them where they are, so reading them never syncs."""
-
-    def __init__(self, values):
-        self.values = tuple(int(v) for v in values)
-
-    def to(self, *args, **kwargs) -> "HostInts":
-        return self
-
-    def __repr__(self) -> str:
-        return f"HostInts({list(self.values)})"
+        return split_pairs(logps, sums / n.clamp(min=1), pairs)
 
 
 def logp_rows(batch: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -100,6 +85,7 @@ class CausalLMAdapter:
     def __init__(self, model_cfg, *, average: bool = True):
         self.cfg = model_cfg
         self.average = average
+        self.chosen_only = False  # the trainer sets it for loss.type sft
         self.pad_id = 0
 
     def load(self, path: str, device: torch.device) -> CausalLMPairModel:
@@ -130,9 +116,8 @@ class CausalLMAdapter:
         return len(item["prompt"]) + max(len(item["chosen"]), len(item["rejected"]))
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        rows = [(it["prompt"], it["chosen"]) for it in items] + [(it["prompt"], it["rejected"]) for it in items]
-        batch = pad_rows(rows, self.pad_id)
-        return {**batch, **logp_rows(batch)}
+        batch = pad_rows(pair_rows(items, self.chosen_only), self.pad_id)
+        return {**batch, **logp_rows(batch), "num_pairs": HostInts([len(items)])}
 
     def save(self, model: CausalLMPairModel, out_dir: Path) -> None:
         model.lm.save_pretrained(out_dir)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
-from lpo_speech.adapters.base import PairModel, SeqLogps, pad_rows, response_logps
+from lpo_speech.adapters.base import HostInts, PairModel, SeqLogps, pad_rows, pair_rows, response_logps
 from lpo_speech.adapters.causal_lm import load_pretrained
 from lpo_speech.audio import load_audio
 from lpo_speech.errors import UserError
@@ -35,8 +35,9 @@ class WhisperPairModel(PairModel):
             states = batch["encoder_states"]
         else:
             states = self.model.get_encoder()(batch["input_features"]).last_hidden_state  # [A, T, D]
-        rows = batch["audio_index"].repeat(2)  # chosen rows, then rejected rows
         ids = batch["input_ids"]
+        pairs = batch["num_pairs"].values[0] if "num_pairs" in batch else ids.shape[0] // 2
+        rows = batch["audio_index"].repeat(ids.shape[0] // pairs)  # chosen rows, then any rejected rows
         decoder = self.model.get_decoder()
         # Cross-attention keys/values depend only on the audio: project them once per audio (with
         # gradient) and index them for every decoder row, instead of once per row (on CPU the
@@ -53,7 +54,7 @@ class WhisperPairModel(PairModel):
         hidden = decoder(input_ids=ids, encoder_hidden_states=states[rows], past_key_values=cache,
                          use_cache=True).last_hidden_state
         return response_logps(hidden, ids, batch["response_mask"], self.model.get_output_embeddings(),
-                              average=self.average)
+                              average=self.average, num_pairs=pairs)
 
 
 class WhisperAdapter:
@@ -62,6 +63,7 @@ class WhisperAdapter:
     def __init__(self, model_cfg, *, average: bool = True):
         self.cfg = model_cfg
         self.average = average
+        self.chosen_only = False  # the trainer sets it for loss.type sft
         self._features: dict[str, torch.Tensor] = {}
 
     def load(self, path: str, device: torch.device) -> WhisperPairModel:
@@ -117,8 +119,8 @@ class WhisperAdapter:
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         audios = list(dict.fromkeys(it["audio"] for it in items))  # distinct, in order
-        rows = [(it["prompt"], it["chosen"]) for it in items] + [(it["prompt"], it["rejected"]) for it in items]
-        batch = pad_rows(rows, self.eos)
+        batch = pad_rows(pair_rows(items, self.chosen_only), self.eos)
+        batch["num_pairs"] = HostInts([len(items)])
         if self.cfg.freeze_encoder:
             batch["encoder_states"] = torch.stack([self._encoder_states(a) for a in audios]).float()
         else:

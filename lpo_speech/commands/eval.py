@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tts.add_argument("--seed", type=int, default=0)
     tts.add_argument("--ref-audio", help="reference voice for prompts without speaker_audio")
     tts.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS (the slowest score)")
+    tts.add_argument("--emotion-scorer", metavar="TYPE:WHERE",
+                     help="score the emotion or style each prompt asks for (emotion_acc, emotion_score): "
+                          "prosody:PATH (a style classifier JSON) or emotion2vec:MODEL (FunASR hub name or dir)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,6 +36,18 @@ def run(args: argparse.Namespace) -> int:
     results = evaluate(args.model, args.label, args.data, args.out, batch_size=args.batch_size, beam=args.beam,
                        lang=args.lang, device=args.device, quiet=args.quiet,
                        tts={"temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
-                            "ref_audio": args.ref_audio, "dnsmos": not args.no_dnsmos})
+                            "ref_audio": args.ref_audio, "dnsmos": not args.no_dnsmos,
+                            "emotion": _emotion_spec(args.emotion_scorer)})
     print(markdown_table(results), end="")
     return 0
+
+
+def _emotion_spec(text: str | None) -> dict | None:
+    from lpo_speech.errors import UserError
+
+    if text is None:
+        return None
+    kind, sep, where = text.partition(":")
+    if not sep or not where or kind not in ("prosody", "emotion2vec"):
+        raise UserError(f"--emotion-scorer {text!r}: expected prosody:PATH or emotion2vec:MODEL")
+    return {"type": kind, "path": where} if kind == "prosody" else {"type": kind, "model": where}

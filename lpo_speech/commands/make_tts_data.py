@@ -13,6 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-dev", type=int, default=100, help="development utterances (default 100)")
     parser.add_argument("--n-test", type=int, default=200, help="held-out utterances (default 200)")
     parser.add_argument("--seed", type=int, default=0, help="sentence seed (default 0)")
+    parser.add_argument("--style-share", type=float, default=0.0,
+                        help="share of train items rendered in a non-neutral style (high, low; default 0)")
     parser.add_argument("--workers", type=int, default=2, help="synthesis processes (default 2)")
     parser.add_argument("--no-ceiling", action="store_true", help="skip judging the test split (piper and Codec2 ceiling)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -25,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     from lpo_speech.tts.world import make_tts_data
 
-    stats = make_tts_data(args.out, args.n_train, args.n_test, n_dev=args.n_dev, seed=args.seed,
+    stats = make_tts_data(args.out, args.n_train, args.n_test, n_dev=args.n_dev, seed=args.seed, style_share=args.style_share,
                           workers=args.workers, ceiling=not args.no_ceiling, progress=not args.quiet)
     print(json.dumps(stats, indent=2))
     return 0

@@ -14,6 +14,9 @@ run continues with the prompts not yet written) and `<out>/metrics.json`:
   sim            mean speaker similarity (resemblyzer cosine) to the reference voice
   dnsmos         mean DNSMOS overall MOS (undecodable/empty clips left out)
   n              prompts scored
+  emotion_acc    with an emotion scorer (`--emotion-scorer`), over prompts that ask for an emotion or
+                 style: share whose most likely label is the one asked for
+  emotion_score  mean probability of the label asked for (and emotion_acc_by_label)
 (plus not_terminated_rate, undecodable_rate, duration_s_mean).
 """
 
@@ -52,7 +55,7 @@ def load_reference(manifest: str | Path, prompt: TtsPrompt, ref_audio: str | Non
 def eval_tts(model_dir: str, prompts_manifest: str, out_dir: str | Path, *, temperature: float = 0.0,
              top_p: float = 1.0, seed: int = 0, batch_size: int = 16, judge: dict | None = None,
              dnsmos: bool = True, ref_audio: str | None = None, lang: str = "en", device: str = "cpu",
-             max_seconds: float = 12.0, quiet: bool = False, **_ignored: Any) -> dict:
+             max_seconds: float = 12.0, emotion: dict | None = None, quiet: bool = False, **_ignored: Any) -> dict:
     import torch  # noqa: F401  (before ctranslate2)
 
     from lpo_speech.audio import save_wav
@@ -69,7 +72,13 @@ def eval_tts(model_dir: str, prompts_manifest: str, out_dir: str | Path, *, temp
     refs: dict[str, tuple[np.ndarray, int]] = {}
     ref_of = {p.id: load_reference(prompts_manifest, p, ref_audio, refs) for p in prompts}
     codec = tok.make_codec()
-    scorer = TtsScorer(judge=judge or {"type": "faster-whisper", "model": "bundled"}, dnsmos=dnsmos, lang=lang)
+    scorer = TtsScorer(judge=judge or {"type": "faster-whisper", "model": "bundled"}, dnsmos=dnsmos, lang=lang,
+                       emotion=emotion)
+    if emotion is not None:  # every asked-for label must be one the scorer knows, before any synthesis
+        from lpo_speech.judges.emotion import emotion_scores
+
+        emotion_scores(scorer.emotion_scorer(), [None] * len(prompts), 16000, [p.text for p in prompts],
+                       [p.emotion.strip().lower() if p.emotion else None for p in prompts])
     out_dir = Path(out_dir)
     (out_dir / "wavs").mkdir(parents=True, exist_ok=True)
     decoding = "greedy" if temperature == 0 else f"sample t={temperature} top_p={top_p} seed={seed}"
@@ -83,7 +92,8 @@ def eval_tts(model_dir: str, prompts_manifest: str, out_dir: str | Path, *, temp
                                 seed=seed + s, batch_size=batch_size, codec=codec)
             for p, (syn,) in zip(chunk, synths):
                 ref = ref_of[p.id]
-                clip = Clip(p.text, syn.wav, syn.sr, terminated=syn.terminated, undecodable=syn.undecodable)
+                clip = Clip(p.text, syn.wav, syn.sr, terminated=syn.terminated, undecodable=syn.undecodable,
+                            emotion=p.emotion.strip().lower() if p.emotion else None)
                 (row,) = scorer.score([clip], ref)
                 wav_rel = None
                 if syn.wav is not None and syn.wav.size:
@@ -95,7 +105,8 @@ def eval_tts(model_dir: str, prompts_manifest: str, out_dir: str | Path, *, temp
         bar.close()
     rows = {r["id"]: r for r in map(json.loads, (out_dir / "utterances.jsonl").read_text().splitlines())}
     ordered = [rows[p.id] for p in prompts]
-    metrics = {**summarize(ordered, [p.text for p in prompts], lang), "model": str(model_dir),
+    wanted = [p.emotion.strip().lower() if p.emotion and emotion is not None else None for p in prompts]
+    metrics = {**summarize(ordered, [p.text for p in prompts], lang, wanted), "model": str(model_dir),
                "data": str(prompts_manifest), "decoding": decoding}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

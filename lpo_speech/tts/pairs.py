@@ -20,6 +20,9 @@ Stages, each resumable and written atomically under `build_pairs.work_dir`:
                      * rejected        the others, worst-ranked first
                      * within_margin   a rejected must be worse than the chosen by `min_margins[s]`
                                        on each listed score s
+                     * trades_off      the chosen may be worse than the rejected by at most
+                                       `max_chosen_deficit[s]` on each listed score s (so an
+                                       emotion pair cannot trade intelligibility for emotion)
                      * not_dominated   `selection: pareto` (as NeMo's TTS preference data): drop the
                                        pair when the rejected is as good as the chosen on ANY of
                                        `keys`; lexicographic only needs it ranked below
@@ -70,7 +73,7 @@ def is_stable(c: dict) -> bool:
 def select_pairs(bp: TtsBuildPairs, rows: list[dict]) -> tuple[list[PreferencePair], dict]:
     """Apply the selection rules (module docstring) to candidate rows; returns pairs and counts."""
     stats = {"prompts": len(rows), "candidates": 0, "duplicates": 0, "too_long": 0, "chosen_unstable": 0,
-             "chosen_threshold": 0, "within_margin": 0, "not_dominated": 0, "over_cap": 0,
+             "chosen_threshold": 0, "within_margin": 0, "trades_off": 0, "not_dominated": 0, "over_cap": 0,
              "prompts_without_pair": 0, "pairs": 0}
     by_source: dict[str, int] = {}
     pairs: list[PreferencePair] = []
@@ -114,6 +117,9 @@ def select_pairs(bp: TtsBuildPairs, rows: list[dict]) -> tuple[list[PreferencePa
             if any(better_by(chosen["scores"], rej["scores"], k) < m for k, m in bp.min_margins.items()):
                 stats["within_margin"] += 1
                 continue
+            if any(better_by(chosen["scores"], rej["scores"], k) < -d for k, d in bp.max_chosen_deficit.items()):
+                stats["trades_off"] += 1
+                continue
             if bp.selection == "pareto" and any(better_by(chosen["scores"], rej["scores"], k) <= 0 for k in bp.keys):
                 stats["not_dominated"] += 1
                 continue
@@ -126,7 +132,8 @@ def select_pairs(bp: TtsBuildPairs, rows: list[dict]) -> tuple[list[PreferencePa
                 id=f"{rej['id']}", prompt_id=row["id"], prompt_tokens=row["prompt_tokens"],
                 chosen_tokens=_with_eos(chosen), rejected_tokens=_with_eos(rej),
                 chosen_scores=_brief(chosen), rejected_scores=_brief(rej),
-                extra={"chosen_source": chosen["source"], "rejected_source": rej["source"], "text": row["text"]}))
+                extra={"chosen_source": chosen["source"], "rejected_source": rej["source"], "text": row["text"],
+                       **({"emotion": row["emotion"]} if row.get("emotion") else {})}))
     stats["pairs"] = len(pairs)
     stats["candidates_by_source"] = by_source
     return pairs, stats
@@ -140,7 +147,7 @@ def _with_eos(c: dict) -> list[int]:
 
 
 def _brief(c: dict) -> dict:
-    keep = ("wer", "cer", "sim", "dnsmos", "failure", "duration_s", "hyp")
+    keep = ("wer", "cer", "sim", "dnsmos", "emotion", "emotion_top", "failure", "duration_s", "hyp")
     return {k: c["scores"][k] for k in keep if k in c["scores"]} | {"terminated": bool(c.get("terminated", True))}
 
 
@@ -157,7 +164,7 @@ def generate_candidates(recipe: TtsRecipe, prompts: list[TtsPrompt], gold: dict[
     bp = recipe.build_pairs
     lm, tok = load_codec_lm(recipe.model.path)
     codec = tok.make_codec()
-    scorer = TtsScorer(judge=bp.judge, similarity=bp.similarity, dnsmos=bp.dnsmos)
+    scorer = TtsScorer(judge=bp.judge, similarity=bp.similarity, dnsmos=bp.dnsmos, emotion=bp.emotion)
     refs: dict[str, Any] = {}
     from lpo_speech.tts.evaluate import load_reference
 
@@ -182,14 +189,16 @@ def generate_candidates(recipe: TtsRecipe, prompts: list[TtsPrompt], gold: dict[
         out = []
         for p in chunk:
             ref = load_reference(bp.prompts, p, None, refs) if bp.similarity else None
-            clips = [Clip(p.text, s.wav, s.sr, terminated=s.terminated, undecodable=s.undecodable) for _, s in per[p.id]]
+            clips = [Clip(p.text, s.wav, s.sr, terminated=s.terminated, undecodable=s.undecodable, emotion=p.emotion)
+                     for _, s in per[p.id]]
             scored = scorer.score(clips, ref)
             cands = []
             for k, ((source, s), scores) in enumerate(zip(per[p.id], scored)):
                 tokens = gold[p.id]["chosen_tokens"] if source == "gold" else s.tokens
                 cands.append(Candidate(id=f"{p.id}/{source}{k}", prompt_id=p.id, source=source, tokens=tokens,
                                        scores=scores, extra={"terminated": s.terminated}).to_dict())
-            out.append({"id": p.id, "text": p.text, "prompt_tokens": prompt_ids(tok, p), "candidates": cands})
+            out.append({"id": p.id, "text": p.text, "emotion": p.emotion, "prompt_tokens": prompt_ids(tok, p),
+                        "candidates": cands})
         return out
 
     return run_sharded(Path(bp.work_dir) / "candidates.jsonl", prompts, key=lambda p: p.id, process=process,

@@ -13,7 +13,7 @@ from typing import Any
 from lpo_speech.config import DataConfig, LossConfig, ModelConfig, ReferenceConfig, TrainConfig, TrainRecipe, _need
 
 # Score name -> +1 when higher is better, -1 when lower is better.
-SCORE_DIRECTIONS = {"failure": -1, "wer": -1, "cer": -1, "sim": 1, "dnsmos": 1}
+SCORE_DIRECTIONS = {"failure": -1, "wer": -1, "cer": -1, "sim": 1, "dnsmos": 1, "emotion": 1}
 
 
 @dataclass
@@ -35,12 +35,14 @@ class TtsBuildPairs:
     max_chosen_cer: float | None = 0.3  # a prompt whose chosen CER is above this gives no pair
     chosen_stable: bool = True  # chosen must be terminated, decodable, in duration range, no long silence
     min_margins: dict[str, float] = field(default_factory=lambda: {"cer": 0.1})  # rejected worse by at least this
+    max_chosen_deficit: dict[str, float] = field(default_factory=dict)  # chosen worse than the rejected by at most this
     max_duration_s: float | None = None  # candidates longer than this are dropped
     pairs_per_prompt: int = 1  # worst rejected first
     max_ref_margin: float | None = None  # drop pairs with logp_ref(chosen) - logp_ref(rejected) above this
     judge: dict[str, Any] = field(default_factory=lambda: {"type": "faster-whisper", "model": "bundled"})
     similarity: bool = True
     dnsmos: bool = False  # ~1 s per clip on 2 CPU cores; enable to rank or filter on it
+    emotion: dict[str, Any] | None = None  # emotion scorer (lpo_speech.judges.emotion): score `emotion`
     batch_size: int = 16  # sequences per sampling batch
     prompts_per_shard_step: int = 8  # prompts per resumable unit of work
     seed: int = 0
@@ -63,6 +65,14 @@ class TtsBuildPairs:
               "must be true when ranking on sim")
         _need("dnsmos" not in self.keys + list(self.min_margins) or self.dnsmos, "build_pairs.dnsmos",
               "must be true when ranking on dnsmos")
+        _need(all(k in SCORE_DIRECTIONS and isinstance(v, (int, float)) and v >= 0
+                  for k, v in self.max_chosen_deficit.items()),
+              "build_pairs.max_chosen_deficit", f"score -> allowed deficit >= 0, scores from {sorted(SCORE_DIRECTIONS)}")
+        _need("emotion" not in self.keys + list(self.min_margins) + list(self.max_chosen_deficit)
+              or self.emotion is not None, "build_pairs.emotion",
+              "an emotion scorer is needed to rank on emotion (e.g. {type: prosody, path: ...})")
+        _need(self.emotion is None or self.emotion.get("type") in ("prosody", "emotion2vec"), "build_pairs.emotion.type",
+              "prosody or emotion2vec")
         _need(self.max_chosen_cer is None or self.max_chosen_cer >= 0, "build_pairs.max_chosen_cer", ">= 0")
         _need(self.pairs_per_prompt >= 1 and self.batch_size >= 1 and self.prompts_per_shard_step >= 1,
               "build_pairs.pairs_per_prompt/batch_size/prompts_per_shard_step", "must be >= 1")

@@ -2,8 +2,9 @@
 
 For each clip: the ASR judge's transcript `hyp` and its `wer`/`cer` against the prompt text
 (lpo_speech.metrics normalization), `sim` (speaker similarity to a reference voice, if one is
-given), `dnsmos` (DNSMOS overall MOS, optional: it is the slowest score), the stability flags of
-lpo_speech.judges.stability and `failure`:
+given), `dnsmos` (DNSMOS overall MOS, optional: it is the slowest score), `emotion` and
+`emotion_top` (with an emotion scorer, for clips whose prompt asks for an emotion or style:
+lpo_speech.judges.emotion), the stability flags of lpo_speech.judges.stability and `failure`:
 
     failure = WER > 0.5  or  not terminated (no EOS before the length limit)  or  undecodable
 
@@ -31,6 +32,7 @@ class Clip:
     sr: int
     terminated: bool = True
     undecodable: bool = False
+    emotion: str | None = None  # the emotion or style the prompt asked for
 
 
 @dataclass
@@ -40,10 +42,19 @@ class TtsScorer:
     dnsmos: bool = True
     stability: bool = True
     lang: str = "en"
+    emotion: dict[str, Any] | None = None  # emotion scorer spec (lpo_speech.judges.emotion.make_emotion_scorer)
 
     def __post_init__(self) -> None:
         self._judge = None
         self._sim = None
+        self._emotion = None
+
+    def emotion_scorer(self):
+        if self._emotion is None and self.emotion is not None:
+            from lpo_speech.judges.emotion import make_emotion_scorer
+
+            self._emotion = make_emotion_scorer(self.emotion)
+        return self._emotion
 
     def _asr(self):
         if self._judge is None:
@@ -66,6 +77,13 @@ class TtsScorer:
             assert all(clips[i].sr == sr for i in usable), "one sample rate per call"
             for i, h in zip(usable, self._asr().transcribe([clips[i].wav for i in usable], sr)):
                 hyps[i] = h
+        emo: list[dict[str, Any]] = [{} for _ in clips]
+        if self.emotion is not None and any(c.emotion for c in clips):
+            from lpo_speech.judges.emotion import emotion_scores
+
+            emo = emotion_scores(self.emotion_scorer(), [c.wav if i in usable else None for i, c in enumerate(clips)],
+                                 clips[usable[0]].sr if usable else 16000, [c.text for c in clips],
+                                 [c.emotion for c in clips])
         out = []
         for i, c in enumerate(clips):
             ok = i in usable
@@ -83,6 +101,7 @@ class TtsScorer:
                 flags = stability_flags(c.wav if ok else None, c.sr, c.text, terminated=c.terminated,
                                         undecodable=c.undecodable or not ok)
                 row.update({k: flags[k] for k in ("duration_out_of_range", "long_silence", "no_speech")})
+            row.update(emo[i])
             row["failure"] = bool(row["wer"] > FAILURE_WER or not c.terminated or c.undecodable or not ok)
             out.append(row)
         return out
@@ -102,8 +121,12 @@ class TtsScorer:
         return round(v, 4) if not math.isnan(v) else float("nan")
 
 
-def summarize(rows: list[dict[str, Any]], texts: list[str], lang: str = "en") -> dict[str, Any]:
-    """Corpus metrics of scored clips: wer (corpus), wer_utt_mean, cer, failure_rate, sim, dnsmos, n."""
+def summarize(rows: list[dict[str, Any]], texts: list[str], lang: str = "en",
+              wanted: list[str | None] | None = None) -> dict[str, Any]:
+    """Corpus metrics of scored clips: wer (corpus), wer_utt_mean, cer, failure_rate, sim, dnsmos, n;
+    with emotion scores and the wanted labels: emotion_acc (share of those clips whose most likely
+    label is the wanted one; no audio counts as wrong), emotion_score (mean probability of the wanted
+    label) and emotion_acc_by_label."""
     from lpo_speech.metrics import corpus_scores
 
     m: dict[str, Any] = dict(corpus_scores(texts, [r["hyp"] for r in rows], lang))
@@ -115,6 +138,14 @@ def summarize(rows: list[dict[str, Any]], texts: list[str], lang: str = "en") ->
         vals = [float(r[key]) for r in rows if key in r and r[key] is not None and not math.isnan(float(r[key]))]
         if vals:
             m[key] = sum(vals) / len(vals)
+    asked = [(r, w) for r, w in zip(rows, wanted or [None] * n) if w is not None and "emotion" in r]
+    if asked:
+        m["emotion_acc"] = sum(r["emotion_top"] == w for r, w in asked) / len(asked)
+        m["emotion_score"] = sum(float(r["emotion"]) for r, _ in asked) / len(asked)
+        by: dict[str, list[bool]] = {}
+        for r, w in asked:
+            by.setdefault(w, []).append(r["emotion_top"] == w)
+        m["emotion_acc_by_label"] = {w: round(sum(v) / len(v), 4) for w, v in sorted(by.items())}
     durs = [r["duration_s"] for r in rows if not r["undecodable"]]
     if durs:
         m["duration_s_mean"] = sum(durs) / len(durs)

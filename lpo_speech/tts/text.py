@@ -10,7 +10,7 @@ Vocabulary layout (one flat id space; the model's embedding has `vocab_size` row
     3                       SEP   (end of text = start of audio)
     4                       UNK   (a text symbol the table does not know)
     5 .. 31                 control tokens (CONTROL_OFFSET + i = controls[i]): emotion, intensity,
-                            speaker; unused slots are reserved so later controls keep old ids stable
+                            speaker, style; unused slots are reserved so later controls keep old ids stable
     32 .. 255               text symbols (TEXT_OFFSET + i = symbols[i]): phonemes or characters
     256 .. 256+V-1          codec tokens: flattened codec id c (codecs.py, slot k's ids in
                             slot_ranges[k]) becomes CODEC_OFFSET + c; V = codec.vocab_size
@@ -52,8 +52,11 @@ LAYOUT = {"pad": PAD, "bos": BOS, "eos": EOS, "sep": SEP, "unk": UNK, "control_o
 
 EMOTIONS = ("neutral", "happy", "sad", "angry", "surprised", "fearful", "disgusted", "calm", "whisper")
 INTENSITIES = ("low", "mid", "high")  # intensity in [0, 1/3), [1/3, 2/3), [2/3, 1]
+# Speaking styles of the offline world (lpo_speech.tts.styles): a prompt's `emotion` field names
+# either an emotion or a style; `neutral` is the emotion token either way.
+STYLES = ("high", "low")
 DEFAULT_CONTROLS = ([f"emotion:{e}" for e in EMOTIONS] + [f"intensity:{i}" for i in INTENSITIES]
-                    + [f"speaker:{s}" for s in range(4)])
+                    + [f"speaker:{s}" for s in range(4)] + [f"style:{s}" for s in STYLES])
 
 CHAR_SYMBOLS = list(" abcdefghijklmnopqrstuvwxyz0123456789'.,?!-:;\"")
 
@@ -143,7 +146,8 @@ class TtsTokenizer:
                        speaker: str | int | None = None) -> list[int]:
         names = []
         if emotion is not None:
-            names.append(f"emotion:{emotion.strip().lower()}")
+            label = emotion.strip().lower()
+            names.append(f"style:{label}" if f"style:{label}" in self._ctl else f"emotion:{label}")
         if intensity is not None:
             if not 0.0 <= float(intensity) <= 1.0:
                 raise UserError(f"intensity {intensity} outside [0, 1]", where="prompt")
@@ -154,7 +158,8 @@ class TtsTokenizer:
         for n in names:
             if n not in self._ctl:
                 kind = n.split(":")[0]
-                known = ", ".join(c.split(":", 1)[1] for c in self.controls if c.startswith(kind + ":"))
+                kinds = ("emotion:", "style:") if kind == "emotion" else (kind + ":",)
+                known = ", ".join(c.split(":", 1)[1] for c in self.controls if c.startswith(kinds))
                 raise UserError(f"unknown {kind} {n.split(':', 1)[1]!r} (known: {known or 'none'})", where="prompt")
             ids.append(self._ctl[n])
         return ids

@@ -5,18 +5,27 @@
   tokenizer.json        the prompt/codec id table (lpo_speech.tts.text); models made from this data
                         carry the same table in their config.json
   train.jsonl           SFT examples (PreferencePair without a rejected side): prompt_tokens =
-  dev.jsonl             `[BOS, phonemes..., SEP]`, chosen_tokens = Codec2 700C ids of the piper
-  test.jsonl            audio (+ CODEC_OFFSET) followed by EOS; plus text, duration_s (gold for the
-                        'gold as chosen' pairs and held-out loss)
-  train_prompts.jsonl   TTS prompt manifests ({"id", "text", "speaker_audio"}) of the same items:
-  dev_prompts.jsonl     build-pairs samples the train prompts, eval synthesizes the test ones
+  dev.jsonl             `[BOS, style, phonemes..., SEP]`, chosen_tokens = Codec2 700C ids of the piper
+  test.jsonl            audio (+ CODEC_OFFSET) rendered in the item's style, followed by EOS; plus
+                        text, emotion (the style), duration_s (gold for the 'gold as chosen' pairs and
+                        held-out loss)
+  train_prompts.jsonl   TTS prompt manifests ({"id", "text", "emotion", "speaker_audio"}) of the same
+  dev_prompts.jsonl     items: build-pairs samples the train prompts, eval synthesizes the test ones
   test_prompts.jsonl
+  test_style.jsonl      the test sentences again, item i in style STYLE_CYCLE[i % 3] (balanced): the
+  test_style_prompts.jsonl  held-out set of the emotion track (its gold trains nothing: it is the
+                        ground truth the style classifier is checked on)
+  style_prompts.jsonl   the train sentences with a balanced requested style (no gold): the prompts
+                        the emotion track samples its pairs from
   ref/joe.wav           the reference voice for speaker similarity (a sentence outside every split)
   wavs/test/<id>.wav    the piper originals of the test split (16 kHz), for the ceiling
   ceiling.json          judge scores of the test split: piper itself, and the gold Codec2 tokens decoded
                         (the best any codec LM on this codec can do)
 
-Sentences come from lpo_speech.data.sentences; the splits share no sentence. Synthesis runs in
+Styles (lpo_speech.tts.styles): a share `style_share` of the train items (drawn per item from the seed)
+is rendered in a non-neutral style, split evenly; dev and test items are neutral. A small share is the
+point: like most TTS corpora, the SFT model sees few expressive examples, which is what the emotion
+track then aligns. Sentences come from lpo_speech.data.sentences; the splits share no sentence. Synthesis runs in
 `workers` processes; each split is written through a resumable JsonlWriter, so an interrupted run
 continues where it stopped (same arguments required: they are stored in make_tts_data.json).
 """
@@ -40,6 +49,7 @@ from lpo_speech.tts.text import EOS, TtsTokenizer
 SYNTH_SR = 16_000
 REF_TEXT = "This is the reference recording of the voice that every model in this world should speak with."
 REF_PATH = "ref/joe.wav"
+STYLE_CYCLE = ("neutral", "high", "low")
 
 _worker_state: dict[str, Any] = {}
 
@@ -53,21 +63,33 @@ def _worker_init(tok_dict: dict, one_thread: bool = True) -> None:
     _worker_state["codec"] = _worker_state["tok"].make_codec()
 
 
-def _make_item(job: tuple[str, str, str, str | None]) -> dict[str, Any]:
-    """Worker: synthesize one sentence with piper, encode it with Codec2, tokenize its text."""
+def _make_item(job: tuple[str, str, str, str, str | None]) -> dict[str, Any]:
+    """Worker: synthesize one sentence with piper in a style, encode it with Codec2, tokenize its text."""
     from lpo_speech.data.synth import synth_piper
+    from lpo_speech.tts.styles import apply_style, get_style
 
-    item_id, split, text, wav_path = job
+    item_id, split, text, style, wav_path = job
     tok, codec = _worker_state["tok"], _worker_state["codec"]
-    audio = synth_piper(text)
+    audio = synth_piper(text, length_scale=get_style(style).length_scale)
     if wav_path is not None:
         from lpo_speech.audio import save_wav
 
         save_wav(wav_path, audio, SYNTH_SR)
-    codes = codec.encode(audio, SYNTH_SR)
-    return {"id": item_id, "prompt_id": item_id, "prompt_tokens": tok.encode_prompt(text, where=item_id),
+    codes = apply_style(codec.encode(audio, SYNTH_SR), style)
+    return {"id": item_id, "prompt_id": item_id, "prompt_tokens": tok.encode_prompt(text, emotion=style, where=item_id),
             "chosen_tokens": tok.codec_to_model(codec.flatten(codes)) + [EOS], "text": text, "split": split,
-            "duration_s": round(len(audio) / SYNTH_SR, 3), "frames": int(codes.shape[0])}
+            "emotion": style, "duration_s": round(len(audio) / SYNTH_SR, 3), "frames": int(codes.shape[0])}
+
+
+def item_style(seed: int, item_id: str, split: str, style_share: float) -> str:
+    """The style of a world item: train items are non-neutral with probability `style_share`."""
+    import random
+
+    from lpo_speech.tts.styles import STYLES
+
+    rng = random.Random(f"style:{seed}:{item_id}")
+    others = [s for s in STYLES if s != "neutral"]
+    return rng.choice(others) if split == "train" and rng.random() < style_share else "neutral"
 
 
 def split_sentences(n_train: int, n_dev: int, n_test: int, seed: int) -> dict[str, list[str]]:
@@ -78,14 +100,17 @@ def split_sentences(n_train: int, n_dev: int, n_test: int, seed: int) -> dict[st
 
 
 def make_tts_data(out_dir: str | Path, n_train: int, n_test: int, *, n_dev: int = 0, seed: int = 0,
-                  workers: int = 2, ceiling: bool = True, progress: bool = True) -> dict[str, Any]:
+                  style_share: float = 0.0, workers: int = 2, ceiling: bool = True,
+                  progress: bool = True) -> dict[str, Any]:
     """Build (or finish building) the TTS world in `out_dir`; returns counts, seconds and the ceiling."""
     if min(n_train, n_dev, n_test) < 0 or n_train + n_test == 0:
         raise UserError(f"item counts must be >= 0 and not all 0 (n_train={n_train}, n_dev={n_dev}, n_test={n_test})")
+    if not 0.0 <= style_share <= 1.0:
+        raise UserError(f"--style-share {style_share} outside [0, 1]")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = {"n_train": n_train, "n_dev": n_dev, "n_test": n_test, "seed": seed, "voice": "piper:joe",
-              "codec": "codec2:700C"}
+              "codec": "codec2:700C", "style_share": style_share}
     cfg_path = out / "make_tts_data.json"
     if cfg_path.exists() and json.loads(cfg_path.read_text()) != config:
         raise UserError(f"was made with other settings {cfg_path.read_text().strip()}; "
@@ -107,22 +132,32 @@ def make_tts_data(out_dir: str | Path, n_train: int, n_test: int, *, n_dev: int 
             _worker_init(tok.to_dict(), one_thread=False)
         for split, texts in splits.items():
             if texts:
-                made[split] = _build_split(out, split, texts, pool, progress)
+                ids = [f"{split}-{i:05d}" for i in range(len(texts))]
+                styles = [item_style(seed, i, split, style_share) for i in ids]
+                made[split] = _build_split(out, split, ids, texts, styles, pool, progress)
+        if splits["test"]:  # the emotion track's held-out set: test sentences in balanced styles
+            texts = splits["test"]
+            made["test_style"] = _build_split(out, "test_style", [f"test_style-{i:05d}" for i in range(len(texts))],
+                                              texts, [STYLE_CYCLE[i % 3] for i in range(len(texts))], pool, progress)
+    if splits["train"]:
+        write_jsonl_atomic(out / "style_prompts.jsonl",
+                           [{"id": f"style-{i:05d}", "text": t, "emotion": STYLE_CYCLE[i % 3], "speaker_audio": REF_PATH}
+                            for i, t in enumerate(splits["train"])])
     stats: dict[str, Any] = {**made, "seconds": round(time.monotonic() - start, 1)}
     if ceiling and splits["test"]:
         stats["ceiling"] = measure_ceiling(out, progress=progress)
     return stats
 
 
-def _build_split(out: Path, split: str, texts: list[str], pool, progress: bool) -> int:
+def _build_split(out: Path, split: str, ids: list[str], texts: list[str], styles: list[str], pool,
+                 progress: bool) -> int:
     final = out / f"{split}.jsonl"
-    ids = [f"{split}-{i:05d}" for i in range(len(texts))]
     if final.exists() and (out / f"{split}_prompts.jsonl").exists():
         return 0
     keep_wav = split == "test"
     with JsonlWriter(final) as writer:
-        jobs = [(i, split, t, str(out / "wavs" / split / f"{i}.wav") if keep_wav else None)
-                for i, t in zip(ids, texts) if i not in writer.done]
+        jobs = [(i, split, t, s, str(out / "wavs" / split / f"{i}.wav") if keep_wav else None)
+                for i, t, s in zip(ids, texts, styles) if i not in writer.done]
         bar = tqdm(total=len(texts), initial=len(texts) - len(jobs), desc=f"tts {split}", unit="utt",
                    disable=not progress, dynamic_ncols=True)
         results = pool.map(_make_item, jobs, chunksize=4) if pool is not None else map(_make_item, jobs)
@@ -134,7 +169,8 @@ def _build_split(out: Path, split: str, texts: list[str], pool, progress: bool) 
     rows = {d["id"]: d for d in map(json.loads, final.read_text(encoding="utf-8").splitlines())}
     write_jsonl_atomic(final, [rows[i] for i in ids])
     write_jsonl_atomic(out / f"{split}_prompts.jsonl",
-                       [{"id": i, "text": t, "speaker_audio": REF_PATH} for i, t in zip(ids, texts)])
+                       [{"id": i, "text": t, "emotion": s, "speaker_audio": REF_PATH}
+                        for i, t, s in zip(ids, texts, styles)])
     return len(jobs)
 
 

@@ -50,7 +50,7 @@ def test_eval_tts_metrics_resume_and_table(tts_world, tts_model, tmp_path):
     assert [r["id"] for r in rows] == ["test-00000", "test-00001"]
     assert all((tmp_path / "a" / r["wav"]).is_file() and r["terminated"] is False for r in rows)
     table = (tmp_path / "table.md").read_text()
-    assert table.splitlines()[0].startswith("| model | wer | cer | wer_utt_mean | failure_rate | sim |")
+    assert table.splitlines()[0].startswith("| model | wer | cer | wer_utt_mean | failure_rate | not_terminated_rate | sim |")
     assert "| a |" in table and "| b |" in table
     # Resume: a finished run scores nothing again and gives the same metrics.
     (tmp_path / "a" / "wavs" / "test-00000.wav").unlink()

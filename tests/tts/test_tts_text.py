@@ -88,3 +88,11 @@ def test_save_load_round_trip(tok, tmp_path):
     (tmp_path / "cfg" / "config.json").write_text("{}")
     with pytest.raises(UserError, match="no 'tts' table"):
         TtsTokenizer.load(tmp_path / "cfg")
+
+
+def test_style_labels_map_to_style_controls(tok):
+    high = tok.encode_prompt("hello there", emotion="high")
+    assert high[1] == CONTROL_OFFSET + tok.controls.index("style:high")
+    assert tok.encode_prompt("hello there", emotion="Neutral")[1] == CONTROL_OFFSET + tok.controls.index("emotion:neutral")
+    with pytest.raises(UserError, match=r"unknown emotion 'loud' \(known: .*happy.*high, low\)"):
+        tok.encode_prompt("hello there", emotion="loud")

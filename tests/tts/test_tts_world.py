@@ -39,7 +39,8 @@ def test_examples_are_valid_codec_lm_sft_pairs(world):
     assert [p.id for p in pairs] == [p.id for p in prompts] == ["train-00000", "train-00001", "train-00002"]
     for pair, prompt in zip(pairs, prompts):
         assert not pair.has_rejected  # SFT example
-        assert pair.prompt_tokens == tok.encode_prompt(prompt.text)
+        assert pair.prompt_tokens == tok.encode_prompt(prompt.text, emotion=prompt.emotion)
+        assert prompt.emotion == pair.extra["emotion"] == "neutral"  # style_share 0
         assert pair.prompt_tokens[0] == BOS and pair.prompt_tokens[-1] == SEP
         assert pair.chosen_tokens[-1] == EOS and len(pair.chosen_tokens) % 4 == 1
         codes = codec.unflatten(tok.model_to_codec(pair.chosen_tokens[:-1]))
@@ -49,6 +50,26 @@ def test_examples_are_valid_codec_lm_sft_pairs(world):
         assert len(np.unique(codes[:, 0])) > 10  # speech, not a constant stream
     assert (out / REF_PATH).is_file() and all(p.speaker_audio == REF_PATH for p in prompts)
     assert len(list((out / "wavs" / "test").glob("*.wav"))) == 2
+
+
+def test_styled_test_split_and_style_prompts(world):
+    """The emotion track's held-out set: the test sentences again, styles in turn, and the same words."""
+    from lpo_speech.tts.styles import PITCH_SLOT
+
+    out, stats = world
+    tok = TtsTokenizer.load(out / "tokenizer.json")
+    codec = tok.make_codec()
+    plain = load_jsonl(out / "test.jsonl", PreferencePair)
+    styled = load_jsonl(out / "test_style.jsonl", PreferencePair)
+    prompts = load_jsonl(out / "test_style_prompts.jsonl", TtsPrompt)
+    assert [p.emotion for p in prompts] == ["neutral", "high"] and stats["test_style"] == 2
+    assert [p.extra["text"] for p in plain] == [p.text for p in prompts]
+    pitch = [codec.unflatten(tok.model_to_codec(p.chosen_tokens[:-1]))[:, PITCH_SLOT] for p in (plain[1], styled[1])]
+    assert np.median(pitch[1][pitch[1] > 0]) > np.median(pitch[0][pitch[0] > 0]) + 5  # 'high' raises F0
+    assert styled[1].prompt_tokens != plain[1].prompt_tokens  # the style control token differs
+    style = load_jsonl(out / "style_prompts.jsonl", TtsPrompt)
+    train = load_jsonl(out / "train_prompts.jsonl", TtsPrompt)
+    assert [p.emotion for p in style] == ["neutral", "high", "low"] and [p.text for p in style] == [p.text for p in train]
 
 
 def test_rerun_resumes_and_settings_are_checked(world):
