@@ -5,8 +5,10 @@ the same number of steps is the honest baseline: a gain over the base model may 
 fine-tuning. Every run uses the demo recipe's hyperparameters (lr, schedule, batch, steps, frozen
 encoder); only the loss changes. Encoder states are computed once and shared (frozen encoder).
 
-    make demo                                   # builds runs/demo/asr/{data,base,pairs}
     .venv/bin/python benchmarks/asr_compare.py  # -> benchmarks/results/asr_compare.{json,md}
+
+One command: it first runs the demo's ASR stage (data, base model, pairs, the recipe's own LPO run and
+its eval, each skipped when done) in `--out`, then the other runs, then one side-by-side eval.
 """
 
 from __future__ import annotations
@@ -17,31 +19,36 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-RUNS = {  # label -> recipe overrides
+RUNS = {  # label -> recipe overrides ("lpo-ste r2=1.0" is the recipe as committed: the demo stage's run)
     "sft": ["loss.type=sft", "loss.sft_weight=1.0"],
     "dpo (sigmoid)": ["loss.type=sigmoid", "loss.gamma=0.0"],
-    "lpo-ste r2=1.0": ["loss.type=lpo-ste", "loss.r2=1.0"],
     "lpo-ste r2=0.3": ["loss.type=lpo-ste", "loss.r2=0.3"],
+    "lpo-ste r2=3.0": ["loss.type=lpo-ste", "loss.r2=3.0"],
 }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--demo", default=str(REPO / "runs" / "demo"), help="demo output folder")
     ap.add_argument("--out", default=str(REPO / "runs" / "asr_compare"))
+    ap.add_argument("--n-train", type=int, default=200, help="training utterances (pairs come from these)")
+    ap.add_argument("--n-test", type=int, default=120, help="held-out utterances")
     ap.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "asr_compare"))
     ap.add_argument("--only", action="append", help="run only these labels")
     args = ap.parse_args()
 
     from lpo_speech.adapters import load_adapter
+    from lpo_speech.demo import asr_stage
     from lpo_speech.evaluate import evaluate, markdown_table
     from lpo_speech.recipes import load_train_recipe
-    from lpo_speech.trainer import train
+    from lpo_speech.trainer import read_metrics, train
 
-    asr, out = Path(args.demo) / "asr", Path(args.out)
+    out = Path(args.out)
+    stage = asr_stage(out, n_train=args.n_train, n_test=args.n_test)
+    asr = out / "asr"
     recipe_path = REPO / "recipes" / "asr" / "whisper-tiny-offline.yaml"
     base = [f"model.path={asr / 'base'}", f"data.pairs={asr / 'pairs' / 'pairs_ref.jsonl'}"]
-    adapter, models, labels, seconds = None, [str(asr / "base")], ["base"], {}
+    adapter, models, labels = None, [str(asr / "base"), stage["lpo_model"]], ["base", "lpo-ste r2=1.0"]
+    run_dirs = {"lpo-ste r2=1.0": asr / "lpo"}
     for label, extra in RUNS.items():
         if args.only and label not in args.only:
             continue
@@ -50,16 +57,15 @@ def main() -> None:
         if adapter is None:
             adapter = load_adapter(recipe.model)
         if not (out / slug / "model" / "model.safetensors").exists():
-            t0 = time.perf_counter()
             train(recipe, resume=(out / slug / "checkpoints").exists(), adapter=adapter)
-            seconds[label] = round(time.perf_counter() - t0)
+        run_dirs[label] = out / slug
         models.append(str(out / slug / "model"))
         labels.append(label)
     results = evaluate(models, labels, str(asr / "data" / "test.jsonl"), str(out / "eval"))
     base_wer = results["base"]["wer"]
     for label, m in results.items():
         m["wer_vs_base"] = m["wer"] / base_wer
-        m["train_seconds"] = seconds.get(label)
+        m["train_seconds"] = round(read_metrics(run_dirs[label])[-1]["elapsed_s"]) if label in run_dirs else None
     table = markdown_table(results)
     rows = ["| model | WER / base WER |", "|---|---|"] + [f"| {k} | {v['wer_vs_base']:.3f} |" for k, v in results.items()]
     md = (f"# ASR: base vs SFT vs DPO vs LPO (same pairs, same budget)\n\nHeld-out: `{asr / 'data' / 'test.jsonl'}`; "

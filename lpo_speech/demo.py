@@ -3,11 +3,17 @@
 It is nothing but the documented commands, run in order and printed as they run, so every number it
 reports can be reproduced by hand. Stages whose output exists are skipped: a rerun after an
 interruption resumes. Everything lands under `--out` (default runs/demo); `summary.json` names the
-models and the before/after numbers, `summary.md` shows them as a table.
+models and the before/after numbers, `summary.md` shows them as tables.
 
-ASR track: synthetic speech (espeak-ng voices, perturbed piper) -> Whisper tiny.en imported from the
-CTranslate2 copy shipped in a pip package -> WER of the base model -> perturbation-based pairs with
-reference log-probs -> LPO training -> WER of the LPO model.
+asr      synthetic speech (espeak-ng voices, perturbed piper) -> Whisper tiny.en imported from the
+         CTranslate2 copy shipped in a pip package -> perturbation-based pairs with reference log-probs
+         -> LPO -> WER of the base and the LPO model on held-out speech.
+tts      the committed SFT codec LM (assets/tts-tiny-sft) -> a demo-sized copy of its world (the same
+         held-out sentences) -> sampled candidates judged by Whisper tiny.en, gold as chosen -> LPO ->
+         WER, failure rate, similarity and DNSMOS of SFT and LPO on held-out prompts.
+emotion  the same SFT model asked for speaking styles -> candidates ranked by the style classifier
+         (assets/style-classifier.json) under a CER guard -> LPO -> style accuracy and WER of SFT and
+         LPO on held-out styled prompts.
 """
 
 from __future__ import annotations
@@ -19,7 +25,13 @@ from pathlib import Path
 
 from lpo_speech.errors import UserError
 
-ASR_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "asr" / "whisper-tiny-offline.yaml"
+REPO = Path(__file__).resolve().parents[1]
+ASR_RECIPE = REPO / "recipes" / "asr" / "whisper-tiny-offline.yaml"
+TTS_RECIPE = REPO / "recipes" / "tts" / "tiny.yaml"
+EMOTION_RECIPE = REPO / "recipes" / "tts" / "emotion-offline.yaml"
+TTS_SFT = REPO / "assets" / "tts-tiny-sft"
+STYLE_CLASSIFIER = REPO / "assets" / "style-classifier.json"
+TRACKS = ("asr", "tts", "emotion")
 
 
 def _run(args: list[str], done: Path | None = None) -> None:
@@ -37,6 +49,11 @@ def _run(args: list[str], done: Path | None = None) -> None:
     print(f"== done in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
+def _train(recipe: Path, overrides: list[str], run_dir: Path) -> None:
+    resume = ["--resume"] if (run_dir / "checkpoints").exists() else []
+    _run(["train", str(recipe), *overrides, *resume], done=run_dir / "model" / "model.safetensors")
+
+
 def asr_stage(out: Path, *, n_train: int, n_test: int, recipe: Path = ASR_RECIPE) -> dict:
     asr = out / "asr"
     paths = [f"model.path={asr / 'base'}", f"build_pairs.manifest={asr / 'data' / 'train.jsonl'}",
@@ -46,8 +63,7 @@ def asr_stage(out: Path, *, n_train: int, n_test: int, recipe: Path = ASR_RECIPE
          done=asr / "data" / "test.jsonl")
     _run(["import-whisper-ct2", "bundled", str(asr / "base")], done=asr / "base" / "model.safetensors")
     _run(["build-pairs", str(recipe), *paths], done=asr / "pairs" / "pairs_ref.jsonl")
-    _run(["train", str(recipe), *paths, *(["--resume"] if (asr / "lpo" / "checkpoints").exists() else [])],
-         done=asr / "lpo" / "model" / "model.safetensors")
+    _train(recipe, paths, asr / "lpo")
     _run(["eval", "--wer", "--model", str(asr / "base"), "--model", str(asr / "lpo" / "model"), "--label", "base",
           "--label", "lpo", "--data", str(asr / "data" / "test.jsonl"), "--out", str(asr / "eval")],
          done=asr / "eval" / "table.md")
@@ -60,17 +76,99 @@ def asr_stage(out: Path, *, n_train: int, n_test: int, recipe: Path = ASR_RECIPE
             "table": (asr / "eval" / "table.md").read_text(), "curves": str(asr / "lpo" / "training_curves.png")}
 
 
-def run_demo(out: str | Path, *, n_train: int = 200, n_test: int = 60) -> dict:
+def tts_world(out: Path, *, n_prompts: int, n_test: int, sft: Path = TTS_SFT) -> Path:
+    """A demo-sized copy of the SFT model's world (its sizes and seed, from sft/world.json): the
+    held-out prompts are exactly the sentences the SFT model never saw."""
+    data = out / "tts" / "data"
+    world = json.loads((sft / "world.json").read_text())
+    args = ["make-tts-data", "--out", str(data), "--n-train", str(world["n_train"]), "--n-dev", str(world["n_dev"]),
+            "--n-test", str(world["n_test"]), "--seed", str(world["seed"]), "--style-share", str(world["style_share"]),
+            "--limit", f"train={n_prompts}", "--limit", "dev=0", "--limit", f"test={n_test}",
+            "--limit", f"test_style={n_test}", "--no-ceiling"]
+    _run(args, done=data / "test_style_prompts.jsonl")
+    return data
+
+
+def tts_stage(out: Path, data: Path, *, n_prompts: int, sft: Path = TTS_SFT, recipe: Path = TTS_RECIPE) -> dict:
+    tts = out / "tts"
+    paths = [f"model.path={sft}", f"build_pairs.prompts={data / 'train_prompts.jsonl'}",
+             f"build_pairs.gold={data / 'train.jsonl'}", f"build_pairs.work_dir={tts / 'pairs'}",
+             f"build_pairs.limit={n_prompts}", f"data.pairs={tts / 'pairs' / 'pairs_ref.jsonl'}",
+             f"train.out_dir={tts / 'lpo'}"]
+    _run(["build-pairs", str(recipe), *paths], done=tts / "pairs" / "pairs_ref.jsonl")
+    _train(recipe, paths, tts / "lpo")
+    _run(["eval", "--wer", "--model", str(sft), "--model", str(tts / "lpo" / "model"), "--label", "sft", "--label",
+          "lpo", "--data", str(data / "test_prompts.jsonl"), "--out", str(tts / "eval")], done=tts / "eval" / "table.md")
+    m = json.loads((tts / "eval" / "metrics.json").read_text())
+    pairs = json.loads((tts / "pairs" / "summary.json").read_text())
+    return {"sft_model": str(sft), "lpo_model": str(tts / "lpo" / "model"),
+            "test_set": str(data / "test_prompts.jsonl"), "pairs": pairs["pairs_written"],
+            "wer_before": m["sft"]["wer"], "wer_after": m["lpo"]["wer"],
+            "wer_ratio": m["lpo"]["wer"] / max(m["sft"]["wer"], 1e-9),
+            "failure_rate_before": m["sft"]["failure_rate"], "failure_rate_after": m["lpo"]["failure_rate"],
+            "sim_before": m["sft"].get("sim"), "sim_after": m["lpo"].get("sim"),
+            "table": (tts / "eval" / "table.md").read_text(), "curves": str(tts / "lpo" / "training_curves.png")}
+
+
+def emotion_stage(out: Path, data: Path, *, n_prompts: int, sft: Path = TTS_SFT, recipe: Path = EMOTION_RECIPE,
+                  classifier: Path = STYLE_CLASSIFIER) -> dict:
+    emo = out / "emotion"
+    paths = [f"model.path={sft}", f"build_pairs.prompts={data / 'style_prompts.jsonl'}",
+             f"build_pairs.work_dir={emo / 'pairs'}", f"build_pairs.limit={n_prompts}",
+             f"build_pairs.emotion.path={classifier}", f"data.pairs={emo / 'pairs' / 'pairs_ref.jsonl'}",
+             f"train.out_dir={emo / 'lpo'}"]
+    _run(["build-pairs", str(recipe), *paths], done=emo / "pairs" / "pairs_ref.jsonl")
+    _train(recipe, paths, emo / "lpo")
+    _run(["eval", "--wer", "--model", str(sft), "--model", str(emo / "lpo" / "model"), "--label", "sft", "--label",
+          "lpo", "--data", str(data / "test_style_prompts.jsonl"), "--out", str(emo / "eval"),
+          "--emotion-scorer", f"prosody:{classifier}"], done=emo / "eval" / "table.md")
+    m = json.loads((emo / "eval" / "metrics.json").read_text())
+    pairs = json.loads((emo / "pairs" / "summary.json").read_text())
+    return {"sft_model": str(sft), "lpo_model": str(emo / "lpo" / "model"),
+            "test_set": str(data / "test_style_prompts.jsonl"), "pairs": pairs["pairs_written"],
+            "pair_rules": {k: v for k, v in pairs.items() if isinstance(v, int)},
+            "emotion_acc_before": m["sft"]["emotion_acc"], "emotion_acc_after": m["lpo"]["emotion_acc"],
+            "wer_before": m["sft"]["wer"], "wer_after": m["lpo"]["wer"],
+            "failure_rate_before": m["sft"]["failure_rate"], "failure_rate_after": m["lpo"]["failure_rate"],
+            "table": (emo / "eval" / "table.md").read_text(), "curves": str(emo / "lpo" / "training_curves.png")}
+
+
+def run_demo(out: str | Path, *, n_train: int = 200, n_test: int = 60, tracks: tuple[str, ...] = TRACKS,
+             n_tts_prompts: int = 96, n_tts_test: int = 60) -> dict:
+    unknown = [t for t in tracks if t not in TRACKS]
+    if unknown:
+        raise UserError(f"--tracks: unknown {unknown} (known: {', '.join(TRACKS)})")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    summary = {"asr": asr_stage(out, n_train=n_train, n_test=n_test)}
+    summary: dict = {}
+    if "asr" in tracks:
+        summary["asr"] = asr_stage(out, n_train=n_train, n_test=n_test)
+    if "tts" in tracks or "emotion" in tracks:
+        data = tts_world(out, n_prompts=n_tts_prompts, n_test=n_tts_test)
+        if "tts" in tracks:
+            summary["tts"] = tts_stage(out, data, n_prompts=n_tts_prompts)
+        if "emotion" in tracks:
+            summary["emotion"] = emotion_stage(out, data, n_prompts=n_tts_prompts)
     summary["seconds"] = round(time.perf_counter() - t0)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    a = summary["asr"]
-    md = ["# lpo-speech demo", "", "## ASR: Whisper tiny.en, LPO on perturbation-based pairs", "",
-          f"Held-out set: `{a['test_set']}`; {a['pairs']} training pairs; curves: `{a['curves']}`.", "",
-          a["table"], f"WER {a['wer_before']:.4f} -> {a['wer_after']:.4f} (x{a['wer_ratio']:.3f})", ""]
+    md = ["# lpo-speech demo", ""]
+    if "asr" in summary:
+        a = summary["asr"]
+        md += ["## ASR: Whisper tiny.en, LPO on perturbation-based pairs", "",
+               f"Held-out set: `{a['test_set']}`; {a['pairs']} training pairs; curves: `{a['curves']}`.", "",
+               a["table"], f"WER {a['wer_before']:.4f} -> {a['wer_after']:.4f} (x{a['wer_ratio']:.3f})", ""]
+    if "tts" in summary:
+        t = summary["tts"]
+        md += ["## TTS: tiny codec LM (Codec2 700C), LPO on gold-as-chosen pairs judged by Whisper tiny.en", "",
+               f"Held-out prompts: `{t['test_set']}`; {t['pairs']} training pairs; curves: `{t['curves']}`.", "",
+               t["table"], f"WER {t['wer_before']:.4f} -> {t['wer_after']:.4f} (x{t['wer_ratio']:.3f})", ""]
+    if "emotion" in summary:
+        e = summary["emotion"]
+        md += ["## Emotion (offline: speaking styles): LPO on style-ranked pairs with a CER guard", "",
+               f"Held-out styled prompts: `{e['test_set']}`; {e['pairs']} training pairs; curves: `{e['curves']}`.",
+               "", e["table"], f"style accuracy {e['emotion_acc_before']:.3f} -> {e['emotion_acc_after']:.3f}; "
+               f"WER {e['wer_before']:.4f} -> {e['wer_after']:.4f}", ""]
     (out / "summary.md").write_text("\n".join(md))
     print("\n" + "\n".join(md))
     print(f"summary: {out / 'summary.json'} ({summary['seconds']} s)")

@@ -73,5 +73,6 @@ def test_cli_unloadable_model(tmp_path, lpo):
     (tmp_path / "p.jsonl").write_text('{"id": "a", "prompt_tokens": [1], "chosen_tokens": [2], "rejected_tokens": [3]}\n')
     recipe(tmp_path, "model: {path: no/such-model}\ndata: {pairs: p.jsonl}\ntrain: {out_dir: run}\n")
     proc = lpo("train", "r.yaml", cwd=tmp_path, check=False, env={"HF_HUB_OFFLINE": "1"})
-    assert proc.returncode == 2 and "cannot load model from 'no/such-model'" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1  # stopped before reading data or loading
+    assert "model.path: 'no/such-model' is not a local folder" in proc.stderr
     assert "Traceback" not in proc.stderr

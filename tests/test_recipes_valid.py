@@ -18,3 +18,29 @@ def test_recipe_validates(path):
 def test_asr_recipes_present():
     names = {f"{p.parent.name}/{p.name}" for p in RECIPES}
     assert {"asr/whisper-tiny-offline.yaml", "asr/whisper.yaml"} <= names
+
+
+def test_tts_and_emotion_recipes_present():
+    names = {f"{p.parent.name}/{p.name}" for p in RECIPES}
+    assert {"tts/tiny.yaml", "tts/tiny-sft.yaml", "tts/emotion.yaml", "tts/emotion-offline.yaml"} <= names
+
+
+@pytest.mark.parametrize("command", ["train", "build-pairs"])
+def test_hub_recipe_without_hub_names_its_offline_twin(command, lpo, tmp_path):
+    """No network here: the hub emotion recipe stops before any data or model work, in one line."""
+    repo = Path(__file__).resolve().parents[1]
+    res = lpo(command, str(repo / "recipes" / "tts" / "emotion.yaml"), cwd=tmp_path, check=False,
+              env={"HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "model.path: 'runs/llasa-1b' is not a local folder" in res.stderr
+    assert f"lpo-speech {command} recipes/tts/emotion-offline.yaml" in res.stderr
+
+
+def test_preflight_accepts_local_folders(tmp_path):
+    from lpo_speech.hub import hub_models, looks_like_hub_id
+
+    (tmp_path / "org").mkdir()
+    assert looks_like_hub_id("openai/whisper-small") and not looks_like_hub_id("./a/b")
+    recipe = load_any_recipe(Path(__file__).resolve().parents[1] / "recipes" / "asr" / "whisper.yaml",
+                             [f"model.path={tmp_path / 'org'}"])
+    assert hub_models(recipe) == []

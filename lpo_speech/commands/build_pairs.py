@@ -16,9 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lpo_speech.errors import UserError
+    from lpo_speech.hub import preflight
     from lpo_speech.recipes import load_any_recipe
 
     recipe = load_any_recipe(args.recipe, args.overrides)
+    preflight(recipe, "build-pairs", args.recipe)
     if not hasattr(recipe, "make_pairs"):
         raise UserError(f"{args.recipe}: no `track:` key; build-pairs needs a track recipe (track: asr or tts)")
     stats = recipe.make_pairs(quiet=args.quiet)

@@ -15,6 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="sentence seed (default 0)")
     parser.add_argument("--style-share", type=float, default=0.0,
                         help="share of train items rendered in a non-neutral style (high, low; default 0)")
+    parser.add_argument("--limit", action="append", default=[], metavar="SPLIT=N",
+                        help="synthesize only the first N items of SPLIT (train, dev, test, test_style); the "
+                             "splits stay those of the full sizes, so held-out sentences stay held out (repeatable)")
     parser.add_argument("--workers", type=int, default=2, help="synthesis processes (default 2)")
     parser.add_argument("--no-ceiling", action="store_true", help="skip judging the test split (piper and Codec2 ceiling)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -25,9 +28,17 @@ def run(args: argparse.Namespace) -> int:
 
     import torch  # noqa: F401  (before ctranslate2)
 
+    from lpo_speech.errors import UserError
     from lpo_speech.tts.world import make_tts_data
 
-    stats = make_tts_data(args.out, args.n_train, args.n_test, n_dev=args.n_dev, seed=args.seed, style_share=args.style_share,
+    limits = {}
+    for item in args.limit:
+        name, sep, k = item.partition("=")
+        if not sep or not k.strip().isdigit():
+            raise UserError(f"--limit {item!r}: expected SPLIT=N, e.g. test=60")
+        limits[name.strip()] = int(k)
+
+    stats = make_tts_data(args.out, args.n_train, args.n_test, n_dev=args.n_dev, seed=args.seed, style_share=args.style_share, limits=limits,
                           workers=args.workers, ceiling=not args.no_ceiling, progress=not args.quiet)
     print(json.dumps(stats, indent=2))
     return 0

@@ -15,9 +15,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lpo_speech.recipes import load_train_recipe
+    from lpo_speech.hub import preflight
+    from lpo_speech.recipes import load_any_recipe, load_train_recipe
     from lpo_speech.trainer import train
 
+    preflight(load_any_recipe(args.recipe, args.overrides), "train", args.recipe)
     recipe = load_train_recipe(args.recipe, args.overrides)
     run_dir = train(recipe, resume=args.resume, quiet=args.quiet)
     print(f"trained model: {run_dir / 'model'}  (curves: {run_dir / 'training_curves.png'})")

@@ -87,9 +87,12 @@ class TtsRecipe:
     build_pairs: TtsBuildPairs
     loss: LossConfig = field(default_factory=LossConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    offline_twin: str | None = None  # a recipe that runs without hub access; named when the hub is unreachable
 
     def validate(self) -> None:
         _need(self.track == "tts", "track", "tts")
+        _need(self.offline_twin is None or self.offline_twin.endswith((".yaml", ".yml")), "offline_twin",
+              "a recipe file (.yaml)")
         _need(self.model.adapter == "causal_lm", "model.adapter", "causal_lm for the TTS track")
 
     def train_recipe(self) -> TrainRecipe:

@@ -100,17 +100,25 @@ def split_sentences(n_train: int, n_dev: int, n_test: int, seed: int) -> dict[st
 
 
 def make_tts_data(out_dir: str | Path, n_train: int, n_test: int, *, n_dev: int = 0, seed: int = 0,
-                  style_share: float = 0.0, workers: int = 2, ceiling: bool = True,
-                  progress: bool = True) -> dict[str, Any]:
-    """Build (or finish building) the TTS world in `out_dir`; returns counts, seconds and the ceiling."""
+                  style_share: float = 0.0, limits: dict[str, int] | None = None, workers: int = 2,
+                  ceiling: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Build (or finish building) the TTS world in `out_dir`; returns counts, seconds and the ceiling.
+
+    `limits` ({split: k}, splits train/dev/test/test_style) synthesizes only the first k items of a
+    split while the splits stay those of (n_train, n_dev, n_test, seed): a small world for the demo
+    whose held-out sentences are exactly the held-out sentences of the full world a model was trained on."""
     if min(n_train, n_dev, n_test) < 0 or n_train + n_test == 0:
         raise UserError(f"item counts must be >= 0 and not all 0 (n_train={n_train}, n_dev={n_dev}, n_test={n_test})")
     if not 0.0 <= style_share <= 1.0:
         raise UserError(f"--style-share {style_share} outside [0, 1]")
+    limits = dict(limits or {})
+    for name, k in limits.items():
+        if name not in ("train", "dev", "test", "test_style") or not isinstance(k, int) or k < 0:
+            raise UserError(f"--limit {name}={k}: expected SPLIT=N with SPLIT in train, dev, test, test_style, N >= 0")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = {"n_train": n_train, "n_dev": n_dev, "n_test": n_test, "seed": seed, "voice": "piper:joe",
-              "codec": "codec2:700C", "style_share": style_share}
+              "codec": "codec2:700C", "style_share": style_share, **({"limits": limits} if limits else {})}
     cfg_path = out / "make_tts_data.json"
     if cfg_path.exists() and json.loads(cfg_path.read_text()) != config:
         raise UserError(f"was made with other settings {cfg_path.read_text().strip()}; "
@@ -130,15 +138,14 @@ def make_tts_data(out_dir: str | Path, n_train: int, n_test: int, *, n_dev: int 
           if workers > 1 else contextlib.nullcontext()) as pool:
         if pool is None:
             _worker_init(tok.to_dict(), one_thread=False)
-        for split, texts in splits.items():
+        for split, texts in [*splits.items(), ("test_style", splits["test"])]:
+            texts = texts[:limits.get(split, len(texts))]
             if texts:
                 ids = [f"{split}-{i:05d}" for i in range(len(texts))]
-                styles = [item_style(seed, i, split, style_share) for i in ids]
+                # test_style: the emotion track's held-out set, test sentences in balanced styles
+                styles = ([STYLE_CYCLE[i % 3] for i in range(len(texts))] if split == "test_style"
+                          else [item_style(seed, i, split, style_share) for i in ids])
                 made[split] = _build_split(out, split, ids, texts, styles, pool, progress)
-        if splits["test"]:  # the emotion track's held-out set: test sentences in balanced styles
-            texts = splits["test"]
-            made["test_style"] = _build_split(out, "test_style", [f"test_style-{i:05d}" for i in range(len(texts))],
-                                              texts, [STYLE_CYCLE[i % 3] for i in range(len(texts))], pool, progress)
     if splits["train"]:
         write_jsonl_atomic(out / "style_prompts.jsonl",
                            [{"id": f"style-{i:05d}", "text": t, "emotion": STYLE_CYCLE[i % 3], "speaker_audio": REF_PATH}

@@ -108,3 +108,17 @@ def test_init_codec_lm_and_cli_error(tmp_path, lpo):
     assert cfg["vocab_size"] == 1360 and cfg["tts"]["codec"] == "codec2:700C"
     again = lpo("init-codec-lm", "--out", str(tmp_path / "m"), cwd=tmp_path, check=False)
     assert again.returncode == 2 and again.stderr.count("\n") == 1 and "already holds a model" in again.stderr
+
+
+def test_limits_keep_the_full_worlds_splits(world, tmp_path):
+    """A demo-sized world: fewer items synthesized, the same held-out sentences as the full world."""
+    out, _ = world
+    stats = make_tts_data(tmp_path, 3, 2, n_dev=1, workers=1, ceiling=False, progress=False,
+                          limits={"train": 1, "dev": 0, "test_style": 1})
+    assert stats == {"train": 1, "test": 2, "test_style": 1, "seconds": stats["seconds"]}
+    full = {p.id: p.text for p in load_jsonl(out / "test_prompts.jsonl", TtsPrompt)}
+    assert {p.id: p.text for p in load_jsonl(tmp_path / "test_prompts.jsonl", TtsPrompt)} == full
+    assert [p.text for p in load_jsonl(tmp_path / "train_prompts.jsonl", TtsPrompt)] == \
+        [p.text for p in load_jsonl(out / "train_prompts.jsonl", TtsPrompt)][:1]
+    with pytest.raises(UserError, match="--limit test_styles=1"):
+        make_tts_data(tmp_path / "x", 3, 2, limits={"test_styles": 1}, workers=1, ceiling=False, progress=False)

@@ -1,0 +1,134 @@
+"""TTS and emotion quality comparison on the offline world: SFT vs LPO vs DPO (and SFT continued on the
+chosen side when the chosen side is gold), same pairs, same budget, one command per track.
+
+    .venv/bin/python benchmarks/tts_compare.py --track tts       # recipes/tts/tiny.yaml
+    .venv/bin/python benchmarks/tts_compare.py --track emotion   # recipes/tts/emotion-offline.yaml
+    -> benchmarks/results/{tts,emotion}_compare.{json,md}
+
+Each stage is the documented CLI command, printed as it runs and skipped when its output exists (a
+rerun resumes): the world (make-tts-data with the SFT checkpoint's world settings), build-pairs, one
+`train` per loss with only the loss changed (lpo-ste, sigmoid; sft on the chosen responses when the
+recipe's chosen side is gold: the honest baseline, since a gain may be nothing but fine-tuning on gold),
+then one `eval --wer` of all models side by side on the held-out prompts. Training runs as two
+single-thread DDP processes (torchrun), which is faster than one two-thread process on 2 cores and
+gives the same run (docs/design.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TRACKS = {
+    "tts": {"recipe": "recipes/tts/tiny.yaml", "data": "test_prompts.jsonl", "emotion": False},
+    "emotion": {"recipe": "recipes/tts/emotion-offline.yaml", "data": "test_style_prompts.jsonl", "emotion": True},
+}
+LOSSES = {  # label -> overrides (on top of the recipe, which trains lpo-ste)
+    "lpo": [],
+    "dpo": ["loss.type=sigmoid", "loss.gamma=0.0"],
+    "sft-cont": ["loss.type=sft", "loss.sft_weight=1.0", "loss.gamma=0.0"],
+}
+
+
+def run(cmd: list[str], done: Path | None, env: dict | None = None) -> None:
+    shown = " ".join(shlex.quote(c) for c in cmd)
+    if done is not None and done.exists():
+        print(f"== skip (done: {done}) {shown}", flush=True)
+        return
+    print(f"== {shown}", flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, **(env or {})})
+    print(f"== done in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--track", choices=sorted(TRACKS), required=True)
+    ap.add_argument("--data", default="runs/tts/data", help="the world (made here if missing)")
+    ap.add_argument("--out", default=None, help="runs folder (default runs/<track>_compare)")
+    ap.add_argument("--procs", type=int, default=2, help="DDP processes for build-pairs and training")
+    ap.add_argument("--eval-limit", type=int, default=0, help="score only the first N held-out prompts (0 = all)")
+    ap.add_argument("--results", default=None, help="results prefix (default benchmarks/results/<track>_compare)")
+    ap.add_argument("overrides", nargs="*", help="recipe key=value overrides for every stage")
+    a = ap.parse_args()
+
+    py = sys.executable
+    track = TRACKS[a.track]
+    recipe_path = REPO / track["recipe"]
+    recipe = yaml.safe_load(recipe_path.read_text())
+    out = Path(a.out or f"runs/{a.track}_compare")
+    data = Path(a.data)
+    sft = Path(recipe["model"]["path"])
+    world = json.loads((REPO / sft / "world.json").read_text())
+    run([py, "-m", "lpo_speech.cli", "make-tts-data", "--out", str(data), "--n-train", str(world["n_train"]),
+         "--n-dev", str(world["n_dev"]), "--n-test", str(world["n_test"]), "--seed", str(world["seed"]),
+         "--style-share", str(world["style_share"])], done=data / "test_style_prompts.jsonl")
+    dist = [py, "-m", "torch.distributed.run", "--nproc_per_node", str(a.procs), "-m", "lpo_speech.cli"]
+    env = {"OMP_NUM_THREADS": "1"}
+    prompts = "style_prompts.jsonl" if track["emotion"] else "train_prompts.jsonl"
+    paths = [f"build_pairs.prompts={data / prompts}", f"build_pairs.work_dir={out / 'pairs'}",
+             f"data.pairs={out / 'pairs' / 'pairs_ref.jsonl'}", *a.overrides]
+    gold = recipe["build_pairs"].get("chosen") == "gold"
+    if gold:
+        paths.append(f"build_pairs.gold={data / 'train.jsonl'}")
+    run([*dist, "build-pairs", str(recipe_path), *paths], done=out / "pairs" / "pairs_ref.jsonl", env=env)
+    models, labels, seconds = [str(sft)], ["sft"], {}
+    for label, extra in LOSSES.items():
+        if label == "sft-cont" and not gold:
+            continue  # model-based pairs: no gold to fine-tune on
+        run_dir = out / label
+        resume = ["--resume"] if (run_dir / "checkpoints").exists() else []
+        t0 = time.perf_counter()
+        run([*dist, "train", str(recipe_path), *paths, *extra, f"train.out_dir={run_dir}", *resume],
+            done=run_dir / "model" / "model.safetensors", env=env)
+        seconds[label] = round(time.perf_counter() - t0)
+        models.append(str(run_dir / "model"))
+        labels.append(label)
+    manifest = data / track["data"]
+    if a.eval_limit:
+        rows = manifest.read_text().splitlines()[:a.eval_limit]
+        manifest = out / f"heldout_{a.eval_limit}.jsonl"
+        manifest.write_text("\n".join(rows) + "\n")
+    ev = [py, "-m", "lpo_speech.cli", "eval", "--wer", "--batch-size", "32", "--data", str(manifest),
+          "--out", str(out / "eval")]
+    if track["emotion"]:
+        ev += ["--emotion-scorer", f"prosody:{recipe['build_pairs']['emotion']['path']}"]
+    for m, lab in zip(models, labels):
+        ev += ["--model", m, "--label", lab]
+    run(ev, done=out / "eval" / "table.md")
+    results = json.loads((out / "eval" / "metrics.json").read_text())
+    pairs = json.loads((out / "pairs" / "summary.json").read_text())
+    base = results["sft"]
+    for label, m in results.items():
+        m["wer_vs_sft"] = m["wer"] / max(base["wer"], 1e-9)
+        m["train_seconds"] = seconds.get(label)
+    table = (out / "eval" / "table.md").read_text()
+    ratio = ["| model | WER / SFT WER |" + (" emotion_acc - SFT's |" if track["emotion"] else ""),
+             "|---|---|" + ("---|" if track["emotion"] else "")]
+    for label, m in results.items():
+        row = f"| {label} | {m['wer_vs_sft']:.3f} |"
+        if track["emotion"]:
+            row += f" {100 * (m['emotion_acc'] - base['emotion_acc']):+.1f} points |"
+        ratio.append(row)
+    rules = ", ".join(f"{k} {v}" for k, v in pairs.items() if isinstance(v, int))
+    md = (f"# {a.track}: SFT vs LPO vs DPO" + (" vs SFT continued on gold" if gold else "") + "\n\n"
+          f"Recipe `{track['recipe']}` ({' '.join(a.overrides) or 'as committed'}); held-out `{manifest}`.\n"
+          f"Pairs: {rules}.\n\n{table}\n" + "\n".join(ratio) + "\n")
+    prefix = Path(a.results or REPO / "benchmarks" / "results" / f"{a.track}_compare")
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{prefix}.json").write_text(json.dumps({"results": results, "pairs": pairs, "overrides": a.overrides}, indent=2))
+    Path(f"{prefix}.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
