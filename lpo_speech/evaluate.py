@@ -84,8 +84,12 @@ def evaluate(models: list[str], labels: list[str] | None, manifest: str, out: st
     out_dir = Path(out)
     results, state_cache = {}, {}
     tts_kw = kw.pop("tts", None) or {}  # TTS-only options (sampling, reference voice, DNSMOS)
+    import os
+
     for model, label in zip(models, labels):
         if model_type(model) in ASR_MODEL_TYPES:
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                raise UserError(f"{model}: ASR evaluation runs in one process (launch `lpo-speech eval` without torchrun)")
             results[label] = eval_asr(model, manifest, out_dir / label, state_cache=state_cache, **kw)
         elif (Path(model) / "config.json").is_file() and "tts" in json.loads((Path(model) / "config.json").read_text()):
             from lpo_speech.tts.evaluate import eval_tts  # codec-LM TTS: synthesize the prompt manifest
@@ -94,6 +98,9 @@ def evaluate(models: list[str], labels: list[str] | None, manifest: str, out: st
         else:
             raise UserError(f"{model}: model type {model_type(model)!r} has no evaluator (ASR: whisper)")
     summary = next(iter(results.values())) if len(results) == 1 else results
-    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
-    (out_dir / "table.md").write_text(markdown_table(results))
+    from lpo_speech.distributed import init_distributed
+
+    if init_distributed("cpu").is_main:  # under torchrun (sharded TTS eval) one process writes
+        (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+        (out_dir / "table.md").write_text(markdown_table(results))
     return results

@@ -35,6 +35,18 @@ def load_pretrained(cls: Any, path: str, **kwargs: Any) -> Any:
         raise UserError(f"cannot load model from {path!r}{hint}: {str(e).splitlines()[0]}") from None
 
 
+def copy_tokenizer(src: str | Path, dst: str | Path) -> bool:
+    """Save the text tokenizer of model folder `src`, if it has one, into `dst`. A hub-layout codec LM
+    (lpo_speech.tts.text, "Hub layout") encodes its prompts with it, so a trained or exported copy
+    without it could not synthesize; lpo-layout models have none and need none."""
+    if not (Path(src) / "tokenizer_config.json").is_file():
+        return False
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(str(src)).save_pretrained(str(dst))
+    return True
+
+
 class CausalLMPairModel(PairModel):
     def __init__(self, lm: nn.Module, *, average: bool, num_codebooks: int, codebook_reduction: str):
         super().__init__()
@@ -121,3 +133,4 @@ class CausalLMAdapter:
 
     def save(self, model: CausalLMPairModel, out_dir: Path) -> None:
         model.lm.save_pretrained(out_dir)
+        copy_tokenizer(model.lm.name_or_path, out_dir)  # the folder the policy was loaded from

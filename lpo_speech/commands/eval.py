@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tts.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
     tts.add_argument("--top-p", type=float, default=1.0)
     tts.add_argument("--seed", type=int, default=0)
+    tts.add_argument("--max-seconds", type=float, default=12.0, help="length guard per utterance (default 12)")
     tts.add_argument("--ref-audio", help="reference voice for prompts without speaker_audio")
     tts.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS (the slowest score)")
     tts.add_argument("--emotion-scorer", metavar="TYPE:WHERE",
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     results = evaluate(args.model, args.label, args.data, args.out, batch_size=args.batch_size, beam=args.beam,
                        lang=args.lang, device=args.device, quiet=args.quiet,
                        tts={"temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
-                            "ref_audio": args.ref_audio, "dnsmos": not args.no_dnsmos,
+                            "ref_audio": args.ref_audio, "dnsmos": not args.no_dnsmos, "max_seconds": args.max_seconds,
                             "emotion": _emotion_spec(args.emotion_scorer)})
     print(markdown_table(results), end="")
     return 0

@@ -23,9 +23,13 @@ Each codec2 frame is a fixed number of bits, packed MSB first into bytes. Slots 
   whole number of bytes, e.g. 1300 = 52 bits -> 6 x 256 + 1 x 16). The fields of these modes cross
   byte boundaries, so byte slots are a plain, lossless re-packing rather than parameters.
 
-Neural codecs (`HFCodec`, transformers EnCodec / DAC / Mimi / X-codec)
-----------------------------------------------------------------------
-Residual VQ codecs: one slot per quantizer, all of size `codebook_size`.
+Neural codecs (`HFCodec`, transformers EnCodec / DAC / Mimi / X-codec / XCodec2)
+--------------------------------------------------------------------------------
+Residual VQ codecs: one slot per quantizer, all of size `codebook_size`. XCodec2 (Llasa's codec,
+16 kHz, 50 frames/s) has one finite-scalar-quantized codebook of prod(quantization_levels) codes
+(65,536), so one slot. Its encoder also takes a log-mel input (80 Kaldi fbank bins, two frames
+stacked) for its semantic branch; we compute it with SeamlessM4TFeatureExtractor (numpy), as the
+original XCodec2 code does, because transformers' Xcodec2FeatureExtractor needs torchaudio.
 """
 
 from __future__ import annotations
@@ -221,7 +225,7 @@ class Codec2Codec(SlotCodec):
 
 # ------------------------------------------------------------------------------ transformers codecs
 
-_HF_TYPES = ("encodec", "dac", "mimi", "xcodec")
+_HF_TYPES = ("encodec", "dac", "mimi", "xcodec", "xcodec2")
 
 
 @lru_cache(maxsize=4)
@@ -246,7 +250,8 @@ def _load_hf_model(path: str, device: str):
 
 
 class HFCodec(SlotCodec):
-    """EnCodec / DAC / Mimi / X-codec from transformers (a local directory or, with hub access, a hub id).
+    """EnCodec / DAC / Mimi / X-codec / XCodec2 from transformers (a local directory or, with hub access,
+    a hub id).
 
     `num_codebooks` picks how many residual quantizers to keep (default: all the checkpoint has); for
     EnCodec and X-codec it is mapped to the matching `target_bandwidths` entry, or pass `bandwidth`.
@@ -259,7 +264,10 @@ class HFCodec(SlotCodec):
         cfg = self.model.config
         self.kind, self.name, self.device = cfg.model_type, f"{cfg.model_type}:{path}", device
         self.sample_rate = int(getattr(cfg, "sampling_rate", None) or cfg.sample_rate)
-        self.frame_rate = float(cfg.frame_rate)
+        if self.kind == "xcodec2":  # its config names the hop, not the frame rate
+            self.frame_rate = self.sample_rate / int(cfg.hop_length)
+        else:
+            self.frame_rate = float(cfg.frame_rate)
         self.hop_length = int(round(self.sample_rate / self.frame_rate))
         self.bandwidth: float | None = None
         if self.kind == "encodec" and (cfg.chunk_length_s is not None or cfg.normalize):
@@ -277,6 +285,13 @@ class HFCodec(SlotCodec):
             if bandwidth not in nq_for:
                 raise UserError(f"bandwidth {bandwidth} not in {sorted(nq_for)}", where=str(path))
             self.bandwidth, k = bandwidth, nq_for[bandwidth]
+        elif self.kind == "xcodec2":
+            if num_codebooks not in (None, 1) or bandwidth is not None:
+                raise UserError("XCodec2 has one codebook: no num_codebooks (other than 1) or bandwidth",
+                                where=str(path))
+            self.codebook_sizes = (int(np.prod(cfg.quantization_levels)),)
+            self._features = _xcodec2_features()
+            return
         else:
             total = int(cfg.n_codebooks if self.kind == "dac" else cfg.num_quantizers)
             lowest = int(getattr(cfg, "num_semantic_quantizers", 0) or 1)
@@ -290,6 +305,8 @@ class HFCodec(SlotCodec):
         import torch
 
         x = _resample(_mono_float(wav, self.name), sr, self.sample_rate)
+        if self.kind == "xcodec2":
+            return self._encode_xcodec2(x)
         n = max(1, -(-x.size // self.hop_length)) * self.hop_length
         x = np.pad(x, (0, n - x.size))
         t = torch.from_numpy(x).to(self.device)[None, None, :]
@@ -305,6 +322,20 @@ class HFCodec(SlotCodec):
                 codes = m.encode(t, num_quantizers=self.num_codebooks, return_dict=True).audio_codes
         return codes[0, : self.num_codebooks].T.cpu().numpy().astype(np.int64)
 
+    def _encode_xcodec2(self, x: np.ndarray) -> np.ndarray:
+        """XCodec2's own padding: up to the next whole frame, always by at least one sample (so
+        len // hop + 1 frames), and the fbank input padded by half a hop on each side."""
+        import torch
+
+        hop = self.hop_length
+        x = np.pad(x, (0, hop - x.size % hop))
+        feats = self._features(np.pad(x, (hop // 2, hop // 2)), sampling_rate=self.sample_rate,
+                               return_tensors="pt", return_attention_mask=False)["input_features"]
+        t = torch.from_numpy(x).to(self.device)[None, None, :]
+        with torch.inference_mode():
+            codes = self.model.encode(t, input_features=feats.to(self.device), return_dict=True).audio_codes
+        return codes[0].T.cpu().numpy().astype(np.int64)
+
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """Codes [frames, K] -> float32 audio at sample_rate."""
         import torch
@@ -316,11 +347,19 @@ class HFCodec(SlotCodec):
         with torch.inference_mode():
             if self.kind == "encodec":
                 out = self.model.decode(t[None], [None], return_dict=True).audio_values
-            elif self.kind == "dac":
+            elif self.kind in ("dac", "xcodec2"):
                 out = self.model.decode(audio_codes=t, return_dict=True).audio_values
             else:
                 out = self.model.decode(t, return_dict=True).audio_values
         return out.reshape(-1).float().cpu().numpy().astype(np.float32)
+
+
+def _xcodec2_features():
+    """XCodec2's semantic-branch input: 80 Kaldi log-mel bins, normalised per bin, two frames stacked."""
+    from transformers import SeamlessM4TFeatureExtractor
+
+    return SeamlessM4TFeatureExtractor(feature_size=80, num_mel_bins=80, sampling_rate=16000, padding_value=1.0,
+                                       stride=2)
 
 
 def make_codec(spec: str | dict) -> Codec:

@@ -5,7 +5,7 @@ For each prompt ({"id", "text", optional "emotion", "intensity", "speaker_audio"
 lpo_speech.tts.scoring: the ASR judge's transcript against the text (WER/CER, lpo_speech.metrics
 normalization), speaker similarity to the prompt's `speaker_audio` (or `ref_audio`), DNSMOS, and
 the stability flags. Writes `<out>/utterances.jsonl` (one line per prompt; resumable: an interrupted
-run continues with the prompts not yet written) and `<out>/metrics.json`:
+run continues with the prompts not yet written; sharded across processes under torchrun) and `<out>/metrics.json`:
 
   wer            corpus WER of the judge transcripts
   wer_utt_mean   mean per-utterance WER (the Seed-TTS-eval convention)
@@ -23,14 +23,15 @@ run continues with the prompts not yet written) and `<out>/metrics.json`:
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
-
+from lpo_speech.distributed import init_distributed
 from lpo_speech.errors import UserError
-from lpo_speech.records import JsonlWriter, TtsPrompt, load_jsonl, resolve_audio
+from lpo_speech.records import TtsPrompt, load_jsonl, resolve_audio
+from lpo_speech.stages import run_sharded
 
 REF_SR = 16_000
 
@@ -82,33 +83,36 @@ def eval_tts(model_dir: str, prompts_manifest: str, out_dir: str | Path, *, temp
     out_dir = Path(out_dir)
     (out_dir / "wavs").mkdir(parents=True, exist_ok=True)
     decoding = "greedy" if temperature == 0 else f"sample t={temperature} top_p={top_p} seed={seed}"
-    with JsonlWriter(out_dir / "utterances.jsonl") as writer:
-        todo = [p for p in prompts if p.id not in writer.done]
-        bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=f"eval {out_dir.name}", unit="utt",
-                   disable=quiet, dynamic_ncols=True)
-        for s in range(0, len(todo), batch_size):
-            chunk = todo[s:s + batch_size]
-            synths = synthesize(lm, tok, chunk, n=1, temperature=temperature, top_p=top_p, max_seconds=max_seconds,
-                                seed=seed + s, batch_size=batch_size, codec=codec)
-            for p, (syn,) in zip(chunk, synths):
-                ref = ref_of[p.id]
-                clip = Clip(p.text, syn.wav, syn.sr, terminated=syn.terminated, undecodable=syn.undecodable,
-                            emotion=p.emotion.strip().lower() if p.emotion else None)
-                (row,) = scorer.score([clip], ref)
-                wav_rel = None
-                if syn.wav is not None and syn.wav.size:
-                    wav_rel = f"wavs/{p.id}.wav"
-                    save_wav(out_dir / wav_rel, syn.wav, syn.sr)
-                writer.write({"id": p.id, "text": p.text, **row, "tokens": len(syn.tokens), "wav": wav_rel,
-                              **({"error": syn.error} if syn.error else {})})
-            bar.update(len(chunk))
-        bar.close()
-    rows = {r["id"]: r for r in map(json.loads, (out_dir / "utterances.jsonl").read_text().splitlines())}
+
+    def process(chunk: list[TtsPrompt]) -> list[dict]:
+        # The seed of a chunk follows from its first prompt, so any process count and any resume
+        # point draw the same samples.
+        chunk_seed = random.Random(f"{seed}:{chunk[0].id}").randrange(2**31)
+        synths = synthesize(lm, tok, chunk, n=1, temperature=temperature, top_p=top_p, max_seconds=max_seconds,
+                            seed=chunk_seed, batch_size=batch_size, codec=codec)
+        out = []
+        for p, (syn,) in zip(chunk, synths):
+            clip = Clip(p.text, syn.wav, syn.sr, terminated=syn.terminated, undecodable=syn.undecodable,
+                        emotion=p.emotion.strip().lower() if p.emotion else None)
+            (row,) = scorer.score([clip], ref_of[p.id])
+            wav_rel = None
+            if syn.wav is not None and syn.wav.size:
+                wav_rel = f"wavs/{p.id}.wav"
+                save_wav(out_dir / wav_rel, syn.wav, syn.sr)
+            out.append({"id": p.id, "text": p.text, **row, "tokens": len(syn.tokens), "wav": wav_rel,
+                        **({"error": syn.error} if syn.error else {})})
+        return out
+
+    # Sharded across processes under torchrun (lpo_speech.stages): resumable, merged in prompt order.
+    rows = {r["id"]: r for r in run_sharded(out_dir / "utterances.jsonl", prompts, key=lambda p: p.id,
+                                             process=process, batch_size=batch_size, desc=f"eval {out_dir.name}",
+                                             unit="utt", device="cpu", quiet=quiet)}
     ordered = [rows[p.id] for p in prompts]
     wanted = [p.emotion.strip().lower() if p.emotion and emotion is not None else None for p in prompts]
     metrics = {**summarize(ordered, [p.text for p in prompts], lang, wanted), "model": str(model_dir),
                "data": str(prompts_manifest), "decoding": decoding}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if init_distributed("cpu").is_main:
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 

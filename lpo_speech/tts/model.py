@@ -1,4 +1,5 @@
-"""The codec LM: a small transformers Llama over the flat vocabulary of lpo_speech.tts.text.
+"""The codec LM: a small transformers Llama over the flat vocabulary of lpo_speech.tts.text (or an
+imported hub model, lpo_speech.tts.hub_lm, in its own layout).
 
 `init_codec_lm` writes a randomly initialised model (safetensors + config.json) whose config
 carries the tokenizer table as `tts`; training (`lpo-speech train`, adapter causal_lm) saves the
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lpo_speech.errors import UserError
-from lpo_speech.tts.text import BOS, EOS, PAD, TtsTokenizer
+from lpo_speech.tts.text import TtsTokenizer
 
 SIZES: dict[str, dict[str, int]] = {
     "tiny": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -30,14 +31,17 @@ SIZES: dict[str, dict[str, int]] = {
 def codec_lm_config(tok: TtsTokenizer, size: str = "tiny", *, max_positions: int = 1024, **overrides: Any):
     from transformers import LlamaConfig
 
+    if not isinstance(tok, TtsTokenizer):
+        raise UserError("init-codec-lm makes models in lpo-speech's own layout; bring a hub model in with "
+                        "`lpo-speech import-tts-lm`", where="init-codec-lm")
     if size not in SIZES:
         raise UserError(f"unknown model size {size!r} (known: {', '.join(SIZES)})", where="init-codec-lm")
     if max_positions <= tok.max_prompt_tokens + tok.num_codebooks:
         raise UserError(f"max_positions={max_positions} leaves no room for audio after a "
                         f"{tok.max_prompt_tokens}-token prompt", where="init-codec-lm")
     kw = {**SIZES[size], **{k: v for k, v in overrides.items() if v is not None}}
-    return LlamaConfig(vocab_size=tok.vocab_size, max_position_embeddings=max_positions, pad_token_id=PAD,
-                       bos_token_id=BOS, eos_token_id=EOS, tie_word_embeddings=True, rope_theta=10000.0,
+    return LlamaConfig(vocab_size=tok.vocab_size, max_position_embeddings=max_positions, pad_token_id=tok.pad_id,
+                       bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, tie_word_embeddings=True, rope_theta=10000.0,
                        attention_dropout=0.0, tts=tok.to_dict(), **kw)
 
 
@@ -59,12 +63,13 @@ def init_codec_lm(out: str | Path, tok: TtsTokenizer | None = None, *, size: str
 
 
 def load_codec_lm(path: str | Path, device: str = "cpu"):
-    """(model in eval mode, its TtsTokenizer) from a model folder made by init_codec_lm or training."""
+    """(model in eval mode, its tokenizer) from a model folder made by init_codec_lm, import-tts-lm or
+    training: a TtsTokenizer, or an HfTtsTokenizer for an imported hub model (same interface)."""
     import torch
 
     from lpo_speech.adapters.causal_lm import load_pretrained
 
-    tok = TtsTokenizer.load(path)
+    tok = TtsTokenizer.load(path)  # either layout (lpo_speech.tts.text)
     from transformers import AutoModelForCausalLM
 
     lm = load_pretrained(AutoModelForCausalLM, str(path), dtype=torch.float32).to(device).eval()
@@ -98,12 +103,12 @@ def heldout_nll(model_dir: str | Path, pairs: str | Path, *, batch_size: int = 1
     with torch.no_grad():
         for s in range(0, len(rows), batch_size):
             chunk = rows[s:s + batch_size]
-            b = pad_rows([(r.prompt_tokens, r.chosen_tokens) for r in chunk], PAD)
+            b = pad_rows([(r.prompt_tokens, r.chosen_tokens) for r in chunk], tok.pad_id)
             hidden = lm.get_decoder()(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state
             sel = b["response_mask"][:, 1:]
             logp = linear_token_logps(hidden[:, :-1][sel], lm.get_output_embeddings().weight, b["input_ids"][:, 1:][sel])
             slot = b["response_pos"][:, 1:][sel] % k
-            is_eos = b["input_ids"][:, 1:][sel] == EOS
+            is_eos = b["input_ids"][:, 1:][sel] == tok.eos_id
             slot = torch.where(is_eos, torch.full_like(slot, k), slot)  # EOS counted on its own
             tot.index_add_(0, slot, -logp.double())
             cnt.index_add_(0, slot, torch.ones_like(logp, dtype=torch.float64))
@@ -119,6 +124,8 @@ def export_checkpoint(checkpoint_dir: str | Path, like: str | Path, out: str | P
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from lpo_speech.adapters.causal_lm import copy_tokenizer
+
     src = Path(checkpoint_dir) / "model.safetensors"
     if not src.is_file():
         raise UserError("no model.safetensors: not a training checkpoint", where=str(checkpoint_dir))
@@ -132,4 +139,5 @@ def export_checkpoint(checkpoint_dir: str | Path, like: str | Path, out: str | P
                         f"unexpected {unexpected[:3]}", where=str(checkpoint_dir))
     model.tie_weights()
     model.save_pretrained(out)
+    copy_tokenizer(like, out)
     return Path(out)

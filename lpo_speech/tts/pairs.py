@@ -43,7 +43,7 @@ from typing import Any
 from lpo_speech.errors import UserError
 from lpo_speech.records import Candidate, PreferencePair, TtsPrompt, load_jsonl, write_jsonl_atomic
 from lpo_speech.tts.recipe import SCORE_DIRECTIONS, TtsBuildPairs, TtsRecipe
-from lpo_speech.tts.text import EOS
+from lpo_speech.tts.text import EOS as LPO_EOS
 
 UNSTABLE_FLAGS = ("failure", "undecodable", "duration_out_of_range", "long_silence", "no_speech")
 
@@ -70,8 +70,9 @@ def is_stable(c: dict) -> bool:
     return bool(c.get("terminated", True)) and not any(bool(s.get(f)) for f in UNSTABLE_FLAGS)
 
 
-def select_pairs(bp: TtsBuildPairs, rows: list[dict]) -> tuple[list[PreferencePair], dict]:
-    """Apply the selection rules (module docstring) to candidate rows; returns pairs and counts."""
+def select_pairs(bp: TtsBuildPairs, rows: list[dict], eos_id: int = LPO_EOS) -> tuple[list[PreferencePair], dict]:
+    """Apply the selection rules (module docstring) to candidate rows; returns pairs and counts.
+    `eos_id` is the model's (tok.eos_id): candidate tokens are stored without it."""
     stats = {"prompts": len(rows), "candidates": 0, "duplicates": 0, "too_long": 0, "chosen_unstable": 0,
              "chosen_threshold": 0, "within_margin": 0, "trades_off": 0, "not_dominated": 0, "over_cap": 0,
              "prompts_without_pair": 0, "pairs": 0}
@@ -130,7 +131,7 @@ def select_pairs(bp: TtsBuildPairs, rows: list[dict]) -> tuple[list[PreferencePa
         for rej in kept[:bp.pairs_per_prompt]:
             pairs.append(PreferencePair(
                 id=f"{rej['id']}", prompt_id=row["id"], prompt_tokens=row["prompt_tokens"],
-                chosen_tokens=_with_eos(chosen), rejected_tokens=_with_eos(rej),
+                chosen_tokens=_with_eos(chosen, eos_id), rejected_tokens=_with_eos(rej, eos_id),
                 chosen_scores=_brief(chosen), rejected_scores=_brief(rej),
                 extra={"chosen_source": chosen["source"], "rejected_source": rej["source"], "text": row["text"],
                        **({"emotion": row["emotion"]} if row.get("emotion") else {})}))
@@ -139,11 +140,11 @@ def select_pairs(bp: TtsBuildPairs, rows: list[dict]) -> tuple[list[PreferencePa
     return pairs, stats
 
 
-def _with_eos(c: dict) -> list[int]:
+def _with_eos(c: dict, eos_id: int) -> list[int]:
     toks = list(c["tokens"])
     if c["source"] == "gold":
         return toks  # gold examples already end with EOS
-    return toks + [EOS] if c.get("terminated", True) else toks if toks else [EOS]
+    return toks + [eos_id] if c.get("terminated", True) else toks if toks else [eos_id]
 
 
 def _brief(c: dict) -> dict:
@@ -185,7 +186,7 @@ def generate_candidates(recipe: TtsRecipe, prompts: list[TtsPrompt], gold: dict[
         if bp.chosen == "gold":
             for p in chunk:
                 toks = gold[p.id]["chosen_tokens"]
-                per[p.id].append(("gold", decode_tokens(tok, codec, toks[:-1] if toks[-1] == EOS else toks)))
+                per[p.id].append(("gold", decode_tokens(tok, codec, toks[:-1] if toks[-1] == tok.eos_id else toks)))
         out = []
         for p in chunk:
             ref = load_reference(bp.prompts, p, None, refs) if bp.similarity else None
@@ -227,7 +228,7 @@ def build_tts_pairs(recipe: TtsRecipe, *, quiet: bool = False) -> dict:
         if bp.chosen == "gold" and missing:
             raise UserError(f"no gold example for prompt {missing[0]!r} ({len(missing)} missing)", where=bp.gold)
     rows = generate_candidates(recipe, prompts, gold, quiet=quiet)
-    pairs, stats = select_pairs(bp, rows)
+    pairs, stats = select_pairs(bp, rows, tok.eos_id)
     info = init_distributed("cpu")  # under torchrun every rank selects the same pairs; one writes them
     if info.is_main:
         write_jsonl_atomic(work / "pairs.jsonl", pairs)

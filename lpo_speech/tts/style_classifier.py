@@ -20,11 +20,10 @@ from lpo_speech.errors import UserError
 
 def _features(rows, tok, codec, desc: str, progress: bool) -> tuple[np.ndarray, list[str]]:
     from lpo_speech.judges.emotion import prosody_features
-    from lpo_speech.tts.text import EOS
 
     feats, labels = [], []
     for r in tqdm(rows, desc=desc, unit="utt", disable=not progress, dynamic_ncols=True):
-        ids = r.chosen_tokens[:-1] if r.chosen_tokens and r.chosen_tokens[-1] == EOS else r.chosen_tokens
+        ids = r.chosen_tokens[:-1] if r.chosen_tokens and r.chosen_tokens[-1] == tok.eos_id else r.chosen_tokens
         wav = codec.decode(codec.unflatten(tok.model_to_codec(ids, where=r.id)))
         feats.append(prosody_features(wav, codec.sample_rate, r.extra["text"]))
         labels.append(r.extra["emotion"])

@@ -1,4 +1,4 @@
-"""Codec-LM speech synthesis: prompts -> sampled codec tokens -> Codec2 audio.
+"""Codec-LM speech synthesis: prompts -> sampled codec tokens -> audio (the model's codec).
 
 `synthesize(lm, tok, prompts, n=...)` encodes each prompt (text + control tokens), samples `n`
 responses with lpo_speech.sampling (KV cache, batched, every response position constrained to its
@@ -23,7 +23,7 @@ import numpy as np
 
 from lpo_speech.errors import UserError
 from lpo_speech.records import TtsPrompt
-from lpo_speech.tts.text import EOS, PAD, TtsTokenizer
+from lpo_speech.tts.text import TtsTokenizer
 
 
 @dataclass
@@ -99,9 +99,9 @@ def _synthesize(lm, tok, prompts, *, n, temperature, top_k, top_p, max_seconds, 
             raise UserError(f"prompt {prompts[idx[0]].id}: no room for audio within the model's "
                             f"{max_pos} positions", where="synthesize")
         max_new = min(frames, room) * k
-        drawn = sample(lm, [ids[i] for i in idx], n=n, max_new_tokens=max_new, eos_id=EOS,
+        drawn = sample(lm, [ids[i] for i in idx], n=n, max_new_tokens=max_new, eos_id=tok.eos_id,
                        temperature=temperature, top_k=top_k, top_p=top_p, slot_ranges=tok.slot_ranges,
-                       seed=seed + g, batch_size=batch_size, pad_id=PAD)
+                       seed=seed + g, batch_size=batch_size, pad_id=tok.pad_id)
         for i, samples in zip(idx, drawn):
             results[i] = [decode_tokens(tok, codec, s.tokens, s.terminated) for s in samples]
         if progress is not None:

@@ -29,6 +29,27 @@ en-us espeak settings), one symbol per code point; the symbol list is the voice'
 characters from a fixed list. The table (symbols, controls, codec, limits) is saved with the model as
 `tts` in its `config.json`, so ids stay the same wherever the model goes (training keeps it).
 
+Hub layout (`kind="hf"`, `HfTtsTokenizer`)
+-----------------------------------------
+A hub codec-token TTS model (Llasa: Llama-3 text tokens + 65,536 XCodec2 speech tokens
+`<|s_0|>`..`<|s_65535|>`) keeps its own ids; `lpo-speech import-tts-lm` writes them into the `tts`
+table, which then describes the layout completely:
+
+    prompt_template   the model's prompt, text as `{text}` (Llasa: its chat template rendered once at
+                      import with the date pinned, so a prompt is the same every day), e.g.
+                      `<|begin_of_text|>...user...Convert the text to speech:<|TEXT_UNDERSTANDING_START|>{text}
+                      <|TEXT_UNDERSTANDING_END|><|eot_id|>...assistant...<|SPEECH_GENERATION_START|>`
+    emotion_template  written before the text when a prompt asks for an emotion or style (`"({emotion}) "`):
+                      the model has no control tokens, so the instruction travels as text
+    codec_offset      id of speech token 0 (`<|s_0|>`); codec id c is model id codec_offset + c
+    codec, codebook_sizes   the codec spec (e.g. `hf:HKUSTAudio/xcodec2-hf`) and its slots ([65536])
+    eos_id            the id that ends the audio (`<|SPEECH_GENERATION_END|>`); pad_id for batching
+    bos_id            prepended to the encoded template, or null when the template already holds BOS
+
+The text itself is encoded by the model folder's own tokenizer (AutoTokenizer; saved beside
+config.json), without adding special tokens: the template carries them. A prompt is the encoded
+template; the response is speech-token ids then `eos_id`, exactly as the hub model generates.
+
 Errors: empty text, a prompt longer than `max_prompt_tokens`, an unknown control value and an id
 outside a codec slot's range are each a one-line `UserError`.
 """
@@ -40,7 +61,7 @@ import unicodedata
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from lpo_speech.errors import UserError
 
@@ -84,28 +105,14 @@ def phonemize(text: str) -> list[str]:
     return out
 
 
-@dataclass
-class TtsTokenizer:
-    """Prompt encoder and codec-id mapper; serialised into the model's config.json as `tts`."""
+class CodecIds:
+    """The codec half of a layout, shared by both: codec id c (codecs.py) is model id codec_offset + c,
+    so the layouts differ only in where the block starts and what surrounds it."""
 
-    kind: str = "phonemes"  # phonemes | chars
-    symbols: list[str] = field(default_factory=list)
-    controls: list[str] = field(default_factory=lambda: list(DEFAULT_CONTROLS))
-    codec: str = "codec2:700C"
-    codebook_sizes: list[int] = field(default_factory=lambda: [512, 512, 16, 64])
-    max_prompt_tokens: int = 256
+    codec: str | dict
+    codebook_sizes: list[int]
+    codec_offset: int
 
-    def __post_init__(self) -> None:
-        if self.kind not in ("phonemes", "chars"):
-            raise UserError(f"unknown text kind {self.kind!r}; expected 'phonemes' or 'chars'", where="tts.kind")
-        if not self.symbols:
-            self.symbols = piper_symbols() if self.kind == "phonemes" else list(CHAR_SYMBOLS)
-        if len(self.symbols) > MAX_SYMBOLS or len(self.controls) > MAX_CONTROLS:
-            raise UserError(f"at most {MAX_SYMBOLS} symbols and {MAX_CONTROLS} controls", where="tts")
-        self._sym = {s: TEXT_OFFSET + i for i, s in enumerate(self.symbols)}
-        self._ctl = {c: CONTROL_OFFSET + i for i, c in enumerate(self.controls)}
-
-    # ---------------------------------------------------------------------------------- layout
     @property
     def num_codebooks(self) -> int:
         return len(self.codebook_sizes)
@@ -115,13 +122,9 @@ class TtsTokenizer:
         return int(sum(self.codebook_sizes))
 
     @property
-    def vocab_size(self) -> int:
-        return CODEC_OFFSET + self.codec_vocab
-
-    @property
     def slot_ranges(self) -> list[tuple[int, int]]:
         """Half-open model-id ranges of each codec slot (response position t is slot t % K)."""
-        out, lo = [], CODEC_OFFSET
+        out, lo = [], self.codec_offset
         for size in self.codebook_sizes:
             out.append((lo, lo + size))
             lo += size
@@ -135,6 +138,66 @@ class TtsTokenizer:
             raise UserError(f"codec {self.codec} has slots {list(codec.codebook_sizes)}, the model expects "
                             f"{self.codebook_sizes}", where="tts.codec")
         return codec
+
+    def codec_to_model(self, flat_codec_ids: list[int]) -> list[int]:
+        return [self.codec_offset + int(c) for c in flat_codec_ids]
+
+    def model_to_codec(self, ids: list[int], where: str = "response") -> list[int]:
+        """Model ids (no EOS) -> flattened codec ids; an id outside its slot's range is a UserError."""
+        k = self.num_codebooks
+        ranges = self.slot_ranges
+        if len(ids) % k:
+            raise UserError(f"{len(ids)} codec tokens is not a whole number of {k}-token frames", where=where)
+        for t, i in enumerate(ids):
+            lo, hi = ranges[t % k]
+            if not lo <= i < hi:
+                raise UserError(f"unknown codec token {i} at position {t} (slot {t % k} expects ids "
+                                f"[{lo}, {hi}))", where=where)
+        return [int(i) - self.codec_offset for i in ids]
+
+
+def _check_prompt(text: Any, where: str) -> None:
+    if not isinstance(text, str) or not text.strip():
+        raise UserError("empty text: nothing to synthesize", where=where)
+
+
+def _check_length(ids: list[int], limit: int, where: str) -> list[int]:
+    if len(ids) > limit:
+        raise UserError(f"prompt is {len(ids)} tokens, longer than the model's max_prompt_tokens={limit} "
+                        "(split the text into shorter sentences)", where=where)
+    return ids
+
+
+@dataclass
+class TtsTokenizer(CodecIds):
+    """Prompt encoder and codec-id mapper; serialised into the model's config.json as `tts`."""
+
+    kind: str = "phonemes"  # phonemes | chars
+    symbols: list[str] = field(default_factory=list)
+    controls: list[str] = field(default_factory=lambda: list(DEFAULT_CONTROLS))
+    codec: str = "codec2:700C"
+    codebook_sizes: list[int] = field(default_factory=lambda: [512, 512, 16, 64])
+    max_prompt_tokens: int = 256
+    # The fixed ids of this layout (module constants), named as the hub layout names its fields.
+    codec_offset: ClassVar[int] = CODEC_OFFSET
+    eos_id: ClassVar[int] = EOS
+    pad_id: ClassVar[int] = PAD
+    bos_id: ClassVar[int] = BOS
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("phonemes", "chars"):
+            raise UserError(f"unknown text kind {self.kind!r}; expected 'phonemes', 'chars' or 'hf'",
+                            where="tts.kind")
+        if not self.symbols:
+            self.symbols = piper_symbols() if self.kind == "phonemes" else list(CHAR_SYMBOLS)
+        if len(self.symbols) > MAX_SYMBOLS or len(self.controls) > MAX_CONTROLS:
+            raise UserError(f"at most {MAX_SYMBOLS} symbols and {MAX_CONTROLS} controls", where="tts")
+        self._sym = {s: TEXT_OFFSET + i for i, s in enumerate(self.symbols)}
+        self._ctl = {c: CONTROL_OFFSET + i for i, c in enumerate(self.controls)}
+
+    @property
+    def vocab_size(self) -> int:
+        return CODEC_OFFSET + self.codec_vocab
 
     # ---------------------------------------------------------------------------------- prompts
     def text_symbols(self, text: str) -> list[str]:
@@ -167,17 +230,13 @@ class TtsTokenizer:
     def encode_prompt(self, text: str, *, emotion: str | None = None, intensity: float | None = None,
                       speaker: str | int | None = None, where: str = "prompt") -> list[int]:
         """`[BOS, controls..., symbols..., SEP]`; empty text or an over-long prompt is a UserError."""
-        if not isinstance(text, str) or not text.strip():
-            raise UserError("empty text: nothing to synthesize", where=where)
+        _check_prompt(text, where)
         syms = self.text_symbols(text)
         ids = [self._sym.get(s, UNK) for s in syms]
         if not any(i >= TEXT_OFFSET for i in ids):
             raise UserError(f"text {text[:40]!r} gives no known {self.kind} symbols", where=where)
         out = [BOS, *self.control_tokens(emotion, intensity, speaker), *ids, SEP]
-        if len(out) > self.max_prompt_tokens:
-            raise UserError(f"prompt is {len(out)} tokens, longer than the model's max_prompt_tokens="
-                            f"{self.max_prompt_tokens} (split the text into shorter sentences)", where=where)
-        return out
+        return _check_length(out, self.max_prompt_tokens, where)
 
     def decode_prompt(self, ids: list[int]) -> str:
         """Readable form of prompt ids (for logs): controls as <name>, symbols joined."""
@@ -191,30 +250,17 @@ class TtsTokenizer:
                 out.append("<unk>")
         return "".join(out)
 
-    # ---------------------------------------------------------------------------------- codec ids
-    def codec_to_model(self, flat_codec_ids: list[int]) -> list[int]:
-        return [CODEC_OFFSET + int(c) for c in flat_codec_ids]
-
-    def model_to_codec(self, ids: list[int], where: str = "response") -> list[int]:
-        """Model ids (no EOS) -> flattened codec ids; an id outside its slot's range is a UserError."""
-        k = self.num_codebooks
-        ranges = self.slot_ranges
-        if len(ids) % k:
-            raise UserError(f"{len(ids)} codec tokens is not a whole number of {k}-token frames", where=where)
-        for t, i in enumerate(ids):
-            lo, hi = ranges[t % k]
-            if not lo <= i < hi:
-                raise UserError(f"unknown codec token {i} at position {t} (slot {t % k} expects ids "
-                                f"[{lo}, {hi}))", where=where)
-        return [int(i) - CODEC_OFFSET for i in ids]
-
     # ---------------------------------------------------------------------------------- storage
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "layout": dict(LAYOUT)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str = "tts") -> "TtsTokenizer":
+    def from_dict(cls, d: dict[str, Any], where: str = "tts", model_dir: str | Path | None = None):
+        """The table's layout: a TtsTokenizer, or an HfTtsTokenizer for `kind: hf` (whose text
+        tokenizer is read from `model_dir`, the folder the table came from)."""
         d = dict(d)
+        if d.get("kind") == "hf":
+            return HfTtsTokenizer.from_dict(d, where, model_dir)
         layout = d.pop("layout", None)
         if layout is not None and layout != LAYOUT:
             raise UserError(f"token layout {layout} differs from this version's {LAYOUT}", where=where)
@@ -227,7 +273,7 @@ class TtsTokenizer:
         Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
     @classmethod
-    def load(cls, path: str | Path) -> "TtsTokenizer":
+    def load(cls, path: str | Path) -> "TtsTokenizer | HfTtsTokenizer":
         p = Path(path)
         if p.is_dir():
             cfg = p / "config.json"
@@ -236,8 +282,9 @@ class TtsTokenizer:
             d = json.loads(cfg.read_text(encoding="utf-8")).get("tts")
             if d is None:
                 raise UserError("config.json has no 'tts' table: not a codec-LM TTS model "
-                                "(make one with `lpo-speech init-codec-lm`)", where=str(p))
-            return cls.from_dict(d, where=str(cfg))
+                                "(make one with `lpo-speech init-codec-lm`, or import a hub model with "
+                                "`lpo-speech import-tts-lm`)", where=str(p))
+            return cls.from_dict(d, where=str(cfg), model_dir=p)
         if not p.is_file():
             raise UserError("no such tokenizer file", where=str(p))
         try:
@@ -245,3 +292,94 @@ class TtsTokenizer:
         except json.JSONDecodeError as e:
             raise UserError(f"malformed JSON ({e.msg})", where=str(p)) from None
         return cls.from_dict(d, where=str(p))
+
+
+@dataclass
+class HfTtsTokenizer(CodecIds):
+    """A hub model's own token layout (module docstring, "Hub layout"), with the same interface as
+    TtsTokenizer so synthesis, pairs, eval and training need not know which layout they run."""
+
+    prompt_template: str
+    codec: str | dict
+    codebook_sizes: list[int]
+    codec_offset: int
+    eos_id: int
+    pad_id: int
+    bos_id: int | None = None
+    emotion_template: str = "({emotion}) "
+    speech_token: str = "<|s_{i}|>"  # how the text tokenizer spells codec id i (checked at import)
+    max_prompt_tokens: int = 512
+    kind: str = "hf"
+    model_dir: str | None = field(default=None, repr=False, compare=False)  # where the text tokenizer is
+
+    def __post_init__(self) -> None:
+        if self.kind != "hf":
+            raise UserError(f"kind {self.kind!r} is not 'hf'", where="tts.kind")
+        if self.prompt_template.count("{text}") != 1:
+            raise UserError("must contain '{text}' exactly once", where="tts.prompt_template")
+        if self.emotion_template and "{emotion}" not in self.emotion_template:
+            raise UserError("must contain '{emotion}' (or be empty: no emotion prompts)", where="tts.emotion_template")
+        if any(lo <= self.eos_id < hi for lo, hi in self.slot_ranges):
+            raise UserError(f"eos_id {self.eos_id} lies inside the codec block", where="tts.eos_id")
+        self._text = None
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows the model's embedding needs at least (its own vocabulary may be larger)."""
+        return max(self.codec_offset + self.codec_vocab, self.eos_id + 1, self.pad_id + 1)
+
+    @property
+    def text_tokenizer(self):
+        """The model folder's own tokenizer, loaded on first use (prompts need it, codec ids do not)."""
+        if self._text is None:
+            if self.model_dir is None:
+                raise UserError("an 'hf' layout needs its model folder's tokenizer: load it with "
+                                "TtsTokenizer.load(MODEL_DIR)", where="tts")
+            from transformers import AutoTokenizer
+
+            try:
+                self._text = AutoTokenizer.from_pretrained(self.model_dir)
+            except (OSError, ValueError) as e:
+                raise UserError(f"cannot load the model's text tokenizer: {str(e).splitlines()[0]}",
+                                where=self.model_dir) from None
+        return self._text
+
+    def prompt_text(self, text: str, emotion: str | None = None) -> str:
+        """The template filled in; an emotion or style is written before the text (emotion_template)."""
+        if emotion is not None:
+            if not self.emotion_template:
+                raise UserError("this model takes no emotion (its tts.emotion_template is empty)", where="prompt")
+            text = self.emotion_template.replace("{emotion}", emotion.strip().lower()) + text
+        return self.prompt_template.replace("{text}", text)
+
+    def encode_prompt(self, text: str, *, emotion: str | None = None, intensity: float | None = None,
+                      speaker: str | int | None = None, where: str = "prompt") -> list[int]:
+        """The filled-in template's ids (plus `bos_id` when set); the model has no intensity or
+        speaker controls, so asking for one is a UserError rather than silently ignored."""
+        _check_prompt(text, where)
+        for name, value in (("intensity", intensity), ("speaker", speaker)):
+            if value is not None:
+                raise UserError(f"this model has no {name} control (tts.kind 'hf'); drop the prompt's "
+                                f"'{name}' field", where=where)
+        ids = self.text_tokenizer.encode(self.prompt_text(text, emotion), add_special_tokens=False)
+        out = ([self.bos_id] if self.bos_id is not None else []) + list(ids)
+        return _check_length(out, self.max_prompt_tokens, where)
+
+    def decode_prompt(self, ids: list[int]) -> str:
+        return self.text_tokenizer.decode(ids)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("model_dir")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "tts", model_dir: str | Path | None = None) -> "HfTtsTokenizer":
+        d = {k: v for k, v in d.items() if k != "model_dir"}
+        try:
+            return cls(**d, model_dir=None if model_dir is None else str(model_dir))
+        except TypeError as e:
+            raise UserError(f"bad 'hf' tokenizer table: {e}", where=where) from None
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")

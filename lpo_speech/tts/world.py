@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from lpo_speech.errors import UserError
 from lpo_speech.records import JsonlWriter, write_jsonl_atomic
-from lpo_speech.tts.text import EOS, TtsTokenizer
+from lpo_speech.tts.text import TtsTokenizer
 
 SYNTH_SR = 16_000
 REF_TEXT = "This is the reference recording of the voice that every model in this world should speak with."
@@ -77,7 +77,7 @@ def _make_item(job: tuple[str, str, str, str, str | None]) -> dict[str, Any]:
         save_wav(wav_path, audio, SYNTH_SR)
     codes = apply_style(codec.encode(audio, SYNTH_SR), style)
     return {"id": item_id, "prompt_id": item_id, "prompt_tokens": tok.encode_prompt(text, emotion=style, where=item_id),
-            "chosen_tokens": tok.codec_to_model(codec.flatten(codes)) + [EOS], "text": text, "split": split,
+            "chosen_tokens": tok.codec_to_model(codec.flatten(codes)) + [tok.eos_id], "text": text, "split": split,
             "emotion": style, "duration_s": round(len(audio) / SYNTH_SR, 3), "frames": int(codes.shape[0])}
 
 

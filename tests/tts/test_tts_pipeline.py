@@ -162,3 +162,26 @@ train: {{out_dir: {tmp_path}/run, lr: 1.0e-3, max_steps: 1, batch_size: 2, devic
     a, b = heldout_nll(exported, out / "dev.jsonl"), heldout_nll(run / "model", out / "dev.jsonl")
     assert a == b and a["n"] == 1 and len(a["nll_slots"]) == 4
     assert heldout_nll(tts_model, out / "dev.jsonl")["nll"] != a["nll"]
+
+
+def test_eval_shards_across_processes_with_the_same_result(tts_world, tts_model, tmp_path, lpo):
+    """`torchrun --nproc_per_node 2 ... eval` splits the prompts and writes what one process writes."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out, _ = tts_world
+    args = ["eval", "--wer", "--model", str(tts_model), "--data", str(out / "test_prompts.jsonl"), "--no-dnsmos",
+            "--max-seconds", "0.6", "--temperature", "1.0", "--seed", "5"]
+    lpo(*args, "--out", str(tmp_path / "one"), cwd=tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "lpo_speech.cli",
+                    *args, "--out", str(tmp_path / "two")], cwd=tmp_path, check=True, capture_output=True, env=env)
+    label = Path(tts_model).name
+    one = (tmp_path / "one" / label / "utterances.jsonl").read_text().splitlines()
+    two = (tmp_path / "two" / label / "utterances.jsonl").read_text().splitlines()
+    assert len(one) == 2 and [json.loads(x)["tokens"] for x in one] == [json.loads(x)["tokens"] for x in two]
+    assert json.loads((tmp_path / "one" / "metrics.json").read_text())["wer"] == \
+        json.loads((tmp_path / "two" / "metrics.json").read_text())["wer"]
+    assert not list((tmp_path / "two" / label).glob("utterances.jsonl.rank*"))  # parts merged and removed
