@@ -17,6 +17,9 @@
                         ground truth the style classifier is checked on)
   style_prompts.jsonl   the train sentences with a balanced requested style (no gold): the prompts
                         the emotion track samples its pairs from
+  train_rare_styles.jsonl  train.jsonl with only the first RARE_STYLE_ITEMS items of each non-neutral
+                        style (all neutral items): the emotion track's SFT data, where expressive
+                        speech is as scarce as in most corpora (a 10% share is learned fully)
   ref/joe.wav           the reference voice for speaker similarity (a sentence outside every split)
   wavs/test/<id>.wav    the piper originals of the test split (16 kHz), for the ceiling
   ceiling.json          judge scores of the test split: piper itself, and the gold Codec2 tokens decoded
@@ -50,6 +53,7 @@ SYNTH_SR = 16_000
 REF_TEXT = "This is the reference recording of the voice that every model in this world should speak with."
 REF_PATH = "ref/joe.wav"
 STYLE_CYCLE = ("neutral", "high", "low")
+RARE_STYLE_ITEMS = 25
 
 _worker_state: dict[str, Any] = {}
 
@@ -146,6 +150,8 @@ def make_tts_data(out_dir: str | Path, n_train: int, n_test: int, *, n_dev: int 
                 styles = ([STYLE_CYCLE[i % 3] for i in range(len(texts))] if split == "test_style"
                           else [item_style(seed, i, split, style_share) for i in ids])
                 made[split] = _build_split(out, split, ids, texts, styles, pool, progress)
+    if (out / "train.jsonl").exists():
+        write_rare_styles(out / "train.jsonl", out / "train_rare_styles.jsonl", RARE_STYLE_ITEMS)
     if splits["train"]:
         write_jsonl_atomic(out / "style_prompts.jsonl",
                            [{"id": f"style-{i:05d}", "text": t, "emotion": STYLE_CYCLE[i % 3], "speaker_audio": REF_PATH}
@@ -179,6 +185,20 @@ def _build_split(out: Path, split: str, ids: list[str], texts: list[str], styles
                        [{"id": i, "text": t, "emotion": s, "speaker_audio": REF_PATH}
                         for i, t, s in zip(ids, texts, styles)])
     return len(jobs)
+
+
+def write_rare_styles(src: Path, dst: Path, per_style: int) -> dict[str, int]:
+    """Copy SFT examples keeping every neutral item and the first `per_style` of each other style."""
+    kept, counts = [], {}
+    for line in src.read_text(encoding="utf-8").splitlines():
+        style = json.loads(line).get("emotion", "neutral")
+        counts[style] = counts.get(style, 0) + 1
+        if style == "neutral" or counts[style] <= per_style:
+            kept.append(line)
+    tmp = dst.with_name(dst.name + ".tmp")
+    tmp.write_text("".join(x + "\n" for x in kept), encoding="utf-8")
+    tmp.replace(dst)  # atomic: a reader never sees half a file
+    return {k: (v if k == "neutral" else min(v, per_style)) for k, v in counts.items()}
 
 
 def load_ref(out: Path) -> tuple[np.ndarray, int]:

@@ -122,3 +122,13 @@ def test_limits_keep_the_full_worlds_splits(world, tmp_path):
         [p.text for p in load_jsonl(out / "train_prompts.jsonl", TtsPrompt)][:1]
     with pytest.raises(UserError, match="--limit test_styles=1"):
         make_tts_data(tmp_path / "x", 3, 2, limits={"test_styles": 1}, workers=1, ceiling=False, progress=False)
+
+
+def test_rare_styles_subset(tmp_path):
+    from lpo_speech.tts.world import write_rare_styles
+
+    rows = [{"id": f"t{i}", "emotion": e} for i, e in enumerate(["neutral", "high", "high", "low", "neutral", "high"])]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    counts = write_rare_styles(tmp_path / "train.jsonl", tmp_path / "rare.jsonl", 1)
+    kept = [json.loads(x)["id"] for x in (tmp_path / "rare.jsonl").read_text().splitlines()]
+    assert kept == ["t0", "t1", "t3", "t4"] and counts == {"neutral": 2, "high": 1, "low": 1}
