@@ -9,9 +9,9 @@ Each stage is the documented CLI command, printed as it runs and skipped when it
 rerun resumes): the world (make-tts-data with the SFT checkpoint's world settings), build-pairs, one
 `train` per loss with only the loss changed (lpo-ste, sigmoid; sft on the chosen responses when the
 recipe's chosen side is gold: the honest baseline, since a gain may be nothing but fine-tuning on gold),
-then one `eval --wer` of all models side by side on the held-out prompts. Training runs as two
-single-thread DDP processes (torchrun), which is faster than one two-thread process on 2 cores and
-gives the same run (docs/design.md).
+then one `eval --wer` of all models side by side on the held-out prompts. Every stage runs as two
+single-thread processes under torchrun (`--procs`): DDP for training, which is faster than one
+two-thread process on 2 cores and gives the same run (docs/design.md), shards for sampling and scoring.
 """
 
 from __future__ import annotations
@@ -98,13 +98,12 @@ def main() -> None:
         rows = manifest.read_text().splitlines()[:a.eval_limit]
         manifest = out / f"heldout_{a.eval_limit}.jsonl"
         manifest.write_text("\n".join(rows) + "\n")
-    ev = [py, "-m", "lpo_speech.cli", "eval", "--wer", "--batch-size", "32", "--data", str(manifest),
-          "--out", str(out / "eval")]
+    ev = [*dist, "eval", "--wer", "--batch-size", "32", "--data", str(manifest), "--out", str(out / "eval")]
     if track["emotion"]:
         ev += ["--emotion-scorer", f"prosody:{recipe['build_pairs']['emotion']['path']}"]
     for m, lab in zip(models, labels):
         ev += ["--model", m, "--label", lab]
-    run(ev, done=out / "eval" / "table.md")
+    run(ev, done=out / "eval" / "table.md", env=env)
     results = json.loads((out / "eval" / "metrics.json").read_text())
     pairs = json.loads((out / "pairs" / "summary.json").read_text())
     base = results["sft"]

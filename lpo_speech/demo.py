@@ -11,7 +11,8 @@ asr      synthetic speech (espeak-ng voices, perturbed piper) -> Whisper tiny.en
 tts      the committed SFT codec LM (assets/tts-tiny-sft) -> a demo-sized copy of its world (the same
          held-out sentences) -> sampled candidates judged by Whisper tiny.en, gold as chosen -> LPO ->
          WER, failure rate, similarity and DNSMOS of SFT and LPO on held-out prompts.
-emotion  the same SFT model asked for speaking styles -> candidates ranked by the style classifier
+emotion  an SFT model of the same world that saw few styled utterances (assets/tts-tiny-sft-rare-styles),
+         asked for speaking styles -> candidates ranked by the style classifier
          (assets/style-classifier.json) under a CER guard -> LPO -> style accuracy and WER of SFT and
          LPO on held-out styled prompts.
 """
@@ -30,6 +31,7 @@ ASR_RECIPE = REPO / "recipes" / "asr" / "whisper-tiny-offline.yaml"
 TTS_RECIPE = REPO / "recipes" / "tts" / "tiny.yaml"
 EMOTION_RECIPE = REPO / "recipes" / "tts" / "emotion-offline.yaml"
 TTS_SFT = REPO / "assets" / "tts-tiny-sft"
+EMOTION_SFT = REPO / "assets" / "tts-tiny-sft-rare-styles"  # same world, scarce styled speech
 STYLE_CLASSIFIER = REPO / "assets" / "style-classifier.json"
 TRACKS = ("asr", "tts", "emotion")
 
@@ -89,47 +91,43 @@ def tts_world(out: Path, *, n_prompts: int, n_test: int, sft: Path = TTS_SFT) ->
     return data
 
 
+def _align(stage: Path, recipe: Path, sft: Path, paths: list[str], heldout: Path, eval_extra: list[str]) -> tuple:
+    """build-pairs -> train -> eval (SFT vs LPO on `heldout`) for a TTS recipe; (metrics, pair summary)."""
+    paths = [f"model.path={sft}", f"build_pairs.work_dir={stage / 'pairs'}",
+             f"data.pairs={stage / 'pairs' / 'pairs_ref.jsonl'}", f"train.out_dir={stage / 'lpo'}", *paths]
+    _run(["build-pairs", str(recipe), *paths], done=stage / "pairs" / "pairs_ref.jsonl")
+    _train(recipe, paths, stage / "lpo")
+    _run(["eval", "--wer", "--model", str(sft), "--model", str(stage / "lpo" / "model"), "--label", "sft", "--label",
+          "lpo", "--data", str(heldout), "--out", str(stage / "eval"), *eval_extra], done=stage / "eval" / "table.md")
+    return (json.loads((stage / "eval" / "metrics.json").read_text()),
+            json.loads((stage / "pairs" / "summary.json").read_text()))
+
+
+def _before_after(m: dict, keys: tuple[str, ...]) -> dict:
+    return {f"{k}_{when}": m[label].get(k) for k in keys for when, label in (("before", "sft"), ("after", "lpo"))}
+
+
 def tts_stage(out: Path, data: Path, *, n_prompts: int, sft: Path = TTS_SFT, recipe: Path = TTS_RECIPE) -> dict:
     tts = out / "tts"
-    paths = [f"model.path={sft}", f"build_pairs.prompts={data / 'train_prompts.jsonl'}",
-             f"build_pairs.gold={data / 'train.jsonl'}", f"build_pairs.work_dir={tts / 'pairs'}",
-             f"build_pairs.limit={n_prompts}", f"data.pairs={tts / 'pairs' / 'pairs_ref.jsonl'}",
-             f"train.out_dir={tts / 'lpo'}"]
-    _run(["build-pairs", str(recipe), *paths], done=tts / "pairs" / "pairs_ref.jsonl")
-    _train(recipe, paths, tts / "lpo")
-    _run(["eval", "--wer", "--model", str(sft), "--model", str(tts / "lpo" / "model"), "--label", "sft", "--label",
-          "lpo", "--data", str(data / "test_prompts.jsonl"), "--out", str(tts / "eval")], done=tts / "eval" / "table.md")
-    m = json.loads((tts / "eval" / "metrics.json").read_text())
-    pairs = json.loads((tts / "pairs" / "summary.json").read_text())
-    return {"sft_model": str(sft), "lpo_model": str(tts / "lpo" / "model"),
-            "test_set": str(data / "test_prompts.jsonl"), "pairs": pairs["pairs_written"],
-            "wer_before": m["sft"]["wer"], "wer_after": m["lpo"]["wer"],
+    m, pairs = _align(tts, recipe, sft, [f"build_pairs.prompts={data / 'train_prompts.jsonl'}",
+                                         f"build_pairs.gold={data / 'train.jsonl'}", f"build_pairs.limit={n_prompts}"],
+                      data / "test_prompts.jsonl", [])
+    return {"sft_model": str(sft), "lpo_model": str(tts / "lpo" / "model"), "test_set": str(data / "test_prompts.jsonl"),
+            "pairs": pairs["pairs_written"], **_before_after(m, ("wer", "failure_rate", "sim", "dnsmos")),
             "wer_ratio": m["lpo"]["wer"] / max(m["sft"]["wer"], 1e-9),
-            "failure_rate_before": m["sft"]["failure_rate"], "failure_rate_after": m["lpo"]["failure_rate"],
-            "sim_before": m["sft"].get("sim"), "sim_after": m["lpo"].get("sim"),
             "table": (tts / "eval" / "table.md").read_text(), "curves": str(tts / "lpo" / "training_curves.png")}
 
 
-def emotion_stage(out: Path, data: Path, *, n_prompts: int, sft: Path = TTS_SFT, recipe: Path = EMOTION_RECIPE,
+def emotion_stage(out: Path, data: Path, *, n_prompts: int, sft: Path = EMOTION_SFT, recipe: Path = EMOTION_RECIPE,
                   classifier: Path = STYLE_CLASSIFIER) -> dict:
     emo = out / "emotion"
-    paths = [f"model.path={sft}", f"build_pairs.prompts={data / 'style_prompts.jsonl'}",
-             f"build_pairs.work_dir={emo / 'pairs'}", f"build_pairs.limit={n_prompts}",
-             f"build_pairs.emotion.path={classifier}", f"data.pairs={emo / 'pairs' / 'pairs_ref.jsonl'}",
-             f"train.out_dir={emo / 'lpo'}"]
-    _run(["build-pairs", str(recipe), *paths], done=emo / "pairs" / "pairs_ref.jsonl")
-    _train(recipe, paths, emo / "lpo")
-    _run(["eval", "--wer", "--model", str(sft), "--model", str(emo / "lpo" / "model"), "--label", "sft", "--label",
-          "lpo", "--data", str(data / "test_style_prompts.jsonl"), "--out", str(emo / "eval"),
-          "--emotion-scorer", f"prosody:{classifier}"], done=emo / "eval" / "table.md")
-    m = json.loads((emo / "eval" / "metrics.json").read_text())
-    pairs = json.loads((emo / "pairs" / "summary.json").read_text())
+    m, pairs = _align(emo, recipe, sft, [f"build_pairs.prompts={data / 'style_prompts.jsonl'}",
+                                         f"build_pairs.limit={n_prompts}", f"build_pairs.emotion.path={classifier}"],
+                      data / "test_style_prompts.jsonl", ["--emotion-scorer", f"prosody:{classifier}"])
     return {"sft_model": str(sft), "lpo_model": str(emo / "lpo" / "model"),
             "test_set": str(data / "test_style_prompts.jsonl"), "pairs": pairs["pairs_written"],
             "pair_rules": {k: v for k, v in pairs.items() if isinstance(v, int)},
-            "emotion_acc_before": m["sft"]["emotion_acc"], "emotion_acc_after": m["lpo"]["emotion_acc"],
-            "wer_before": m["sft"]["wer"], "wer_after": m["lpo"]["wer"],
-            "failure_rate_before": m["sft"]["failure_rate"], "failure_rate_after": m["lpo"]["failure_rate"],
+            **_before_after(m, ("emotion_acc", "wer", "failure_rate")),
             "table": (emo / "eval" / "table.md").read_text(), "curves": str(emo / "lpo" / "training_curves.png")}
 
 

@@ -25,15 +25,15 @@ class AsrJudge(Protocol):
     def transcribe(self, wavs: list[np.ndarray], sr: int) -> list[str]: ...
 
 
-def _to_16k(wavs: list[np.ndarray], sr: int) -> list[np.ndarray]:
-    """Mono float32 at 16 kHz in [-1, 1]; every ASR here expects exactly that."""
+def _to_16k(wavs: list[np.ndarray], sr: int, what: str = "asr input") -> list[np.ndarray]:
+    """Mono float32 at 16 kHz in [-1, 1]; every ASR here (and emotion2vec) expects exactly that."""
     out = []
     for i, w in enumerate(wavs):
         a = np.asarray(w, dtype=np.float32)
         if a.ndim == 2 and 1 in a.shape:
             a = a.reshape(-1)
         if a.ndim != 1:
-            raise UserError(f"expected mono audio, got shape {list(a.shape)}", where=f"asr input {i}")
+            raise UserError(f"expected mono audio, got shape {list(a.shape)}", where=f"{what} {i}")
         if int(sr) != ASR_SR and a.size:
             import soxr
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from lpo_speech.errors import UserError
-from lpo_speech.judges.asr import _load_error
+from lpo_speech.judges.asr import _load_error, _to_16k
 
 SR = 16000
 
@@ -104,7 +104,7 @@ class Emotion2vecScorer:
 
     def probabilities(self, wavs: list[np.ndarray], sr: int, texts: list[str] | None = None) -> np.ndarray:
         m, raw, labels, min_len = self._load()
-        clips = [_mono_16k(w, sr, i) for i, w in enumerate(wavs)]
+        clips = _to_16k(wavs, sr, "emotion input")
         out = np.full((len(clips), len(labels)), 1.0 / len(labels))
         todo = [i for i, a in enumerate(clips) if a.size]
         if not todo:
@@ -121,16 +121,3 @@ class Emotion2vecScorer:
             p = np.clip(np.asarray(r["scores"], dtype=np.float64), 0.0, None)
             out[i] = p / p.sum() if p.sum() > 0 else 1.0 / len(labels)
         return out
-
-
-def _mono_16k(w: np.ndarray, sr: int, i: int) -> np.ndarray:
-    a = np.asarray(w, dtype=np.float32)
-    if a.ndim == 2 and 1 in a.shape:
-        a = a.reshape(-1)
-    if a.ndim != 1:
-        raise UserError(f"expected mono audio, got shape {list(a.shape)}", where=f"emotion input {i}")
-    if int(sr) != SR and a.size:
-        import soxr
-
-        a = soxr.resample(a, int(sr), SR).astype(np.float32)
-    return np.clip(a, -1.0, 1.0)

@@ -3,7 +3,9 @@
 Stages, each resumable and written atomically under `build_pairs.work_dir`:
 
 1. candidates.jsonl  one line per prompt: its candidates (token ids without EOS, `terminated`) with
-                     scores (lpo_speech.tts.scoring: judge `hyp`, `wer`, `cer`, `sim`, optional
+                     scores (`judge: null`: none, only duration and termination; the LPO authors'
+                     pipeline, gold chosen and every candidate rejected, which needs no judge)
+                     (lpo_speech.tts.scoring: judge `hyp`, `wer`, `cer`, `sim`, optional
                      `dnsmos`, stability flags, `failure`). Sources: `sample` (n per prompt),
                      `greedy`, and `gold` (the prompt's gold codec tokens, decoded and scored like any
                      candidate) when chosen is gold. Sharded across processes under torchrun
@@ -165,7 +167,9 @@ def generate_candidates(recipe: TtsRecipe, prompts: list[TtsPrompt], gold: dict[
     bp = recipe.build_pairs
     lm, tok = load_codec_lm(recipe.model.path)
     codec = tok.make_codec()
-    scorer = TtsScorer(judge=bp.judge, similarity=bp.similarity, dnsmos=bp.dnsmos, emotion=bp.emotion)
+    # judge: null = unscored candidates (the LPO authors' pipeline: gold chosen, every candidate rejected).
+    scorer = (TtsScorer(judge=bp.judge, similarity=bp.similarity, dnsmos=bp.dnsmos, emotion=bp.emotion)
+              if bp.judge is not None else None)
     refs: dict[str, Any] = {}
     from lpo_speech.tts.evaluate import load_reference
 
@@ -192,7 +196,9 @@ def generate_candidates(recipe: TtsRecipe, prompts: list[TtsPrompt], gold: dict[
             ref = load_reference(bp.prompts, p, None, refs) if bp.similarity else None
             clips = [Clip(p.text, s.wav, s.sr, terminated=s.terminated, undecodable=s.undecodable, emotion=p.emotion)
                      for _, s in per[p.id]]
-            scored = scorer.score(clips, ref)
+            scored = (scorer.score(clips, ref) if scorer is not None else
+                      [{"duration_s": round(c.wav.size / c.sr, 3) if c.wav is not None else 0.0,
+                        "terminated": c.terminated, "undecodable": c.undecodable} for c in clips])
             cands = []
             for k, ((source, s), scores) in enumerate(zip(per[p.id], scored)):
                 tokens = gold[p.id]["chosen_tokens"] if source == "gold" else s.tokens

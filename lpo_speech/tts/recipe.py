@@ -39,7 +39,7 @@ class TtsBuildPairs:
     max_duration_s: float | None = None  # candidates longer than this are dropped
     pairs_per_prompt: int = 1  # worst rejected first
     max_ref_margin: float | None = None  # drop pairs with logp_ref(chosen) - logp_ref(rejected) above this
-    judge: dict[str, Any] = field(default_factory=lambda: {"type": "faster-whisper", "model": "bundled"})
+    judge: dict[str, Any] | None = field(default_factory=lambda: {"type": "faster-whisper", "model": "bundled"})
     similarity: bool = True
     dnsmos: bool = False  # ~1 s per clip on 2 CPU cores; enable to rank or filter on it
     emotion: dict[str, Any] | None = None  # emotion scorer (lpo_speech.judges.emotion): score `emotion`
@@ -57,8 +57,15 @@ class TtsBuildPairs:
         _need(self.chosen in ("best", "gold"), "build_pairs.chosen", "best or gold")
         _need(self.chosen != "gold" or self.gold is not None, "build_pairs.gold", "needed for chosen: gold")
         _need(self.selection in ("lexicographic", "pareto"), "build_pairs.selection", "lexicographic or pareto")
-        _need(bool(self.keys) and all(k in SCORE_DIRECTIONS for k in self.keys), "build_pairs.keys",
-              f"non-empty, from {sorted(SCORE_DIRECTIONS)}")
+        _need(all(k in SCORE_DIRECTIONS for k in self.keys) and (bool(self.keys) or self.judge is None),
+              "build_pairs.keys", f"non-empty, from {sorted(SCORE_DIRECTIONS)}")
+        unscored = (self.chosen == "gold" and not self.keys and not self.min_margins and not self.max_chosen_deficit
+                    and self.max_chosen_cer is None and not self.chosen_stable and not self.similarity
+                    and not self.dnsmos and self.emotion is None)
+        _need(self.judge is not None or unscored, "build_pairs.judge",
+              "null (unscored candidates) needs chosen: gold and no score rules: keys: [], min_margins: {}, "
+              "max_chosen_deficit: {}, max_chosen_cer: null, chosen_stable: false, similarity: false, "
+              "dnsmos: false, emotion: null")
         _need(all(k in SCORE_DIRECTIONS and isinstance(v, (int, float)) and v >= 0 for k, v in self.min_margins.items()),
               "build_pairs.min_margins", f"score -> margin >= 0, scores from {sorted(SCORE_DIRECTIONS)}")
         _need("sim" not in self.keys + list(self.min_margins) or self.similarity, "build_pairs.similarity",

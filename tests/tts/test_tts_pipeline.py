@@ -185,3 +185,23 @@ def test_eval_shards_across_processes_with_the_same_result(tts_world, tts_model,
     assert json.loads((tmp_path / "one" / "metrics.json").read_text())["wer"] == \
         json.loads((tmp_path / "two" / "metrics.json").read_text())["wer"]
     assert not list((tmp_path / "two" / label).glob("utterances.jsonl.rank*"))  # parts merged and removed
+
+
+def test_unscored_gold_pairs_reject_every_candidate():
+    """judge: null, the LPO authors' pipeline: gold chosen, every distinct candidate rejected, no judge."""
+    from lpo_speech.tts.pairs import select_pairs
+
+    def cand(cid, source, tokens):
+        return {"id": cid, "prompt_id": "p", "source": source, "tokens": tokens, "terminated": True,
+                "scores": {"duration_s": 0.1, "terminated": True, "undecodable": False}}
+
+    row = {"id": "p", "text": "t", "prompt_tokens": [1, 40, 3], "candidates": [
+        cand("p/sample0", "sample", [300] * 4), cand("p/sample1", "sample", [301] * 4),
+        cand("p/greedy2", "greedy", [300] * 4), cand("p/gold3", "gold", [302] * 4 + [EOS])]}
+    bp = _bp(chosen="gold", gold="g.jsonl", judge=None, keys=[], min_margins={}, max_chosen_cer=None,
+             chosen_stable=False, similarity=False, pairs_per_prompt=5)
+    pairs, st = select_pairs(bp, [row])
+    assert sorted(p.id for p in pairs) == ["p/sample0", "p/sample1"] and st["duplicates"] == 1  # greedy = sample0
+    assert all(p.chosen_tokens == [302] * 4 + [EOS] for p in pairs)
+    with pytest.raises(ValueError, match="build_pairs.judge: null .unscored candidates. needs chosen: gold"):
+        _bp(judge=None)
