@@ -20,7 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = {  # label -> recipe overrides ("lpo-ste r2=1.0" is the recipe as committed: the demo stage's run)
-    "sft": ["loss.type=sft", "loss.sft_weight=1.0"],
+    "sft": ["loss.type=sft", "loss.sft_weight=1.0", "loss.gamma=0.0"],
     "dpo (sigmoid)": ["loss.type=sigmoid", "loss.gamma=0.0"],
     "lpo-ste r2=0.3": ["loss.type=lpo-ste", "loss.r2=0.3"],
     "lpo-ste r2=3.0": ["loss.type=lpo-ste", "loss.r2=3.0"],

@@ -82,6 +82,8 @@ class LossConfig:
         _need(0 <= self.label_smoothing < 0.5, "loss.label_smoothing", "must be in [0, 0.5)")
         _need(self.sft_weight >= 0, "loss.sft_weight", "must be >= 0")
         _need(self.type != "sft" or self.sft_weight > 0, "loss.sft_weight", "must be > 0 for loss.type sft")
+        # sft has no reference: the regularizer would silently be gamma x NLL on top of the NLL term.
+        _need(self.type != "sft" or self.gamma == 0, "loss.gamma", "must be 0 for loss.type sft")
 
 
 @dataclass

@@ -76,3 +76,11 @@ def test_cli_unloadable_model(tmp_path, lpo):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1  # stopped before reading data or loading
     assert "model.path: 'no/such-model' is not a local folder" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_sft_refuses_the_regularizer(tmp_path):
+    """loss.type sft has no reference: gamma x relu(-x1) would silently add gamma x NLL."""
+    recipe(tmp_path, "model: {path: m}\ndata: {pairs: p.jsonl}\ntrain: {out_dir: run}\n"
+                     "loss: {type: sft, sft_weight: 1.0, gamma: 5.0}\n")
+    with pytest.raises(UserError, match="loss.gamma: must be 0 for loss.type sft"):
+        load_recipe(tmp_path / "r.yaml")

@@ -111,7 +111,7 @@ def test_sft_trains_on_chosen_only_examples_and_pairs_need_rejected(toy_world, l
     rows = [json.loads(l) for l in (toy_world / "pairs.jsonl").read_text().splitlines()]
     (toy_world / "sft.jsonl").write_text("".join(
         json.dumps({k: v for k, v in r.items() if k != "rejected_tokens"}) + "\n" for r in rows))
-    lpo("train", "recipe.yaml", "data.pairs=sft.jsonl", "loss.type=sft", "loss.sft_weight=1.0", "train.lr=3e-2",
+    lpo("train", "recipe.yaml", "data.pairs=sft.jsonl", "loss.type=sft", "loss.sft_weight=1.0", "loss.gamma=0", "train.lr=3e-2",
         "train.max_steps=30", "train.out_dir=run_sft", "--quiet", cwd=toy_world)
     nll = [r["chosen_nll"] for r in metrics(toy_world / "run_sft")]
     assert sum(nll[-5:]) / 5 < sum(nll[:5]) / 5 - 0.3  # plain SFT lowers the chosen NLL (noisy per batch)
