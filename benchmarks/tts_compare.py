@@ -96,7 +96,7 @@ def main() -> None:
     manifest = data / track["data"]
     if a.eval_limit:
         rows = manifest.read_text().splitlines()[:a.eval_limit]
-        manifest = out / f"heldout_{a.eval_limit}.jsonl"
+        manifest = data / f"{manifest.stem}_first{a.eval_limit}.jsonl"  # beside it: relative audio paths hold
         manifest.write_text("\n".join(rows) + "\n")
     ev = [*dist, "eval", "--wer", "--batch-size", "32", "--data", str(manifest), "--out", str(out / "eval")]
     if track["emotion"]:

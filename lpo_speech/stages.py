@@ -3,7 +3,9 @@
 Under `torchrun`, rank r handles items r, r+world, ...; it writes its results to its own
 `<out>.rank<r>of<world>` file through a resumable `JsonlWriter` (an interrupted run skips what it
 already wrote). When every rank is done, rank 0 merges the parts in input order into `<out>`
-atomically and removes them. A plain single process is world = 1.
+atomically and removes them. A plain single process is world = 1. A finished `<out>` is reused item
+by item: a rerun over the same items returns it, a rerun over more items (a larger `limit`) processes
+only the new ones, a rerun over fewer returns just those.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ def run_sharded(out: str | Path, items: Sequence[T], key: Callable[[T], str],
     info = init_distributed(device)
     out = Path(out)
     part = out.with_name(f"{out.name}.rank{info.rank}of{info.world}")
-    if not out.exists():
+    previous = {d["id"]: d for d in map(json.loads, out.read_text().splitlines())} if out.exists() else {}
+    if not all(key(it) in previous for it in items):
         mine = shard(items, info.rank, info.world)
         with JsonlWriter(part) as writer:
-            todo = [it for it in mine if key(it) not in writer.done]
+            todo = [it for it in mine if key(it) not in writer.done and key(it) not in previous]
             if order is not None:
                 todo.sort(key=order)
             bar = tqdm(total=len(mine), initial=len(mine) - len(todo), unit=unit, dynamic_ncols=True,
@@ -44,7 +47,7 @@ def run_sharded(out: str | Path, items: Sequence[T], key: Callable[[T], str],
             bar.close()
         barrier()
         if info.is_main:
-            found: dict[str, dict] = {}
+            found: dict[str, dict] = dict(previous)
             for r in range(info.world):
                 p = out.with_name(f"{out.name}.rank{r}of{info.world}")
                 found.update((d["id"], d) for d in map(json.loads, p.read_text().splitlines()))
@@ -52,4 +55,5 @@ def run_sharded(out: str | Path, items: Sequence[T], key: Callable[[T], str],
             for r in range(info.world):
                 out.with_name(f"{out.name}.rank{r}of{info.world}").unlink(missing_ok=True)
         barrier()
-    return [json.loads(line) for line in out.read_text().splitlines()]
+        previous = {d["id"]: d for d in map(json.loads, out.read_text().splitlines())}
+    return [previous[key(it)] for it in items]

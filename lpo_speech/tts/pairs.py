@@ -15,10 +15,14 @@ Stages, each resumable and written atomically under `build_pairs.work_dir`:
                      * too_long        candidates longer than `max_duration_s` are dropped
                      * ranking         candidates sorted by `keys` lexicographically (direction per
                                        score: failure, wer, cer lower is better; sim, dnsmos higher)
-                     * chosen          `best`: the top-ranked candidate; `gold`: the gold tokens
+                     * chosen          `best`: the best-ranked candidate that passes the two rules
+                                       below (so with keys [emotion, cer] it is the most emotional
+                                       one under the CER ceiling); `gold`: the gold tokens
                      * chosen_unstable `chosen_stable`: the chosen must be terminated, decodable, in
                                        the duration range, without long silence, with speech
                      * chosen_threshold the chosen's CER must be at most `max_chosen_cer`
+                                       (a prompt with no eligible chosen counts under the rule its
+                                       best-ranked candidate failed)
                      * rejected        the others, worst-ranked first
                      * within_margin   a rejected must be worse than the chosen by `min_margins[s]`
                                        on each listed score s
@@ -72,6 +76,15 @@ def is_stable(c: dict) -> bool:
     return bool(c.get("terminated", True)) and not any(bool(s.get(f)) for f in UNSTABLE_FLAGS)
 
 
+def _chosen_fails(bp: TtsBuildPairs, c: dict) -> str | None:
+    """The chosen rule candidate `c` fails (chosen_unstable, chosen_threshold), or None."""
+    if bp.chosen_stable and not is_stable(c):
+        return "chosen_unstable"
+    if bp.max_chosen_cer is not None and _value(c["scores"], "cer") > bp.max_chosen_cer:
+        return "chosen_threshold"
+    return None
+
+
 def select_pairs(bp: TtsBuildPairs, rows: list[dict], eos_id: int = LPO_EOS) -> tuple[list[PreferencePair], dict]:
     """Apply the selection rules (module docstring) to candidate rows; returns pairs and counts.
     `eos_id` is the model's (tok.eos_id): candidate tokens are stored without it."""
@@ -101,20 +114,20 @@ def select_pairs(bp: TtsBuildPairs, rows: list[dict], eos_id: int = LPO_EOS) -> 
         if bp.chosen == "gold":
             if not gold:
                 raise UserError(f"prompt {row['id']}: no gold tokens for chosen: gold", where="build_pairs.gold")
-            chosen, rest = gold[0], model_cands
+            pool = gold[:1]
         else:
-            if not model_cands:
-                stats["prompts_without_pair"] += 1
-                continue
-            chosen, rest = model_cands[0], model_cands[1:]
-        if bp.chosen_stable and not is_stable(chosen):
-            stats["chosen_unstable"] += 1
+            pool = model_cands
+        if not pool:
             stats["prompts_without_pair"] += 1
             continue
-        if bp.max_chosen_cer is not None and _value(chosen["scores"], "cer") > bp.max_chosen_cer:
-            stats["chosen_threshold"] += 1
+        # The chosen is the best-ranked candidate that passes the chosen rules; when none does, the
+        # prompt counts under the rule its best-ranked candidate failed.
+        chosen = next((c for c in pool if _chosen_fails(bp, c) is None), None)
+        if chosen is None:
+            stats[_chosen_fails(bp, pool[0])] += 1
             stats["prompts_without_pair"] += 1
             continue
+        rest = [c for c in model_cands if c is not chosen]
         kept = []
         for rej in reversed(rest):  # worst first
             if any(better_by(chosen["scores"], rej["scores"], k) < m for k, m in bp.min_margins.items()):

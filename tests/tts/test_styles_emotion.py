@@ -143,5 +143,9 @@ def test_emotion_pairs_keep_intelligibility():
     assert [p.id for p in pairs] == ["p/sample1"]  # sample2 is 0.2 CER clearer than the chosen: not paired
     assert st["trades_off"] == 1 and st["within_margin"] == 1  # sample3 is as emotional as the chosen
     assert pairs[0].chosen_scores["emotion"] == 0.9 and pairs[0].extra["emotion"] == "high"
+    # The most emotional candidate over the CER ceiling is passed over, not the whole prompt.
+    row["candidates"].append(cand(4, 0.99, 0.8))
+    pairs, st = select_pairs(bp, [row])
+    assert [p.id for p in pairs] == ["p/sample1"] and pairs[0].chosen_scores["emotion"] == 0.9
     with pytest.raises(ValueError, match="build_pairs.emotion"):
         TtsBuildPairs(prompts="p.jsonl", work_dir="w", keys=["emotion"], similarity=False).validate()

@@ -113,9 +113,13 @@ def test_select_pairs_rules_and_summary():
     assert [p.id for p in pairs] == ["p/sample3"] and st["over_cap"] == 1
     _, st = select_pairs(_bp(max_chosen_cer=0.01), [row])
     assert st["chosen_threshold"] == 1 and st["pairs"] == 0 and st["prompts_without_pair"] == 1
+    # An unstable best candidate is passed over: the next one that passes becomes the chosen.
     unstable = {**row, "candidates": [dict(c, terminated=False) if c["id"] == "p/sample0" else c
                                       for c in row["candidates"]]}
-    _, st = select_pairs(_bp(), [unstable])
+    pairs, st = select_pairs(_bp(pairs_per_prompt=5), [unstable])
+    assert pairs and all(p.chosen_scores["cer"] == 0.10 for p in pairs) and st["chosen_unstable"] == 0
+    none_stable = {**row, "candidates": [dict(c, terminated=False) for c in row["candidates"]]}
+    _, st = select_pairs(_bp(), [none_stable])
     assert st["chosen_unstable"] == 1 and st["pairs"] == 0
     # Gold as chosen: every sample may be rejected; a non-terminated rejected has no EOS.
     gold = {**row, "candidates": [dict(_cand("p/gold5", "gold", 0.0, sim=0.95), tokens=[300, 800, 1285, 1300, EOS]),
