@@ -17,6 +17,7 @@
                         ground truth the style classifier is checked on)
   style_prompts.jsonl   the train sentences with a balanced requested style (no gold): the prompts
                         the emotion track samples its pairs from
+  dev_style_prompts.jsonl  the dev sentences the same way: where emotion-track settings are compared
   train_rare_styles.jsonl  train.jsonl with only the first RARE_STYLE_ITEMS items of each non-neutral
                         style (all neutral items): the emotion track's SFT data, where expressive
                         speech is as scarce as in most corpora (a 10% share is learned fully)
@@ -152,14 +153,19 @@ def make_tts_data(out_dir: str | Path, n_train: int, n_test: int, *, n_dev: int 
                 made[split] = _build_split(out, split, ids, texts, styles, pool, progress)
     if (out / "train.jsonl").exists():
         write_rare_styles(out / "train.jsonl", out / "train_rare_styles.jsonl", RARE_STYLE_ITEMS)
-    if splits["train"]:
-        write_jsonl_atomic(out / "style_prompts.jsonl",
-                           [{"id": f"style-{i:05d}", "text": t, "emotion": STYLE_CYCLE[i % 3], "speaker_audio": REF_PATH}
-                            for i, t in enumerate(splits["train"])])
+    for name, split in (("style_prompts.jsonl", "train"), ("dev_style_prompts.jsonl", "dev")):
+        if splits[split]:
+            write_style_prompts(out / name, "style" if split == "train" else "dev_style", splits[split])
     stats: dict[str, Any] = {**made, "seconds": round(time.monotonic() - start, 1)}
     if ceiling and splits["test"]:
         stats["ceiling"] = measure_ceiling(out, progress=progress)
     return stats
+
+
+def write_style_prompts(path: Path, prefix: str, texts: list[str]) -> None:
+    """TTS prompts (no gold) asking for the styles in turn: the emotion track's pair and tuning prompts."""
+    write_jsonl_atomic(path, [{"id": f"{prefix}-{i:05d}", "text": t, "emotion": STYLE_CYCLE[i % 3],
+                               "speaker_audio": REF_PATH} for i, t in enumerate(texts)])
 
 
 def _build_split(out: Path, split: str, ids: list[str], texts: list[str], styles: list[str], pool,

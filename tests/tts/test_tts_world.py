@@ -70,6 +70,10 @@ def test_styled_test_split_and_style_prompts(world):
     style = load_jsonl(out / "style_prompts.jsonl", TtsPrompt)
     train = load_jsonl(out / "train_prompts.jsonl", TtsPrompt)
     assert [p.emotion for p in style] == ["neutral", "high", "low"] and [p.text for p in style] == [p.text for p in train]
+    dev_style = load_jsonl(out / "dev_style_prompts.jsonl", TtsPrompt)
+    dev = load_jsonl(out / "dev_prompts.jsonl", TtsPrompt)
+    assert [p.text for p in dev_style] == [p.text for p in dev] and dev_style[0].emotion == "neutral"
+    assert not {p.text for p in dev_style} & ({p.text for p in train} | {p.text for p in prompts})
 
 
 def test_rerun_resumes_and_settings_are_checked(world):
