@@ -55,7 +55,8 @@ def main() -> None:
     env = {"OMP_NUM_THREADS": "1"}
     pairs = compare / "pairs" / "pairs_ref.jsonl"
     if not pairs.exists():
-        sys.exit(f"error: {pairs}: missing (run benchmarks/tts_compare.py --track {a.track} first)")
+        print(f"error: {pairs}: missing (run benchmarks/tts_compare.py --track {a.track} first)", file=sys.stderr)
+        sys.exit(2)
     sft = yaml.safe_load(recipe.read_text())["model"]["path"]
     models, labels = [sft, str(compare / "lpo" / "model")], ["sft", "recipe"]
     for label, extra in configs.items():

@@ -1,0 +1,28 @@
+"""The quality-comparison scripts in benchmarks/ parse their options and stop cleanly on a missing input
+(their real runs take 10-40 minutes each and live in benchmarks/README.md, not in the suite)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO, timeout=120)
+
+
+@pytest.mark.parametrize("script", ["asr_compare.py", "tts_compare.py", "tts_sweep.py"])
+def test_help(script):
+    proc = _run(str(REPO / "benchmarks" / script), "--help")
+    assert proc.returncode == 0 and "usage:" in proc.stdout
+
+
+def test_sweep_without_pairs_is_one_line(tmp_path):
+    proc = _run(str(REPO / "benchmarks" / "tts_sweep.py"), "--track", "emotion", "--compare", str(tmp_path / "none"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'none' / 'pairs' / 'pairs_ref.jsonl'}: missing "
+                                                "(run benchmarks/tts_compare.py --track emotion first)"]
