@@ -91,7 +91,7 @@ def main() -> None:
                + markdown_table(confirm) + "\n| model | WER / base WER |\n|---|---|\n"
                + "\n".join(f"| {k} | {v['wer_vs_base']:.3f} |" for k, v in confirm.items()) + "\n")
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.results + ".json").write_text(json.dumps({**results, "confirm": confirm}, indent=2))
+    Path(args.results + ".json").write_text(json.dumps({"results": results, "confirm": confirm}, indent=2))
     Path(args.results + ".md").write_text(md)
     print(md)
 

@@ -50,6 +50,17 @@ def run(cmd: list[str], done: Path | None, env: dict | None = None) -> None:
     print(f"== done in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
+def eval_command(dist: list[str], manifest: Path, out: Path, models: list[str], labels: list[str],
+                 scorer: str | None) -> list[str]:
+    """One side-by-side `eval --wer` of every model on `manifest` (with the style scorer, if any)."""
+    ev = [*dist, "eval", "--wer", "--batch-size", "32", "--data", str(manifest), "--out", str(out)]
+    if scorer:
+        ev += ["--emotion-scorer", f"prosody:{scorer}"]
+    for m, lab in zip(models, labels):
+        ev += ["--model", m, "--label", lab]
+    return ev
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--track", choices=sorted(TRACKS), required=True)
@@ -98,12 +109,8 @@ def main() -> None:
         rows = manifest.read_text().splitlines()[:a.eval_limit]
         manifest = data / f"{manifest.stem}_first{a.eval_limit}.jsonl"  # beside it: relative audio paths hold
         manifest.write_text("\n".join(rows) + "\n")
-    ev = [*dist, "eval", "--wer", "--batch-size", "32", "--data", str(manifest), "--out", str(out / "eval")]
-    if track["emotion"]:
-        ev += ["--emotion-scorer", f"prosody:{recipe['build_pairs']['emotion']['path']}"]
-    for m, lab in zip(models, labels):
-        ev += ["--model", m, "--label", lab]
-    run(ev, done=out / "eval" / "table.md", env=env)
+    scorer = recipe["build_pairs"]["emotion"]["path"] if track["emotion"] else None
+    run(eval_command(dist, manifest, out / "eval", models, labels, scorer), done=out / "eval" / "table.md", env=env)
     results = json.loads((out / "eval" / "metrics.json").read_text())
     pairs = json.loads((out / "pairs" / "summary.json").read_text())
     base = results["sft"]

@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tts_compare import REPO, run  # noqa: E402  (the same printed, skip-when-done stage runner)
+from tts_compare import REPO, eval_command, run  # noqa: E402  (the same stage runner and eval command)
 
 TRACKS = {  # recipe, dev manifest, style scorer, and label (also the run's folder) -> overrides
     "tts": ("recipes/tts/tiny.yaml", "dev_prompts.jsonl", None, {  # recipe: lpo-ste, r2 0.8, 3 epochs
@@ -66,12 +66,8 @@ def main() -> None:
             done=run_dir / "model" / "model.safetensors", env=env)
         models.append(str(run_dir / "model"))
         labels.append(label)
-    ev = [*dist, "eval", "--wer", "--batch-size", "32", "--data", str(data / dev_name), "--out", str(out / "eval")]
-    if scorer:
-        ev += ["--emotion-scorer", f"prosody:{scorer}"]
-    for m, lab in zip(models, labels):
-        ev += ["--model", m, "--label", lab]
-    run(ev, done=out / "eval" / "table.md", env=env)
+    run(eval_command(dist, data / dev_name, out / "eval", models, labels, scorer), done=out / "eval" / "table.md",
+        env=env)
     results = json.loads((out / "eval" / "metrics.json").read_text())
     for m in results.values():
         m["wer_vs_sft"] = m["wer"] / max(results["sft"]["wer"], 1e-9)

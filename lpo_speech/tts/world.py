@@ -153,9 +153,9 @@ def make_tts_data(out_dir: str | Path, n_train: int, n_test: int, *, n_dev: int 
                 made[split] = _build_split(out, split, ids, texts, styles, pool, progress)
     if (out / "train.jsonl").exists():
         write_rare_styles(out / "train.jsonl", out / "train_rare_styles.jsonl", RARE_STYLE_ITEMS)
-    for name, split in (("style_prompts.jsonl", "train"), ("dev_style_prompts.jsonl", "dev")):
+    for name, split, prefix in (("style_prompts.jsonl", "train", "style"), ("dev_style_prompts.jsonl", "dev", "dev_style")):
         if splits[split]:
-            write_style_prompts(out / name, "style" if split == "train" else "dev_style", splits[split])
+            write_style_prompts(out / name, prefix, splits[split])
     stats: dict[str, Any] = {**made, "seconds": round(time.monotonic() - start, 1)}
     if ceiling and splits["test"]:
         stats["ceiling"] = measure_ceiling(out, progress=progress)
