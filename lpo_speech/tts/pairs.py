@@ -7,8 +7,12 @@ Stages, each resumable and written atomically under `build_pairs.work_dir`:
                      pipeline, gold chosen and every candidate rejected, which needs no judge)
                      (lpo_speech.tts.scoring: judge `hyp`, `wer`, `cer`, `sim`, optional
                      `dnsmos`, stability flags, `failure`). Sources: `sample` (n per prompt),
-                     `greedy`, and `gold` (the prompt's gold codec tokens, decoded and scored like any
-                     candidate) when chosen is gold. Sharded across processes under torchrun
+                     `greedy`, `gold` (the prompt's gold codec tokens, decoded and scored like any
+                     candidate) when chosen is gold, and `perturb` (`perturbations` per prompt: the
+                     text corrupted by word edits, as the ASR track's perturbation-based candidates,
+                     spoken by the world's voice in the prompt's style and encoded like the gold:
+                     audio of the wrong words, so gold-vs-perturb pairs teach the model to follow its
+                     text; lpo_speech.tts.world.render_tokens). Sharded across processes under torchrun
                      (lpo_speech.stages.run_sharded), with a progress bar.
 2. pairs.jsonl       selection, per prompt, rule by rule (each rule's count goes to summary.json):
                      * duplicates      identical token sequences count once
@@ -149,6 +153,7 @@ def select_pairs(bp: TtsBuildPairs, rows: list[dict], eos_id: int = LPO_EOS) -> 
                 chosen_tokens=_with_eos(chosen, eos_id), rejected_tokens=_with_eos(rej, eos_id),
                 chosen_scores=_brief(chosen), rejected_scores=_brief(rej),
                 extra={"chosen_source": chosen["source"], "rejected_source": rej["source"], "text": row["text"],
+                       **({"perturbed_text": rej["text"]} if rej.get("text") else {}),  # what the rejected says
                        **({"emotion": row["emotion"]} if row.get("emotion") else {})}))
     stats["pairs"] = len(pairs)
     stats["candidates_by_source"] = by_source
@@ -172,14 +177,17 @@ def generate_candidates(recipe: TtsRecipe, prompts: list[TtsPrompt], gold: dict[
     """Stage 1: candidates.jsonl (sharded, resumable)."""
     import torch  # noqa: F401  (before ctranslate2)
 
+    from lpo_speech.asr.perturb import build_vocabulary, perturbations
     from lpo_speech.stages import run_sharded
     from lpo_speech.tts.model import load_codec_lm
     from lpo_speech.tts.scoring import Clip, TtsScorer
     from lpo_speech.tts.synthesize import decode_tokens, prompt_ids, synthesize
+    from lpo_speech.tts.world import render_tokens
 
     bp = recipe.build_pairs
     lm, tok = load_codec_lm(recipe.model.path)
     codec = tok.make_codec()
+    vocabulary = build_vocabulary([p.text for p in prompts]) if bp.perturbations else []
     # judge: null = unscored candidates (the LPO authors' pipeline: gold chosen, every candidate rejected).
     scorer = (TtsScorer(judge=bp.judge, similarity=bp.similarity, dnsmos=bp.dnsmos, emotion=bp.emotion)
               if bp.judge is not None else None)
@@ -204,6 +212,13 @@ def generate_candidates(recipe: TtsRecipe, prompts: list[TtsPrompt], gold: dict[
             for p in chunk:
                 toks = gold[p.id]["chosen_tokens"]
                 per[p.id].append(("gold", decode_tokens(tok, codec, toks[:-1] if toks[-1] == tok.eos_id else toks)))
+        said: dict[str, list[str]] = {p.id: [] for p in chunk}  # the perturbed texts, kept with the candidate
+        for p in chunk:
+            for text in perturbations(p.text, vocabulary, n=bp.perturbations, rate=bp.perturb_rate,
+                                      seed=f"{bp.seed}:{p.id}"):
+                toks, _, _ = render_tokens(tok, codec, text, p.emotion)
+                per[p.id].append(("perturb", decode_tokens(tok, codec, toks)))  # scored as the codec renders it
+                said[p.id].append(text)
         out = []
         for p in chunk:
             ref = load_reference(bp.prompts, p, None, refs) if bp.similarity else None
@@ -212,11 +227,12 @@ def generate_candidates(recipe: TtsRecipe, prompts: list[TtsPrompt], gold: dict[
             scored = (scorer.score(clips, ref) if scorer is not None else
                       [{"duration_s": round(c.wav.size / c.sr, 3) if c.wav is not None else 0.0,
                         "terminated": c.terminated, "undecodable": c.undecodable} for c in clips])
-            cands = []
+            cands, texts = [], iter(said[p.id])
             for k, ((source, s), scores) in enumerate(zip(per[p.id], scored)):
                 tokens = gold[p.id]["chosen_tokens"] if source == "gold" else s.tokens
                 cands.append(Candidate(id=f"{p.id}/{source}{k}", prompt_id=p.id, source=source, tokens=tokens,
-                                       scores=scores, extra={"terminated": s.terminated}).to_dict())
+                                       text=next(texts) if source == "perturb" else None, scores=scores,
+                                       extra={"terminated": s.terminated}).to_dict())
             out.append({"id": p.id, "text": p.text, "emotion": p.emotion, "prompt_tokens": prompt_ids(tok, p),
                         "candidates": cands})
         return out

@@ -24,6 +24,8 @@ class TtsBuildPairs:
     limit: int = 0  # use the first N prompts only (0 = all): candidates cost a synthesis and a judge call each
     samples: int = 4  # sampled candidates per prompt
     greedy: bool = False  # the greedy synthesis as one more candidate
+    perturbations: int = 0  # perturbation-based candidates: a corrupted text rendered like the gold (offline world)
+    perturb_rate: float = 0.15  # word edits per word of the text (at least one)
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
@@ -48,8 +50,11 @@ class TtsBuildPairs:
     seed: int = 0
 
     def validate(self) -> None:
-        _need(self.samples >= 0 and (self.samples > 0 or self.greedy), "build_pairs.samples/greedy",
-              "need at least one model candidate (samples >= 1 or greedy)")
+        _need(self.samples >= 0 and self.perturbations >= 0 and (self.samples > 0 or self.greedy or self.perturbations > 0),
+              "build_pairs.samples/greedy/perturbations", "need a candidate source (samples >= 1, greedy or perturbations >= 1)")
+        _need(0 < self.perturb_rate <= 1, "build_pairs.perturb_rate", "must be in (0, 1]")
+        _need(self.perturbations == 0 or self.chosen == "gold", "build_pairs.perturbations",
+              "perturbation-based candidates are rendered like the gold: they need chosen: gold")
         _need(self.limit >= 0, "build_pairs.limit", "must be >= 0")
         _need(self.temperature > 0 and 0 < self.top_p <= 1 and self.top_k >= 0, "build_pairs.temperature/top_p/top_k",
               "temperature > 0, top_p in (0, 1], top_k >= 0")

@@ -70,20 +70,28 @@ def _worker_init(tok_dict: dict, one_thread: bool = True) -> None:
 
 def _make_item(job: tuple[str, str, str, str, str | None]) -> dict[str, Any]:
     """Worker: synthesize one sentence with piper in a style, encode it with Codec2, tokenize its text."""
-    from lpo_speech.data.synth import synth_piper
-    from lpo_speech.tts.styles import apply_style, get_style
-
     item_id, split, text, style, wav_path = job
     tok, codec = _worker_state["tok"], _worker_state["codec"]
-    audio = synth_piper(text, length_scale=get_style(style).length_scale)
+    tokens, audio, frames = render_tokens(tok, codec, text, style)
     if wav_path is not None:
         from lpo_speech.audio import save_wav
 
         save_wav(wav_path, audio, SYNTH_SR)
-    codes = apply_style(codec.encode(audio, SYNTH_SR), style)
     return {"id": item_id, "prompt_id": item_id, "prompt_tokens": tok.encode_prompt(text, emotion=style, where=item_id),
-            "chosen_tokens": tok.codec_to_model(codec.flatten(codes)) + [tok.eos_id], "text": text, "split": split,
-            "emotion": style, "duration_s": round(len(audio) / SYNTH_SR, 3), "frames": int(codes.shape[0])}
+            "chosen_tokens": tokens + [tok.eos_id], "text": text, "split": split,
+            "emotion": style, "duration_s": round(len(audio) / SYNTH_SR, 3), "frames": frames}
+
+
+def render_tokens(tok: TtsTokenizer, codec, text: str, style: str | None) -> tuple[list[int], np.ndarray, int]:
+    """`text` spoken by the world's voice (piper joe) in `style`, as model ids (no EOS): what a gold
+    example holds. Also returns the piper audio (16 kHz) and the number of codec frames."""
+    from lpo_speech.data.synth import synth_piper
+    from lpo_speech.tts.styles import apply_style, get_style
+
+    style = style or "neutral"
+    audio = synth_piper(text, length_scale=get_style(style).length_scale)
+    codes = apply_style(codec.encode(audio, SYNTH_SR), style)
+    return tok.codec_to_model(codec.flatten(codes)), audio, int(codes.shape[0])
 
 
 def item_style(seed: int, item_id: str, split: str, style_share: float) -> str:
