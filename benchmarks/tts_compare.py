@@ -1,5 +1,5 @@
 """TTS and emotion quality comparison on the offline world: SFT vs LPO vs DPO (and SFT continued on the
-chosen side when the chosen side is gold), same pairs, same budget, one command per track.
+chosen side when the chosen side is gold or rendered like it), same pairs, same budget, one command per track.
 
     .venv/bin/python benchmarks/tts_compare.py --track tts       # recipes/tts/tiny.yaml
     .venv/bin/python benchmarks/tts_compare.py --track emotion   # recipes/tts/emotion-offline.yaml
@@ -88,8 +88,10 @@ def main() -> None:
     prompts = "style_prompts.jsonl" if track["emotion"] else "train_prompts.jsonl"
     paths = [f"build_pairs.prompts={data / prompts}", f"build_pairs.work_dir={out / 'pairs'}",
              f"data.pairs={out / 'pairs' / 'pairs_ref.jsonl'}", *a.overrides]
-    gold = recipe["build_pairs"].get("chosen") == "gold"
-    if gold:
+    chosen = next((o.split("=", 1)[1] for o in a.overrides if o.startswith("build_pairs.chosen=")),
+                  recipe["build_pairs"].get("chosen"))
+    gold = chosen in ("gold", "rendered")  # the chosen side is ground truth (or rendered like it)
+    if chosen == "gold":
         paths.append(f"build_pairs.gold={data / 'train.jsonl'}")
     run([*dist, "build-pairs", str(recipe_path), *paths], done=out / "pairs" / "pairs_ref.jsonl", env=env)
     models, labels, seconds = [str(sft)], ["sft"], {}

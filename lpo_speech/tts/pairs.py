@@ -8,7 +8,8 @@ Stages, each resumable and written atomically under `build_pairs.work_dir`:
                      (lpo_speech.tts.scoring: judge `hyp`, `wer`, `cer`, `sim`, optional
                      `dnsmos`, stability flags, `failure`). Sources: `sample` (n per prompt),
                      `greedy`, `gold` (the prompt's gold codec tokens, decoded and scored like any
-                     candidate) when chosen is gold, and `perturb` (`perturbations` per prompt: the
+                     candidate) when chosen is gold, `rendered` (the prompt's text rendered now like
+                     the gold: `chosen: rendered`, needs no gold file) and `perturb` (`perturbations` per prompt: the
                      text corrupted by word edits, as the ASR track's perturbation-based candidates,
                      spoken by the world's voice in the prompt's style and encoded like the gold:
                      audio of the wrong words, so gold-vs-perturb pairs teach the model to follow its
@@ -21,7 +22,11 @@ Stages, each resumable and written atomically under `build_pairs.work_dir`:
                                        score: failure, wer, cer lower is better; sim, dnsmos higher)
                      * chosen          `best`: the best-ranked candidate that passes the two rules
                                        below (so with keys [emotion, cer] it is the most emotional
-                                       one under the CER ceiling); `gold`: the gold tokens
+                                       one under the CER ceiling); `gold`: the gold tokens;
+                                       `rendered`: a fresh rendering of the prompt's text (with
+                                       perturbations: chosen and rejected made the same way, so
+                                       only the words differ, never "the example the SFT model
+                                       memorized" versus "a new one")
                      * chosen_unstable `chosen_stable`: the chosen must be terminated, decodable, in
                                        the duration range, without long silence, with speech
                      * chosen_threshold the chosen's CER must be at most `max_chosen_cer`
@@ -112,12 +117,12 @@ def select_pairs(bp: TtsBuildPairs, rows: list[dict], eos_id: int = LPO_EOS) -> 
                 stats["too_long"] += 1
                 continue
             cands.append(c)
-        gold = [c for c in cands if c["source"] == "gold"]
-        model_cands = [c for c in cands if c["source"] != "gold"]
+        gold = [c for c in cands if c["source"] == bp.chosen]  # gold, or its fresh rendering
+        model_cands = [c for c in cands if c["source"] not in ("gold", "rendered")]
         model_cands.sort(key=lambda c: (rank_key(c["scores"], bp.keys), c["id"]))
-        if bp.chosen == "gold":
+        if bp.chosen in ("gold", "rendered"):
             if not gold:
-                raise UserError(f"prompt {row['id']}: no gold tokens for chosen: gold", where="build_pairs.gold")
+                raise UserError(f"prompt {row['id']}: no {bp.chosen} tokens for chosen: {bp.chosen}", where="build_pairs.gold")
             pool = gold[:1]
         else:
             pool = model_cands
@@ -212,6 +217,9 @@ def generate_candidates(recipe: TtsRecipe, prompts: list[TtsPrompt], gold: dict[
             for p in chunk:
                 toks = gold[p.id]["chosen_tokens"]
                 per[p.id].append(("gold", decode_tokens(tok, codec, toks[:-1] if toks[-1] == tok.eos_id else toks)))
+        if bp.chosen == "rendered":  # the prompt's own text rendered now, exactly as its perturbations
+            for p in chunk:
+                per[p.id].append(("rendered", decode_tokens(tok, codec, render_tokens(tok, codec, p.text, p.emotion)[0])))
         said: dict[str, list[str]] = {p.id: [] for p in chunk}  # the perturbed texts, kept with the candidate
         for p in chunk:
             for text in perturbations(p.text, vocabulary, n=bp.perturbations, rate=bp.perturb_rate,

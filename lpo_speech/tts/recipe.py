@@ -31,7 +31,7 @@ class TtsBuildPairs:
     top_p: float = 1.0
     max_seconds: float = 12.0  # length guard (also seconds_per_char x characters + 1 s)
     seconds_per_char: float = 0.15
-    chosen: str = "best"  # best (best-ranked candidate) | gold (the prompt's gold tokens, scored too)
+    chosen: str = "best"  # best (best-ranked candidate) | gold (the prompt's gold tokens, scored too) | rendered (the text rendered now like the gold)
     selection: str = "lexicographic"  # lexicographic | pareto
     keys: list[str] = field(default_factory=lambda: ["failure", "cer", "sim"])  # ranking keys, in order
     max_chosen_cer: float | None = 0.3  # a prompt whose chosen CER is above this gives no pair
@@ -53,22 +53,22 @@ class TtsBuildPairs:
         _need(self.samples >= 0 and self.perturbations >= 0 and (self.samples > 0 or self.greedy or self.perturbations > 0),
               "build_pairs.samples/greedy/perturbations", "need a candidate source (samples >= 1, greedy or perturbations >= 1)")
         _need(0 < self.perturb_rate <= 1, "build_pairs.perturb_rate", "must be in (0, 1]")
-        _need(self.perturbations == 0 or self.chosen == "gold", "build_pairs.perturbations",
-              "perturbation-based candidates are rendered like the gold: they need chosen: gold")
+        _need(self.perturbations == 0 or self.chosen in ("gold", "rendered"), "build_pairs.perturbations",
+              "perturbation-based candidates are rendered like the gold: they need chosen: gold or rendered")
         _need(self.limit >= 0, "build_pairs.limit", "must be >= 0")
         _need(self.temperature > 0 and 0 < self.top_p <= 1 and self.top_k >= 0, "build_pairs.temperature/top_p/top_k",
               "temperature > 0, top_p in (0, 1], top_k >= 0")
         _need(self.max_seconds > 0 and self.seconds_per_char > 0, "build_pairs.max_seconds/seconds_per_char", "> 0")
-        _need(self.chosen in ("best", "gold"), "build_pairs.chosen", "best or gold")
+        _need(self.chosen in ("best", "gold", "rendered"), "build_pairs.chosen", "best, gold or rendered")
         _need(self.chosen != "gold" or self.gold is not None, "build_pairs.gold", "needed for chosen: gold")
         _need(self.selection in ("lexicographic", "pareto"), "build_pairs.selection", "lexicographic or pareto")
         _need(all(k in SCORE_DIRECTIONS for k in self.keys) and (bool(self.keys) or self.judge is None),
               "build_pairs.keys", f"non-empty, from {sorted(SCORE_DIRECTIONS)}")
-        unscored = (self.chosen == "gold" and not self.keys and not self.min_margins and not self.max_chosen_deficit
+        unscored = (self.chosen in ("gold", "rendered") and not self.keys and not self.min_margins and not self.max_chosen_deficit
                     and self.max_chosen_cer is None and not self.chosen_stable and not self.similarity
                     and not self.dnsmos and self.emotion is None)
         _need(self.judge is not None or unscored, "build_pairs.judge",
-              "null (unscored candidates) needs chosen: gold and no score rules: keys: [], min_margins: {}, "
+              "null (unscored candidates) needs chosen: gold or rendered and no score rules: keys: [], min_margins: {}, "
               "max_chosen_deficit: {}, max_chosen_cer: null, chosen_stable: false, similarity: false, "
               "dnsmos: false, emotion: null")
         _need(all(k in SCORE_DIRECTIONS and isinstance(v, (int, float)) and v >= 0 for k, v in self.min_margins.items()),

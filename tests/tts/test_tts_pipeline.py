@@ -211,9 +211,11 @@ def test_unscored_gold_pairs_reject_every_candidate():
         _bp(judge=None)
 
 
-def test_perturbation_candidates_are_the_wrong_words_rendered_like_the_gold(tts_world, tts_model, tmp_path):
+@pytest.mark.parametrize("chosen", ["gold", "rendered"])
+def test_perturbation_candidates_are_the_wrong_words_rendered_like_the_gold(tts_world, tts_model, tmp_path, chosen):
     """`perturbations`: the text corrupted (as the ASR track's) and spoken like the gold: a real piper
-    + Codec2 rendering of other words, rejected against the gold without any judge."""
+    + Codec2 rendering of other words, rejected without any judge against the gold (`chosen: gold`) or
+    against the prompt's own text rendered the same way now (`chosen: rendered`, no gold file)."""
     from lpo_speech.metrics import normalize
     from lpo_speech.recipes import load_any_recipe
     from lpo_speech.tts.text import TtsTokenizer
@@ -225,14 +227,15 @@ def test_perturbation_candidates_are_the_wrong_words_rendered_like_the_gold(tts_
 track: tts
 model: {{path: {tts_model}, adapter: causal_lm, num_codebooks: 4}}
 data: {{pairs: {tmp_path}/pairs/pairs_ref.jsonl, max_length: 1024}}
-build_pairs: {{prompts: {out}/train_prompts.jsonl, gold: {out}/train.jsonl, work_dir: {tmp_path}/pairs,
-  samples: 0, greedy: false, perturbations: 2, perturb_rate: 0.2, chosen: gold, judge: null, keys: [],
+build_pairs: {{prompts: {out}/train_prompts.jsonl, gold: {out / "train.jsonl" if chosen == "gold" else "null"},
+  work_dir: {tmp_path}/pairs, samples: 0, greedy: false, perturbations: 2, perturb_rate: 0.2, chosen: {chosen},
+  judge: null, keys: [],
   min_margins: {{}}, max_chosen_cer: null, chosen_stable: false, similarity: false, pairs_per_prompt: 2}}
 loss: {{type: lpo-ste}}
 train: {{out_dir: {tmp_path}/run, max_steps: 1, batch_size: 2, device: cpu}}
 """)
     stats = load_any_recipe(recipe_path).make_pairs(quiet=True)
-    assert stats["candidates_by_source"] == {"gold": 3, "perturb": 6} and stats["pairs"] == 6
+    assert stats["candidates_by_source"] == {chosen: 3, "perturb": 6} and stats["pairs"] == 6
     gold = {p.id: p for p in load_jsonl(out / "train.jsonl", PreferencePair)}
     tok = TtsTokenizer.load(out / "tokenizer.json")
     codec = tok.make_codec()
@@ -241,8 +244,10 @@ train: {{out_dir: {tmp_path}/run, max_steps: 1, batch_size: 2, device: cpu}}
     for p in pairs:
         said.append(p.extra["perturbed_text"])
         meant.append(p.extra["text"])
-        assert normalize(said[-1]) != normalize(meant[-1]) and p.chosen_tokens == gold[p.prompt_id].chosen_tokens
-        assert p.rejected_tokens[-1] == EOS and p.ref_rejected_logp is not None
+        assert normalize(said[-1]) != normalize(meant[-1]) and p.extra["chosen_source"] == chosen
+        g = gold[p.prompt_id].chosen_tokens
+        assert (p.chosen_tokens == g) == (chosen == "gold") and abs(len(p.chosen_tokens) - len(g)) <= 0.25 * len(g)
+        assert p.chosen_tokens[-1] == p.rejected_tokens[-1] == EOS and p.ref_rejected_logp is not None
         # A gold-like rendering of the perturbed words (piper samples its noise, so not bit-identical).
         again = render_tokens(tok, codec, said[-1], "neutral")[0]
         assert abs(len(p.rejected_tokens) - 1 - len(again)) <= 0.25 * len(again)
