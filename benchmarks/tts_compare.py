@@ -27,6 +27,8 @@ from pathlib import Path
 
 import yaml
 
+from lpo_speech.config import apply_overrides
+
 REPO = Path(__file__).resolve().parents[1]
 TRACKS = {
     "tts": {"recipe": "recipes/tts/tiny.yaml", "data": "test_prompts.jsonl", "emotion": False},
@@ -75,7 +77,7 @@ def main() -> None:
     py = sys.executable
     track = TRACKS[a.track]
     recipe_path = REPO / track["recipe"]
-    recipe = yaml.safe_load(recipe_path.read_text())
+    recipe = apply_overrides(yaml.safe_load(recipe_path.read_text()), a.overrides)  # as the stages will see it
     out = Path(a.out or f"runs/{a.track}_compare")
     data = Path(a.data)
     sft = Path(recipe["model"]["path"])
@@ -88,8 +90,7 @@ def main() -> None:
     prompts = "style_prompts.jsonl" if track["emotion"] else "train_prompts.jsonl"
     paths = [f"build_pairs.prompts={data / prompts}", f"build_pairs.work_dir={out / 'pairs'}",
              f"data.pairs={out / 'pairs' / 'pairs_ref.jsonl'}", *a.overrides]
-    chosen = next((o.split("=", 1)[1] for o in a.overrides if o.startswith("build_pairs.chosen=")),
-                  recipe["build_pairs"].get("chosen"))
+    chosen = recipe["build_pairs"].get("chosen")
     gold = chosen in ("gold", "rendered")  # the chosen side is ground truth (or rendered like it)
     if chosen == "gold":
         paths.append(f"build_pairs.gold={data / 'train.jsonl'}")

@@ -59,6 +59,7 @@ from lpo_speech.errors import UserError
 from lpo_speech.records import Candidate, PreferencePair, TtsPrompt, load_jsonl, write_jsonl_atomic
 from lpo_speech.tts.recipe import SCORE_DIRECTIONS, TtsBuildPairs, TtsRecipe
 from lpo_speech.tts.text import EOS as LPO_EOS
+from lpo_speech.tts.world import WORLD_CODEC
 
 UNSTABLE_FLAGS = ("failure", "undecodable", "duration_out_of_range", "long_silence", "no_speech")
 
@@ -117,13 +118,13 @@ def select_pairs(bp: TtsBuildPairs, rows: list[dict], eos_id: int = LPO_EOS) -> 
                 stats["too_long"] += 1
                 continue
             cands.append(c)
-        gold = [c for c in cands if c["source"] == bp.chosen]  # gold, or its fresh rendering
+        given = [c for c in cands if c["source"] == bp.chosen]  # chosen: gold (or rendered) tokens
         model_cands = [c for c in cands if c["source"] not in ("gold", "rendered")]
         model_cands.sort(key=lambda c: (rank_key(c["scores"], bp.keys), c["id"]))
         if bp.chosen in ("gold", "rendered"):
-            if not gold:
-                raise UserError(f"prompt {row['id']}: no {bp.chosen} tokens for chosen: {bp.chosen}", where="build_pairs.gold")
-            pool = gold[:1]
+            if not given:
+                raise UserError(f"prompt {row['id']}: no gold tokens for chosen: gold", where="build_pairs.gold")
+            pool = given[:1]
         else:
             pool = model_cands
         if not pool:
@@ -201,46 +202,42 @@ def generate_candidates(recipe: TtsRecipe, prompts: list[TtsPrompt], gold: dict[
 
     def process(chunk: list[TtsPrompt]) -> list[dict]:
         seed = random.Random(f"{bp.seed}:{chunk[0].id}").randrange(2**31)
-        per: dict[str, list[tuple[str, Any]]] = {p.id: [] for p in chunk}
+        per: dict[str, list[tuple[str, Any, str | None]]] = {p.id: [] for p in chunk}  # (source, synth, text said)
         if bp.samples:
             for p, synths in zip(chunk, synthesize(lm, tok, chunk, n=bp.samples, temperature=bp.temperature,
                                                    top_k=bp.top_k, top_p=bp.top_p, max_seconds=bp.max_seconds,
                                                    seconds_per_char=bp.seconds_per_char, seed=seed,
                                                    batch_size=bp.batch_size, codec=codec)):
-                per[p.id] += [("sample", s) for s in synths]
+                per[p.id] += [("sample", s, None) for s in synths]
         if bp.greedy:
             for p, (s,) in zip(chunk, synthesize(lm, tok, chunk, n=1, temperature=0.0, max_seconds=bp.max_seconds,
                                                  seconds_per_char=bp.seconds_per_char, batch_size=bp.batch_size,
                                                  codec=codec)):
-                per[p.id].append(("greedy", s))
+                per[p.id].append(("greedy", s, None))
         if bp.chosen == "gold":
             for p in chunk:
                 toks = gold[p.id]["chosen_tokens"]
-                per[p.id].append(("gold", decode_tokens(tok, codec, toks[:-1] if toks[-1] == tok.eos_id else toks)))
-        if bp.chosen == "rendered":  # the prompt's own text rendered now, exactly as its perturbations
-            for p in chunk:
-                per[p.id].append(("rendered", decode_tokens(tok, codec, render_tokens(tok, codec, p.text, p.emotion)[0])))
-        said: dict[str, list[str]] = {p.id: [] for p in chunk}  # the perturbed texts, kept with the candidate
-        for p in chunk:
+                per[p.id].append(("gold", decode_tokens(tok, codec, toks[:-1] if toks[-1] == tok.eos_id else toks), None))
+        for p in chunk:  # the prompt's own text (chosen: rendered) and its perturbations, rendered alike
+            if bp.chosen == "rendered":
+                per[p.id].append(("rendered", decode_tokens(tok, codec, render_tokens(tok, codec, p.text, p.emotion)[0]), None))
             for text in perturbations(p.text, vocabulary, n=bp.perturbations, rate=bp.perturb_rate,
                                       seed=f"{bp.seed}:{p.id}"):
-                toks, _, _ = render_tokens(tok, codec, text, p.emotion)
-                per[p.id].append(("perturb", decode_tokens(tok, codec, toks)))  # scored as the codec renders it
-                said[p.id].append(text)
+                toks = render_tokens(tok, codec, text, p.emotion)[0]
+                per[p.id].append(("perturb", decode_tokens(tok, codec, toks), text))  # scored as the codec renders it
         out = []
         for p in chunk:
             ref = load_reference(bp.prompts, p, None, refs) if bp.similarity else None
             clips = [Clip(p.text, s.wav, s.sr, terminated=s.terminated, undecodable=s.undecodable, emotion=p.emotion)
-                     for _, s in per[p.id]]
+                     for _, s, _ in per[p.id]]
             scored = (scorer.score(clips, ref) if scorer is not None else
                       [{"duration_s": round(c.wav.size / c.sr, 3) if c.wav is not None else 0.0,
                         "terminated": c.terminated, "undecodable": c.undecodable} for c in clips])
-            cands, texts = [], iter(said[p.id])
-            for k, ((source, s), scores) in enumerate(zip(per[p.id], scored)):
+            cands = []
+            for k, ((source, s, said), scores) in enumerate(zip(per[p.id], scored)):
                 tokens = gold[p.id]["chosen_tokens"] if source == "gold" else s.tokens
                 cands.append(Candidate(id=f"{p.id}/{source}{k}", prompt_id=p.id, source=source, tokens=tokens,
-                                       text=next(texts) if source == "perturb" else None, scores=scores,
-                                       extra={"terminated": s.terminated}).to_dict())
+                                       text=said, scores=scores, extra={"terminated": s.terminated}).to_dict())
             out.append({"id": p.id, "text": p.text, "emotion": p.emotion, "prompt_tokens": prompt_ids(tok, p),
                         "candidates": cands})
         return out
@@ -262,6 +259,10 @@ def build_tts_pairs(recipe: TtsRecipe, *, quiet: bool = False) -> dict:
     if bp.limit:
         prompts = prompts[:bp.limit]
     _, tok = load_codec_lm(recipe.model.path)
+    if (bp.perturbations or bp.chosen == "rendered") and getattr(tok, "codec", None) != WORLD_CODEC:
+        raise UserError(f"perturbations and chosen: rendered speak with the offline world's voice and codec "
+                        f"({WORLD_CODEC}); this model's codec is {getattr(tok, 'codec', None)!r}",
+                        where="build_pairs.perturbations")
     for i, p in enumerate(prompts, 1):  # every prompt problem before the long stage, one line each
         prompt_ids(tok, p, where=f"{bp.prompts}:{i}")
     gold: dict[str, dict] = {}

@@ -50,8 +50,9 @@ class TtsBuildPairs:
     seed: int = 0
 
     def validate(self) -> None:
-        _need(self.samples >= 0 and self.perturbations >= 0 and (self.samples > 0 or self.greedy or self.perturbations > 0),
-              "build_pairs.samples/greedy/perturbations", "need a candidate source (samples >= 1, greedy or perturbations >= 1)")
+        _need(self.samples >= 0 and self.perturbations >= 0, "build_pairs.samples/perturbations", "must be >= 0")
+        _need(self.samples > 0 or self.greedy or self.perturbations > 0, "build_pairs.samples/greedy/perturbations",
+              "need a candidate source (samples >= 1, greedy or perturbations >= 1)")
         _need(0 < self.perturb_rate <= 1, "build_pairs.perturb_rate", "must be in (0, 1]")
         _need(self.perturbations == 0 or self.chosen in ("gold", "rendered"), "build_pairs.perturbations",
               "perturbation-based candidates are rendered like the gold: they need chosen: gold or rendered")

@@ -54,6 +54,7 @@ SYNTH_SR = 16_000
 REF_TEXT = "This is the reference recording of the voice that every model in this world should speak with."
 REF_PATH = "ref/joe.wav"
 STYLE_CYCLE = ("neutral", "high", "low")
+WORLD_CODEC = "codec2:700C"  # the codec of every world item (render_tokens' styles edit its frames)
 RARE_STYLE_ITEMS = 25
 
 _worker_state: dict[str, Any] = {}
@@ -131,7 +132,7 @@ def make_tts_data(out_dir: str | Path, n_train: int, n_test: int, *, n_dev: int 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = {"n_train": n_train, "n_dev": n_dev, "n_test": n_test, "seed": seed, "voice": "piper:joe",
-              "codec": "codec2:700C", "style_share": style_share, **({"limits": limits} if limits else {})}
+              "codec": WORLD_CODEC, "style_share": style_share, **({"limits": limits} if limits else {})}
     cfg_path = out / "make_tts_data.json"
     if cfg_path.exists() and json.loads(cfg_path.read_text()) != config:
         raise UserError(f"was made with other settings {cfg_path.read_text().strip()}; "

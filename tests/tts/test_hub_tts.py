@@ -186,6 +186,13 @@ train: {{out_dir: {tmp_path}/run, lr: 1.0e-3, max_steps: 1, batch_size: 2, devic
     run = train(load_train_recipe(recipe_path), quiet=True)
     _, trained = load_codec_lm(run / "model")
     assert trained.encode_prompt("Hello.") == tok.encode_prompt("Hello.")
+    # Perturbation-based candidates are spoken by the offline world's voice and codec: refused up front.
+    from lpo_speech.errors import UserError
+
+    rendered = ["build_pairs.chosen=rendered", "build_pairs.perturbations=1", f"build_pairs.work_dir={tmp_path}/pp"]
+    with pytest.raises(UserError, match="offline world's voice and codec .codec2:700C.; this model's codec is 'hf:"):
+        load_any_recipe(recipe_path, rendered).make_pairs(quiet=True)
+    assert not (tmp_path / "pp" / "candidates.jsonl").exists()
 
 
 def test_xcodec2_round_trip(llasa):
