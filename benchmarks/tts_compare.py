@@ -37,6 +37,7 @@ TRACKS = {
 LOSSES = {  # label -> overrides (on top of the recipe, which trains lpo-ste)
     "lpo": [],
     "dpo": ["loss.type=sigmoid", "loss.gamma=0.0"],
+    "dpo-gamma": ["loss.type=sigmoid"],  # DPO with the recipe's chosen-side term: separates loss from gamma
     "sft-cont": ["loss.type=sft", "loss.sft_weight=1.0", "loss.gamma=0.0"],
 }
 
@@ -71,9 +72,14 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=2, help="DDP processes for build-pairs and training")
     ap.add_argument("--eval-limit", type=int, default=0, help="score only the first N held-out prompts (0 = all)")
     ap.add_argument("--results", default=None, help="results prefix (default benchmarks/results/<track>_compare)")
+    ap.add_argument("--losses", default=",".join(LOSSES),
+                    help=f"comma-separated runs to train and compare (from {', '.join(LOSSES)})")
     ap.add_argument("overrides", nargs="*", help="recipe key=value overrides for every stage")
     a = ap.parse_args()
 
+    losses = [x for x in a.losses.split(",") if x]
+    if unknown := [x for x in losses if x not in LOSSES]:
+        ap.error(f"--losses: unknown {', '.join(unknown)} (known: {', '.join(LOSSES)})")
     py = sys.executable
     track = TRACKS[a.track]
     recipe_path = REPO / track["recipe"]
@@ -96,7 +102,8 @@ def main() -> None:
         paths.append(f"build_pairs.gold={data / 'train.jsonl'}")
     run([*dist, "build-pairs", str(recipe_path), *paths], done=out / "pairs" / "pairs_ref.jsonl", env=env)
     models, labels, seconds = [str(sft)], ["sft"], {}
-    for label, extra in LOSSES.items():
+    for label in losses:
+        extra = LOSSES[label]
         if label == "sft-cont" and not gold:
             continue  # model-based pairs: no gold to fine-tune on
         run_dir = out / label
@@ -113,7 +120,8 @@ def main() -> None:
         manifest = data / f"{manifest.stem}_first{a.eval_limit}.jsonl"  # beside it: relative audio paths hold
         manifest.write_text("\n".join(rows) + "\n")
     scorer = recipe["build_pairs"]["emotion"]["path"] if track["emotion"] else None
-    run(eval_command(dist, manifest, out / "eval", models, labels, scorer), done=out / "eval" / "table.md", env=env)
+    # No done marker: eval resumes per model and prompt, so a model added to a finished run is scored alone.
+    run(eval_command(dist, manifest, out / "eval", models, labels, scorer), done=None, env=env)
     results = json.loads((out / "eval" / "metrics.json").read_text())
     pairs = json.loads((out / "pairs" / "summary.json").read_text())
     base = results["sft"]

@@ -18,6 +18,7 @@ from lpo_speech.audio import load_audio
 from lpo_speech.errors import UserError
 from lpo_speech.metrics import corpus_scores, utterance_errors
 from lpo_speech.records import AsrUtterance, JsonlWriter, load_jsonl, resolve_audio
+from lpo_speech.stages import check_settings
 
 ASR_MODEL_TYPES = {"whisper", "speech-encoder-decoder"}
 
@@ -40,6 +41,7 @@ def eval_asr(model: str, manifest: str, out_dir: Path, *, batch_size: int = 8, b
     decoder = AsrDecoder(model, device)
     cache = {} if state_cache is None else state_cache
     fingerprint = decoder.encoder_fingerprint()
+    check_settings(out_dir / "utterances.jsonl", {"model": str(Path(model).resolve()), "beam": beam, "lang": lang})
     with JsonlWriter(out_dir / "utterances.jsonl") as writer:
         todo = [u for u in utts if u.id not in writer.done]
         bar = tqdm(total=len(utts), initial=len(utts) - len(todo), desc=f"eval {out_dir.name}", unit="utt",

@@ -15,7 +15,7 @@ from lpo_speech.adapters import load_adapter
 from lpo_speech.config import TrainRecipe
 from lpo_speech.distributed import barrier, init_distributed
 from lpo_speech.records import PreferencePair, load_jsonl, rebase_audio, write_jsonl_atomic
-from lpo_speech.stages import run_sharded
+from lpo_speech.stages import run_sharded, settings_path
 from lpo_speech.trainer import _autocast, ref_logp_mode
 
 
@@ -58,11 +58,13 @@ def compute_ref_logps(recipe: TrainRecipe, in_path: str | Path, out_path: str | 
     scored_path = out_path.with_name(out_path.name + ".scored")
     scored = run_sharded(scored_path, pairs, key=lambda p: p.id, process=process, batch_size=batch_size,
                          desc="ref-logps", unit="pair", device=recipe.train.device, quiet=quiet,
-                         order=_batch_order)
+                         order=_batch_order,
+                         settings={"model": str(Path(recipe.model.path).resolve()), "mode": mode, "bf16": bf16})
     kept = [s for s in scored
             if max_margin is None or s["ref_chosen_logp"] - s["ref_rejected_logp"] <= max_margin]
     barrier()  # every rank has read the scored file
     if info.is_main:
         write_jsonl_atomic(out_path, kept)
         scored_path.unlink(missing_ok=True)
+        settings_path(scored_path).unlink(missing_ok=True)
     return {"pairs": len(pairs), "kept": len(kept), "dropped_margin": len(scored) - len(kept)}

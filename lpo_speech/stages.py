@@ -6,30 +6,65 @@ already wrote). When every rank is done, rank 0 merges the parts in input order 
 atomically and removes them. A plain single process is world = 1. A finished `<out>` is reused item
 by item: a rerun over the same items returns it, a rerun over more items (a larger `limit`) processes
 only the new ones, a rerun over fewer returns just those.
+
+Reuse is only right when the items were made the same way. A stage passes the `settings` that shape
+its results (model, decoding, judge, ...); `<out>.settings.json` remembers them, and a rerun whose
+settings differ stops in one line naming what changed, instead of mixing two runs in one file.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 from tqdm import tqdm
 
 from lpo_speech.distributed import barrier, init_distributed, shard
+from lpo_speech.errors import UserError
 from lpo_speech.records import JsonlWriter, write_jsonl_atomic
 
 T = TypeVar("T")
 
 
+def settings_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".settings.json")
+
+
+def check_settings(out: str | Path, settings: dict | None) -> None:
+    """Stop (UserError) if `out` was made with other `settings`; record them when none are recorded
+    yet (a new output, or one written before settings were kept)."""
+    if settings is None:
+        return
+    path = settings_path(out)
+    now = json.loads(json.dumps(settings, sort_keys=True, default=str))  # tuples, paths: as stored
+    if path.exists():
+        before = json.loads(path.read_text())
+        changed = [f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
+                   if before.get(k) != now.get(k)]
+        if changed:
+            raise UserError(f"made with other settings ({'; '.join(changed)}): rerun with the same settings, "
+                            f"or remove it and {path.name} to start over", where=str(out))
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # each process its own temp file: ranks may race
+    tmp.write_text(json.dumps(now, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
 def run_sharded(out: str | Path, items: Sequence[T], key: Callable[[T], str],
                 process: Callable[[list[T]], list[dict]], *, batch_size: int, desc: str, unit: str = "item",
-                device: str = "auto", quiet: bool = False, order: Callable[[T], int] | None = None) -> list[dict]:
+                device: str = "auto", quiet: bool = False, order: Callable[[T], int] | None = None,
+                settings: dict | None = None) -> list[dict]:
     """Process `items` in batches (`process` returns one dict with an "id" per item) and return all
     results in input order (on every rank). Items whose key is already in a part file are skipped.
-    `order` sorts a rank's pending items (e.g. by length) so batches pad little."""
+    `order` sorts a rank's pending items (e.g. by length) so batches pad little; `settings`: what
+    made the results (check_settings)."""
     info = init_distributed(device)
     out = Path(out)
+    check_settings(out, settings)
     part = out.with_name(f"{out.name}.rank{info.rank}of{info.world}")
     previous = {d["id"]: d for d in map(json.loads, out.read_text().splitlines())} if out.exists() else {}
     if not all(key(it) in previous for it in items):

@@ -1,4 +1,7 @@
-"""Shared fixtures: a tiny real transformers Llama saved locally, and token-id preference pairs."""
+"""Shared fixtures: a tiny real transformers Llama saved locally, token-id preference pairs, real speech
+(espeak-ng), Whisper tiny.en, and the TTS track's toy offline world (piper -> Codec2) with a tiny random
+codec LM. All in this one conftest: test modules import helpers from it by the name `conftest`, which a
+second conftest.py in a subfolder would shadow (depending on which folders a pytest run names first)."""
 
 from __future__ import annotations
 
@@ -92,3 +95,21 @@ def whisper_tiny(tmp_path_factory) -> Path:
     from lpo_speech.asr.ct2_import import bundled_model_dir, import_whisper_ct2
 
     return import_whisper_ct2(bundled_model_dir(), tmp_path_factory.mktemp("whisper") / "tiny-en")
+
+
+@pytest.fixture(scope="session")
+def tts_world(tmp_path_factory):
+    pytest.importorskip("pycodec2")
+    pytest.importorskip("piper")
+    from lpo_speech.tts.world import make_tts_data
+
+    out = tmp_path_factory.mktemp("ttsworld")
+    stats = make_tts_data(out, 3, 2, n_dev=1, workers=1, ceiling=False, progress=False)
+    return out, stats
+
+
+@pytest.fixture(scope="session")
+def tts_model(tmp_path_factory):
+    from lpo_speech.tts.model import init_codec_lm
+
+    return init_codec_lm(tmp_path_factory.mktemp("codeclm") / "m", size="test", max_positions=512, seed=0)

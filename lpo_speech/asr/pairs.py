@@ -31,6 +31,11 @@ from lpo_speech.records import (AsrUtterance, Candidate, PreferencePair, load_js
 from lpo_speech.reflogps import compute_ref_logps
 from lpo_speech.stages import run_sharded
 
+# What makes a candidate (with the model): a rerun into the same work_dir must keep these
+# (lpo_speech.stages.check_settings); the selection rules may change freely.
+CANDIDATE_SETTINGS = ("lang", "greedy", "samples", "temperature", "top_p", "beams", "perturbations", "perturb_rate",
+                      "seed")
+
 
 def generate_candidates(recipe: AsrRecipe, utts: list[AsrUtterance], quiet: bool = False) -> list[dict]:
     bp = recipe.build_pairs
@@ -72,9 +77,10 @@ def generate_candidates(recipe: AsrRecipe, utts: list[AsrUtterance], quiet: bool
             rows.append({"id": u.id, "audio": u.audio, "reference": u.text, "candidates": cands})
         return rows
 
+    made_by = {"model": str(Path(recipe.model.path).resolve()), **{f: getattr(bp, f) for f in CANDIDATE_SETTINGS}}
     return run_sharded(Path(bp.work_dir) / "candidates.jsonl", utts, key=lambda u: u.id, process=process,
                        batch_size=bp.batch_size, desc="candidates", unit="utt", device=recipe.train.device,
-                       quiet=quiet)
+                       quiet=quiet, settings=made_by)
 
 
 def select_pairs(recipe: AsrRecipe, rows: list[dict]) -> tuple[list[PreferencePair], dict]:

@@ -83,6 +83,9 @@ def eval_tts(model_dir: str, prompts_manifest: str, out_dir: str | Path, *, temp
     out_dir = Path(out_dir)
     (out_dir / "wavs").mkdir(parents=True, exist_ok=True)
     decoding = "greedy" if temperature == 0 else f"sample t={temperature} top_p={top_p} seed={seed}"
+    # What shapes a row: a rerun into the same folder (a resumed eval) must keep it.
+    made_by = {"model": str(Path(model_dir).resolve()), "decoding": decoding, "max_seconds": max_seconds, "judge": scorer.judge, "dnsmos": dnsmos,
+               "emotion": emotion, "ref_audio": ref_audio, "lang": lang}
 
     def process(chunk: list[TtsPrompt]) -> list[dict]:
         # The seed of a chunk follows from its first prompt, so any process count and any resume
@@ -106,7 +109,7 @@ def eval_tts(model_dir: str, prompts_manifest: str, out_dir: str | Path, *, temp
     # Sharded across processes under torchrun (lpo_speech.stages): resumable, merged in prompt order.
     rows = {r["id"]: r for r in run_sharded(out_dir / "utterances.jsonl", prompts, key=lambda p: p.id,
                                              process=process, batch_size=batch_size, desc=f"eval {out_dir.name}",
-                                             unit="utt", device="cpu", quiet=quiet)}
+                                             unit="utt", device="cpu", quiet=quiet, settings=made_by)}
     ordered = [rows[p.id] for p in prompts]
     wanted = [p.emotion.strip().lower() if p.emotion and emotion is not None else None for p in prompts]
     metrics = {**summarize(ordered, [p.text for p in prompts], lang, wanted), "model": str(model_dir),

@@ -61,6 +61,10 @@ from lpo_speech.tts.recipe import SCORE_DIRECTIONS, TtsBuildPairs, TtsRecipe
 from lpo_speech.tts.text import EOS as LPO_EOS
 from lpo_speech.tts.world import WORLD_CODEC
 
+# What makes a candidate (with the model and the gold file): a rerun into the same work_dir must keep
+# these (lpo_speech.stages.check_settings); the selection rules may change freely.
+CANDIDATE_SETTINGS = ("samples", "greedy", "perturbations", "perturb_rate", "temperature", "top_k", "top_p",
+                      "max_seconds", "seconds_per_char", "chosen", "judge", "similarity", "dnsmos", "emotion", "seed")
 UNSTABLE_FLAGS = ("failure", "undecodable", "duration_out_of_range", "long_silence", "no_speech")
 
 
@@ -242,9 +246,11 @@ def generate_candidates(recipe: TtsRecipe, prompts: list[TtsPrompt], gold: dict[
                         "candidates": cands})
         return out
 
+    made_by = {"model": str(Path(recipe.model.path).resolve()), "gold": bp.gold and str(Path(bp.gold).resolve()),
+               **{f: getattr(bp, f) for f in CANDIDATE_SETTINGS}}
     return run_sharded(Path(bp.work_dir) / "candidates.jsonl", prompts, key=lambda p: p.id, process=process,
                        batch_size=bp.prompts_per_shard_step, desc="tts candidates", unit="prompt",
-                       device="cpu", quiet=quiet)
+                       device="cpu", quiet=quiet, settings=made_by)
 
 
 def build_tts_pairs(recipe: TtsRecipe, *, quiet: bool = False) -> dict:
