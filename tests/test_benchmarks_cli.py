@@ -27,3 +27,11 @@ def test_sweep_without_pairs_is_one_line(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'none' / 'pairs' / 'pairs_ref.jsonl'}: missing "
                                                 "(run benchmarks/tts_compare.py --track emotion first)"]
+
+
+def test_compare_refuses_an_unknown_loss_run_before_any_stage(tmp_path):
+    proc = _run(str(REPO / "benchmarks" / "tts_compare.py"), "--track", "tts", "--losses", "lpo,orpo",
+                "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--losses: unknown orpo (known: lpo, dpo, dpo-gamma, sft-cont)" in proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -78,6 +78,16 @@ def test_eval_tts_one_line_errors(tts_world, tts_model, tmp_path, lpo):
             "--out", str(tmp_path / "o3"), cwd=tmp_path, check=False)
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert "id x: speaker_audio" in r.stderr and "cannot read audio" in r.stderr
+    # Resuming an eval folder with another decoding: one line naming the change, the rows kept.
+    (tmp_path / "one.jsonl").write_text(json.dumps({"id": "x", "text": "Hello there."}) + "\n")
+    ev = ["eval", "--wer", "--model", str(tts_model), "--data", str(tmp_path / "one.jsonl"), "--out",
+          str(tmp_path / "o4"), "--no-dnsmos", "--max-seconds", "0.5", "--quiet"]
+    lpo(*ev, cwd=tmp_path)
+    r = lpo(*ev, "--temperature", "1", cwd=tmp_path, check=False)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "made with other settings (decoding 'greedy' -> 'sample t=1.0 top_p=1.0 seed=0')" in r.stderr
+    (rows,) = (tmp_path / "o4").glob("*/utterances.jsonl")
+    assert len(rows.read_text().splitlines()) == 1
 
 
 def _cand(cid, source, cer, sim=0.8, failure=None, terminated=True, tokens=None):
