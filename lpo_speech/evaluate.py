@@ -70,7 +70,7 @@ def eval_asr(model: str, manifest: str, out_dir: Path, *, batch_size: int = 8, b
 
 def markdown_table(results: dict[str, dict]) -> str:
     keys = [k for k in ("wer", "cer", "wer_utt_mean", "failure_rate", "not_terminated_rate", "sim", "dnsmos",
-                        "emotion_acc", "emotion_score", "n")
+                        "emotion_acc", "emotion_score", "runaway_rate", "wer_no_runaway", "n")
             if any(k in m for m in results.values())]
     lines = ["| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for label, m in results.items():

@@ -14,6 +14,10 @@ run continues with the prompts not yet written; sharded across processes under t
   sim            mean speaker similarity (resemblyzer cosine) to the reference voice
   dnsmos         mean DNSMOS overall MOS (undecodable/empty clips left out)
   n              prompts scored
+  runaway_rate   share of prompts whose judge transcript has more than 3x the reference's words (zh:
+                 characters): the judge looping on unclear audio, which alone can move corpus WER a lot
+  wer_no_runaway corpus WER without those prompts (compare models on the same prompts: leave out
+                 the union of their runaway prompts)
   emotion_acc    with an emotion scorer (`--emotion-scorer`), over prompts that ask for an emotion or
                  style: share whose most likely label is the one asked for
   emotion_score  mean probability of the label asked for (and emotion_acc_by_label)
