@@ -33,20 +33,21 @@ def settings_path(out: str | Path) -> Path:
     return out.with_name(out.name + ".settings.json")
 
 
-def check_settings(out: str | Path, settings: dict | None) -> None:
-    """Stop (UserError) if `out` was made with other `settings`; record them when none are recorded
-    yet (a new output, or one written before settings were kept)."""
+def check_settings(out: str | Path, settings: dict | None, *, path: str | Path | None = None) -> None:
+    """Stop (UserError) if `out` (a file or a folder) was made with other `settings`, kept in `path`
+    (default `<out>.settings.json`); record them when none are recorded yet (a new output, or one
+    written before settings were kept)."""
     if settings is None:
         return
-    path = settings_path(out)
+    path = Path(path) if path is not None else settings_path(out)
     now = json.loads(json.dumps(settings, sort_keys=True, default=str))  # tuples, paths: as stored
     if path.exists():
         before = json.loads(path.read_text())
         changed = [f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
                    if before.get(k) != now.get(k)]
         if changed:
-            raise UserError(f"made with other settings ({'; '.join(changed)}): rerun with the same settings, "
-                            f"or remove it and {path.name} to start over", where=str(out))
+            raise UserError(f"was made with other settings ({'; '.join(changed)}): rerun with the same settings, "
+                            f"use a new output, or remove it and {path.name} to start over", where=str(out))
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # each process its own temp file: ranks may race

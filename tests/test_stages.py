@@ -41,7 +41,7 @@ def test_other_settings_stop_instead_of_mixing_two_runs(tmp_path):
     assert json.loads((tmp_path / "out.jsonl.settings.json").read_text())["keys"] == ["cer"]
     # The same settings (a tuple stored as a list is the same) resume and extend.
     assert len(run_sharded(out, ["a", "b"], settings={"model": "m1", "temperature": 1.0, "keys": ["cer"]}, **run)) == 2
-    with pytest.raises(UserError, match=r"out.jsonl: made with other settings \(model 'm1' -> 'm2'; "
+    with pytest.raises(UserError, match=r"out.jsonl: was made with other settings \(model 'm1' -> 'm2'; "
                                         r"temperature 1.0 -> 0.7\).*remove it and out.jsonl.settings.json"):
         run_sharded(out, ["a", "b", "c"], settings={"model": "m2", "temperature": 0.7, "keys": ["cer"]}, **run)
     assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == ["a", "b"]  # nothing written

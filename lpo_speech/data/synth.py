@@ -27,6 +27,7 @@ import soxr
 from tqdm import tqdm
 
 from lpo_speech.errors import UserError
+from lpo_speech.stages import check_settings
 
 SAMPLE_RATE = 16_000
 
@@ -270,11 +271,7 @@ def make_asr_data(out_dir: str | os.PathLike, n_train: int, n_test: int, seed: i
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = {"n_train": n_train, "n_test": n_test, "seed": seed, "styles": list(styles)}
-    cfg_path = out / "make_asr_data.json"
-    if cfg_path.exists() and json.loads(cfg_path.read_text()) != config:
-        raise UserError(f"was made with other settings {cfg_path.read_text().strip()}; "
-                        "use a new output folder or the same settings", where=str(out))
-    cfg_path.write_text(json.dumps(config) + "\n")
+    check_settings(out, config, path=out / "make_asr_data.json")
     train, test = make_splits(n_train, n_test, seed)
     start, made = time.monotonic(), {}
     # One pool for both splits: each worker loads the piper voice once (about 1 s).

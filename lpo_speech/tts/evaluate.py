@@ -88,8 +88,8 @@ def eval_tts(model_dir: str, prompts_manifest: str, out_dir: str | Path, *, temp
     (out_dir / "wavs").mkdir(parents=True, exist_ok=True)
     decoding = "greedy" if temperature == 0 else f"sample t={temperature} top_p={top_p} seed={seed}"
     # What shapes a row: a rerun into the same folder (a resumed eval) must keep it.
-    made_by = {"model": str(Path(model_dir).resolve()), "decoding": decoding, "max_seconds": max_seconds, "judge": scorer.judge, "dnsmos": dnsmos,
-               "emotion": emotion, "ref_audio": ref_audio, "lang": lang}
+    made_by = {"model": str(Path(model_dir).resolve()), "decoding": decoding, "max_seconds": max_seconds,
+               "judge": scorer.judge, "dnsmos": dnsmos, "emotion": emotion, "ref_audio": ref_audio, "lang": lang}
 
     def process(chunk: list[TtsPrompt]) -> list[dict]:
         # The seed of a chunk follows from its first prompt, so any process count and any resume

@@ -126,10 +126,10 @@ RUNAWAY_FACTOR = 3  # a transcript with more than 3x the reference's words (zh: 
 
 def summarize(rows: list[dict[str, Any]], texts: list[str], lang: str = "en",
               wanted: list[str | None] | None = None) -> dict[str, Any]:
-    """Corpus metrics of scored clips: wer (corpus), wer_utt_mean, cer, failure_rate, sim, dnsmos, n;
-    runaway_rate and wer_no_runaway (below); with emotion scores and the wanted labels: emotion_acc (share of those clips whose most likely
-    label is the wanted one; no audio counts as wrong), emotion_score (mean probability of the wanted
-    label) and emotion_acc_by_label."""
+    """Corpus metrics of scored clips: wer (corpus), wer_utt_mean, cer, failure_rate, sim, dnsmos, n,
+    runaway_rate and wer_no_runaway (below); with emotion scores and the wanted labels: emotion_acc
+    (share of those clips whose most likely label is the wanted one; no audio counts as wrong),
+    emotion_score (mean probability of the wanted label) and emotion_acc_by_label."""
     from lpo_speech.metrics import corpus_scores, normalize
 
     m: dict[str, Any] = dict(corpus_scores(texts, [r["hyp"] for r in rows], lang))
@@ -139,8 +139,9 @@ def summarize(rows: list[dict[str, Any]], texts: list[str], lang: str = "en",
     runaway = [len(normalize(r["hyp"], lang).split()) > RUNAWAY_FACTOR * max(1, len(normalize(t, lang).split()))
                for r, t in zip(rows, texts)]
     m["runaway_rate"] = sum(runaway) / n if n else 0.0
-    kept = [(t, r["hyp"]) for r, t, bad in zip(rows, texts, runaway) if not bad]
-    m["wer_no_runaway"] = corpus_scores(*map(list, zip(*kept)), lang)["wer"] if kept else float("nan")
+    refs = [t for t, bad in zip(texts, runaway) if not bad]
+    hyps = [r["hyp"] for r, bad in zip(rows, runaway) if not bad]
+    m["wer_no_runaway"] = corpus_scores(refs, hyps, lang)["wer"] if refs else float("nan")
     m["failure_rate"] = sum(bool(r["failure"]) for r in rows) / n if n else 0.0
     m["not_terminated_rate"] = sum(not r["terminated"] for r in rows) / n if n else 0.0
     m["undecodable_rate"] = sum(bool(r["undecodable"]) for r in rows) / n if n else 0.0

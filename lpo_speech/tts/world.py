@@ -48,6 +48,7 @@ from tqdm import tqdm
 
 from lpo_speech.errors import UserError
 from lpo_speech.records import JsonlWriter, write_jsonl_atomic
+from lpo_speech.stages import check_settings
 from lpo_speech.tts.text import TtsTokenizer
 
 SYNTH_SR = 16_000
@@ -133,11 +134,7 @@ def make_tts_data(out_dir: str | Path, n_train: int, n_test: int, *, n_dev: int 
     out.mkdir(parents=True, exist_ok=True)
     config = {"n_train": n_train, "n_dev": n_dev, "n_test": n_test, "seed": seed, "voice": "piper:joe",
               "codec": WORLD_CODEC, "style_share": style_share, **({"limits": limits} if limits else {})}
-    cfg_path = out / "make_tts_data.json"
-    if cfg_path.exists() and json.loads(cfg_path.read_text()) != config:
-        raise UserError(f"was made with other settings {cfg_path.read_text().strip()}; "
-                        "use a new output folder or the same settings", where=str(out))
-    cfg_path.write_text(json.dumps(config) + "\n")
+    check_settings(out, config, path=out / "make_tts_data.json")
     tok = TtsTokenizer()
     tok.save(out / "tokenizer.json")
     if not (out / REF_PATH).exists():

@@ -58,7 +58,7 @@ def test_eval_tts_metrics_resume_and_table(tts_world, tts_model, tmp_path):
     assert again["a"]["wer"] == m["wer"] and not (tmp_path / "a" / "wavs" / "test-00000.wav").exists()
     # Resuming with another decoding would mix two runs in one folder: it stops and says what changed.
     sampled = {**kw, "tts": {**kw["tts"], "temperature": 1.0}}
-    with pytest.raises(UserError, match=r"a/utterances.jsonl: made with other settings \(decoding 'greedy' -> 'sample t=1.0"):
+    with pytest.raises(UserError, match=r"a/utterances.jsonl: was made with other settings \(decoding 'greedy' -> 'sample t=1.0"):
         evaluate([str(tts_model)], ["a"], str(out / "test_prompts.jsonl"), str(tmp_path), **sampled)
 
 
