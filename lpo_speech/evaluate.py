@@ -38,10 +38,11 @@ def eval_asr(model: str, manifest: str, out_dir: Path, *, batch_size: int = 8, b
 
     utts = load_jsonl(manifest, AsrUtterance)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Before the model loads: a folder made another way stops at once.
+    check_settings(out_dir / "utterances.jsonl", {"model": str(Path(model).resolve()), "beam": beam, "lang": lang})
     decoder = AsrDecoder(model, device)
     cache = {} if state_cache is None else state_cache
     fingerprint = decoder.encoder_fingerprint()
-    check_settings(out_dir / "utterances.jsonl", {"model": str(Path(model).resolve()), "beam": beam, "lang": lang})
     with JsonlWriter(out_dir / "utterances.jsonl") as writer:
         todo = [u for u in utts if u.id not in writer.done]
         bar = tqdm(total=len(utts), initial=len(utts) - len(todo), desc=f"eval {out_dir.name}", unit="utt",
