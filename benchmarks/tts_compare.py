@@ -90,7 +90,8 @@ def main() -> None:
     world = json.loads((REPO / sft / "world.json").read_text())
     run([py, "-m", "lpo_speech.cli", "make-tts-data", "--out", str(data), "--n-train", str(world["n_train"]),
          "--n-dev", str(world["n_dev"]), "--n-test", str(world["n_test"]), "--seed", str(world["seed"]),
-         "--style-share", str(world["style_share"])], done=data / "test_style_prompts.jsonl")
+         "--style-share", str(world["style_share"]), *(["--phoneme-sync"] if world.get("phoneme_sync") else [])],
+        done=data / "test_style_prompts.jsonl")
     dist = [py, "-m", "torch.distributed.run", "--nproc_per_node", str(a.procs), "-m", "lpo_speech.cli"]
     env = {"OMP_NUM_THREADS": "1"}
     prompts = "style_prompts.jsonl" if track["emotion"] else "train_prompts.jsonl"

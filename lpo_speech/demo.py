@@ -86,7 +86,7 @@ def tts_world(out: Path, *, n_prompts: int, n_test: int, sft: Path = TTS_SFT) ->
     args = ["make-tts-data", "--out", str(data), "--n-train", str(world["n_train"]), "--n-dev", str(world["n_dev"]),
             "--n-test", str(world["n_test"]), "--seed", str(world["seed"]), "--style-share", str(world["style_share"]),
             "--limit", f"train={n_prompts}", "--limit", "dev=0", "--limit", f"test={n_test}",
-            "--limit", f"test_style={n_test}", "--no-ceiling"]
+            "--limit", f"test_style={n_test}", "--no-ceiling", *(["--phoneme-sync"] if world.get("phoneme_sync") else [])]
     _run(args, done=data / "test_style_prompts.jsonl")
     return data
 

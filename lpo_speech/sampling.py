@@ -13,7 +13,11 @@ slots constrain every position:
 * A sequence that reaches `max_new_tokens` without EOS is returned with `terminated=False` (the
   length guard); EOS is never part of `tokens`.
 * temperature 0 is greedy (argmax of the allowed ids); otherwise temperature, top-k and top-p
-  (nucleus) apply, in that order, to the allowed ids. Draws come from one `torch.Generator` seeded
+  (nucleus) apply, in that order, to the allowed ids.
+* `sync=[[s0, s1, ...], ...]` (one symbol list per prompt; phoneme-synchronous TTS,
+  lpo_speech.tts.text): besides a frame, a frame boundary may hold the prompt's next symbol (only
+  that one; it does not advance the slot), and EOS only once every symbol is written. Slots then
+  follow each row's codec tokens, not its position. Draws come from one `torch.Generator` seeded
   with `seed`, so the same call gives the same samples.
 """
 
@@ -47,6 +51,7 @@ def sample(
     seed: int | None = None,
     batch_size: int = 16,
     pad_id: int = 0,
+    sync: list[list[int]] | None = None,
 ) -> list[list[Sample]]:
     """`n` samples per prompt: result[i][j] is the j-th sample of prompts[i].
 
@@ -58,6 +63,8 @@ def sample(
         raise ValueError("need temperature >= 0, 0 < top_p <= 1, top_k >= 0")
     if any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
+    if sync is not None and (len(sync) != len(prompts) or not slot_ranges):
+        raise ValueError("sync needs slot_ranges and one symbol list per prompt")
     lm = model.lm if hasattr(model, "lm") and not hasattr(model, "generate") else model
     device = next(lm.parameters()).device
     vocab = lm.get_output_embeddings().weight.shape[0]
@@ -65,6 +72,7 @@ def sample(
     gen = torch.Generator(device=device)
     gen.manual_seed(seed if seed is not None else torch.seed())
     flat = [p for p in prompts for _ in range(n)]
+    flat_sync = [q for q in sync for _ in range(n)] if sync is not None else None
     out: list[Sample] = []
     was_training = lm.training
     lm.eval()
@@ -73,7 +81,8 @@ def sample(
             for s in range(0, len(flat), batch_size):
                 out.extend(_decode_batch(lm, flat[s:s + batch_size], allowed, max_new_tokens=max_new_tokens,
                                          eos_id=eos_id, temperature=temperature, top_k=top_k, top_p=top_p,
-                                         gen=gen, pad_id=pad_id))
+                                         gen=gen, pad_id=pad_id,
+                                         sync=None if flat_sync is None else flat_sync[s:s + batch_size]))
     finally:
         lm.train(was_training)
     return [out[i * n:(i + 1) * n] for i in range(len(prompts))]
@@ -95,7 +104,37 @@ def _allowed_masks(slot_ranges, eos_id: int, vocab: int, device) -> Tensor:
     return masks
 
 
-def _decode_batch(lm, prompts, allowed, *, max_new_tokens, eos_id, temperature, top_k, top_p, gen, pad_id):
+class _Sync:
+    """Per-row state of phoneme-synchronous sampling: the codec slot each row is in and the next
+    symbol it owes; `mask` widens the slot masks with that symbol and holds EOS back until none is owed."""
+
+    def __init__(self, symbols: list[list[int]], allowed: Tensor, eos_id: int):
+        b, device = len(symbols), allowed.device
+        width = max(1, max(len(q) for q in symbols))
+        self.syms = torch.full((b, width + 1), -1, dtype=torch.long, device=device)
+        for i, q in enumerate(symbols):
+            self.syms[i, :len(q)] = torch.tensor(q, dtype=torch.long, device=device)
+        self.count = torch.tensor([len(q) for q in symbols], device=device)
+        self.slot = torch.zeros(b, dtype=torch.long, device=device)
+        self.next = torch.zeros(b, dtype=torch.long, device=device)
+        self.allowed, self.eos_id, self.rows = allowed, eos_id, torch.arange(b, device=device)
+
+    def mask(self) -> Tensor:
+        m = self.allowed[self.slot].clone()  # [B, V]
+        boundary = self.slot == 0
+        owed = boundary & (self.next < self.count)
+        m[self.rows[owed], self.syms[owed, self.next[owed]]] = True
+        m[:, self.eos_id] = boundary & ~owed
+        return m
+
+    def step(self, tok: Tensor) -> None:
+        wrote_sym = (self.slot == 0) & (tok == self.syms[self.rows, self.next])
+        self.next += wrote_sym.long()
+        self.slot = torch.where(wrote_sym, self.slot, (self.slot + 1) % self.allowed.shape[0])
+
+
+def _decode_batch(lm, prompts, allowed, *, max_new_tokens, eos_id, temperature, top_k, top_p, gen, pad_id,
+                  sync=None):
     b, width = len(prompts), max(len(p) for p in prompts)
     device = allowed.device
     ids = torch.full((b, width), pad_id, dtype=torch.long, device=device)
@@ -110,15 +149,19 @@ def _decode_batch(lm, prompts, allowed, *, max_new_tokens, eos_id, temperature, 
     tokens = torch.empty((b, max_new_tokens), dtype=torch.long, device=device)
     done = torch.zeros(b, dtype=torch.bool, device=device)
     k_slots = allowed.shape[0]
+    state = _Sync(sync, allowed, eos_id) if sync is not None else None
     steps = 0
     for t in range(max_new_tokens):
-        tok = _pick(logits, allowed[t % k_slots], temperature, top_k, top_p, gen)
+        tok = _pick(logits, allowed[t % k_slots] if state is None else state.mask(), temperature, top_k, top_p, gen)
         tok = torch.where(done, torch.full_like(tok, eos_id), tok)
         tokens[:, t] = tok
         done |= tok == eos_id
+        if state is not None:
+            state.step(tok)
         steps = t + 1
-        # One host read per frame boundary (the only positions where EOS may appear with slots).
-        if t % k_slots == 0 and bool(done.all()):
+        # One host read per frame boundary (the only positions where EOS may appear with slots;
+        # synchronous rows reach their boundaries at different steps, so they check every step).
+        if (state is not None or t % k_slots == 0) and bool(done.all()):
             break
         if t + 1 == max_new_tokens:
             break
@@ -137,7 +180,7 @@ def _decode_batch(lm, prompts, allowed, *, max_new_tokens, eos_id, temperature, 
 
 
 def _pick(logits: Tensor, allowed: Tensor, temperature: float, top_k: int, top_p: float, gen) -> Tensor:
-    """One token per row from logits [B, V] restricted to `allowed` [V]."""
+    """One token per row from logits [B, V] restricted to `allowed` [V] (or [B, V], row by row)."""
     logits = logits.float().masked_fill(~allowed, float("-inf"))
     if temperature == 0:
         return logits.argmax(-1)

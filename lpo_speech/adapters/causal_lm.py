@@ -106,6 +106,10 @@ class CausalLMAdapter:
         lm = load_pretrained(AutoModelForCausalLM, path, dtype=torch.float32)
         self.vocab_size = lm.get_output_embeddings().weight.shape[0]
         self.pad_id = lm.config.pad_token_id if lm.config.pad_token_id is not None else 0
+        if self.cfg.codebook_reduction != "flat" and (getattr(lm.config, "tts", None) or {}).get("phoneme_sync"):
+            raise UserError("a phoneme-synchronous TTS model writes symbols between its frames, so a "
+                            "response position is no codec slot: use codebook_reduction flat",
+                            where="model.codebook_reduction")
         if self.cfg.gradient_checkpointing:
             lm.gradient_checkpointing_enable()
         return CausalLMPairModel(lm, average=self.average, num_codebooks=self.cfg.num_codebooks,

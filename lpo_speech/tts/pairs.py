@@ -269,14 +269,21 @@ def build_tts_pairs(recipe: TtsRecipe, *, quiet: bool = False) -> dict:
         raise UserError(f"perturbations and chosen: rendered speak with the offline world's voice and codec "
                         f"({WORLD_CODEC}); this model's codec is {getattr(tok, 'codec', None)!r}",
                         where="build_pairs.perturbations")
-    for i, p in enumerate(prompts, 1):  # every prompt problem before the long stage, one line each
-        prompt_ids(tok, p, where=f"{bp.prompts}:{i}")
+    if bp.perturbations and getattr(tok, "phoneme_sync", False):
+        raise UserError("a phoneme-synchronous model's response writes its prompt's phonemes, so the speech "
+                        "of other words is no response to the prompt: perturbations need a plain model",
+                        where="build_pairs.perturbations")
+    ids = {p.id: prompt_ids(tok, p, where=f"{bp.prompts}:{i}")  # every prompt problem before the long stage
+           for i, p in enumerate(prompts, 1)}
     gold: dict[str, dict] = {}
     if bp.gold is not None:
         gold = {p.id: p.to_dict() for p in load_jsonl(bp.gold, PreferencePair)}
         missing = [p.id for p in prompts if p.id not in gold]
         if bp.chosen == "gold" and missing:
             raise UserError(f"no gold example for prompt {missing[0]!r} ({len(missing)} missing)", where=bp.gold)
+        for p in prompts:  # gold of another layout (plain vs phoneme-synchronous) fails here, not mid-run
+            if p.id in gold:
+                tok.check_response(gold[p.id]["chosen_tokens"], ids[p.id], where=f"{bp.gold}: {p.id}")
     rows = generate_candidates(recipe, prompts, gold, quiet=quiet)
     pairs, stats = select_pairs(bp, rows, tok.eos_id)
     info = init_distributed("cpu")  # under torchrun every rank selects the same pairs; one writes them

@@ -8,7 +8,9 @@ with its own length guard:
 
     max_new_tokens = min(max_seconds, seconds_per_char * chars + 1 s) * frame_rate * K
 
-(also capped so prompt + response fits the model's positions). A response that hits the guard has
+(also capped so prompt + response fits the model's positions; a phoneme-synchronous model,
+lpo_speech.tts.text, gets one more token per prompt symbol and is sampled with its symbols forced
+in order). A response that hits the guard has
 `terminated=False`; one whose ids the codec cannot decode has `undecodable=True` and no audio (its
 reason in `error`) instead of stopping the run.
 """
@@ -98,15 +100,27 @@ def _synthesize(lm, tok, prompts, *, n, temperature, top_k, top_p, max_seconds, 
         if room < 1:
             raise UserError(f"prompt {prompts[idx[0]].id}: no room for audio within the model's "
                             f"{max_pos} positions", where="synthesize")
+        sync = [tok.sync_ids(ids[i]) for i in idx] if getattr(tok, "phoneme_sync", False) else None
         max_new = min(frames, room) * k
+        if sync is not None:  # the symbols come on top of the frames, within the model's positions
+            max_new = min(max_new + max(map(len, sync)), max_pos - max(len(ids[i]) for i in idx))
         drawn = sample(lm, [ids[i] for i in idx], n=n, max_new_tokens=max_new, eos_id=tok.eos_id,
                        temperature=temperature, top_k=top_k, top_p=top_p, slot_ranges=tok.slot_ranges,
-                       seed=seed + g, batch_size=batch_size, pad_id=tok.pad_id)
+                       seed=seed + g, batch_size=batch_size, pad_id=tok.pad_id, sync=sync)
         for i, samples in zip(idx, drawn):
-            results[i] = [decode_tokens(tok, codec, s.tokens, s.terminated) for s in samples]
+            results[i] = [decode_tokens(tok, codec, s.tokens if s.terminated or sync is None else
+                                        _whole_frames(tok, s.tokens), s.terminated) for s in samples]
         if progress is not None:
             progress(len(idx))
     return results  # type: ignore[return-value]
+
+
+def _whole_frames(tok, tokens: list[int]) -> list[int]:
+    """A synchronous response cut by the length guard, without its unfinished last frame (the plain
+    layout's guard is a whole number of frames; symbols make this one's fall anywhere)."""
+    codec_seen = [t for t, i in enumerate(tokens) if not tok.is_symbol(i)]
+    extra = len(codec_seen) % tok.num_codebooks
+    return tokens[:codec_seen[-extra]] if extra else list(tokens)
 
 
 def sampling_options(cfg: Any) -> dict[str, Any]:

@@ -21,6 +21,20 @@ frames, frame by frame and slot by slot, then EOS. Response position t belongs t
 t % K (K = codec.num_codebooks), so `slot_ranges` (in model ids) constrain sampling, and EOS is only
 allowed at a frame boundary.
 
+Phoneme-synchronous responses (`phoneme_sync: true`, phonemes only)
+-------------------------------------------------------------------
+The response also says which phoneme is being spoken: each prompt symbol, in prompt order, is
+written once more into the response just before the frames it lasts (piper's alignment of the gold
+audio; a symbol may last 0 frames), as ELLA-V interleaves phonemes with acoustic tokens:
+
+    [BOS, style, ð, ə, SEP] -> [ð, f1 f1 f1 f1, f2 f2 f2 f2, ə, f3 f3 f3 f3, EOS]
+
+Sampling forces the order: at a frame boundary the model may start a frame or write the *next*
+prompt symbol (no other), and EOS only after the last one, so every sample speaks every phoneme
+once, in order, and the model chooses only how long each lasts and how it sounds. A tiny model no
+longer has to learn where in the text it is (the measured reason the plain layout mumbles content
+words). Decoding drops the symbols (a symbol inside a frame is an unknown-token error).
+
 Text symbols
 ------------
 `kind="phonemes"` (default): espeak-ng IPA from piper's `PiperVoice.phonemize` (the joe voice's
@@ -142,8 +156,17 @@ class CodecIds:
     def codec_to_model(self, flat_codec_ids: list[int]) -> list[int]:
         return [self.codec_offset + int(c) for c in flat_codec_ids]
 
+    def codec_part(self, ids: list[int], where: str = "response") -> list[int]:
+        """The response ids that are codec ids (all of them, unless the layout writes others too)."""
+        return list(ids)
+
+    def check_response(self, ids: list[int], prompt_ids: list[int], where: str = "response") -> None:
+        """A stored response (e.g. a gold example, EOS optional) is in this model's layout, or a UserError."""
+        self.model_to_codec(ids[:-1] if ids and ids[-1] == self.eos_id else ids, where)
+
     def model_to_codec(self, ids: list[int], where: str = "response") -> list[int]:
         """Model ids (no EOS) -> flattened codec ids; an id outside its slot's range is a UserError."""
+        ids = self.codec_part(ids, where)
         k = self.num_codebooks
         ranges = self.slot_ranges
         if len(ids) % k:
@@ -178,6 +201,7 @@ class TtsTokenizer(CodecIds):
     codec: str = "codec2:700C"
     codebook_sizes: list[int] = field(default_factory=lambda: [512, 512, 16, 64])
     max_prompt_tokens: int = 256
+    phoneme_sync: bool = False  # responses interleave the prompt's symbols with their frames (docstring)
     # The fixed ids of this layout (module constants), named as the hub layout names its fields.
     codec_offset: ClassVar[int] = CODEC_OFFSET
     eos_id: ClassVar[int] = EOS
@@ -192,6 +216,9 @@ class TtsTokenizer(CodecIds):
             self.symbols = piper_symbols() if self.kind == "phonemes" else list(CHAR_SYMBOLS)
         if len(self.symbols) > MAX_SYMBOLS or len(self.controls) > MAX_CONTROLS:
             raise UserError(f"at most {MAX_SYMBOLS} symbols and {MAX_CONTROLS} controls", where="tts")
+        if self.phoneme_sync and self.kind != "phonemes":
+            raise UserError("phoneme_sync needs phoneme prompts (piper aligns phonemes, not characters)",
+                            where="tts.phoneme_sync")
         self._sym = {s: TEXT_OFFSET + i for i, s in enumerate(self.symbols)}
         self._ctl = {c: CONTROL_OFFSET + i for i, c in enumerate(self.controls)}
 
@@ -237,6 +264,47 @@ class TtsTokenizer(CodecIds):
             raise UserError(f"text {text[:40]!r} gives no known {self.kind} symbols", where=where)
         out = [BOS, *self.control_tokens(emotion, intensity, speaker), *ids, SEP]
         return _check_length(out, self.max_prompt_tokens, where)
+
+    # ---------------------------------------------------------------------- phoneme-synchronous
+    def is_symbol(self, i: int) -> bool:
+        return i == UNK or TEXT_OFFSET <= i < TEXT_OFFSET + len(self.symbols)
+
+    def sync_ids(self, prompt_ids: list[int]) -> list[int] | None:
+        """The symbols a phoneme-synchronous response must write, in order (None: plain layout)."""
+        return [i for i in prompt_ids if self.is_symbol(i)] if self.phoneme_sync else None
+
+    def interleave(self, codec_ids: list[int], prompt_ids: list[int], frames: list[int]) -> list[int]:
+        """Model codec ids (whole frames) with each prompt symbol written before the `frames[j]`
+        frames it lasts: the gold response of the phoneme-synchronous layout."""
+        syms, k = self.sync_ids(prompt_ids), self.num_codebooks
+        if syms is None or len(syms) != len(frames) or sum(frames) * k != len(codec_ids) or min(frames, default=0) < 0:
+            raise ValueError(f"{len(frames)} durations summing to {sum(frames)} frames do not fit "
+                             f"{len(syms or [])} symbols and {len(codec_ids) // k} frames")
+        out, at = [], 0
+        for sym, n in zip(syms, frames):
+            out.append(sym)
+            out.extend(codec_ids[at:at + n * k])
+            at += n * k
+        return out
+
+    def check_response(self, ids: list[int], prompt_ids: list[int], where: str = "response") -> None:
+        super().check_response(ids, prompt_ids, where)
+        if self.phoneme_sync and [i for i in ids if self.is_symbol(i)] != self.sync_ids(prompt_ids):
+            raise UserError("response does not write its prompt's phonemes in order (not a phoneme-synchronous "
+                            "example for this prompt: make the world with --phoneme-sync)", where=where)
+
+    def codec_part(self, ids: list[int], where: str = "response") -> list[int]:
+        if not self.phoneme_sync:
+            return list(ids)
+        out, k = [], self.num_codebooks
+        for t, i in enumerate(ids):
+            if self.is_symbol(i):
+                if len(out) % k:
+                    raise UserError(f"unknown codec token {i} at position {t} (a phoneme symbol inside a "
+                                    "frame)", where=where)
+            else:
+                out.append(i)
+        return out
 
     def decode_prompt(self, ids: list[int]) -> str:
         """Readable form of prompt ids (for logs): controls as <name>, symbols joined."""

@@ -26,6 +26,11 @@
   ceiling.json          judge scores of the test split: piper itself, and the gold Codec2 tokens decoded
                         (the best any codec LM on this codec can do)
 
+`phoneme_sync=True` (`--phoneme-sync`) makes a world in the phoneme-synchronous layout
+(lpo_speech.tts.text): piper also reports how long each phoneme lasts, and each gold response
+writes every prompt symbol before its frames (a symbol's frames are those whose start falls in its
+span, rounded to the 40 ms grid). It needs the `onnx` package (piper's alignment patch).
+
 Styles (lpo_speech.tts.styles): a share `style_share` of the train items (drawn per item from the seed)
 is rendered in a non-neutral style, split evenly; dev and test items are neutral. A small share is the
 point: like most TTS corpora, the SFT model sees few expressive examples, which is what the emotion
@@ -37,6 +42,7 @@ continues where it stopped (same arguments required: they are stored in make_tts
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -86,14 +92,35 @@ def _make_item(job: tuple[str, str, str, str, str | None]) -> dict[str, Any]:
 
 def render_tokens(tok: TtsTokenizer, codec, text: str, style: str | None) -> tuple[list[int], np.ndarray, int]:
     """`text` spoken by the world's voice (piper joe) in `style`, as model ids (no EOS): what a gold
-    example holds. Also returns the piper audio (16 kHz) and the number of codec frames."""
-    from lpo_speech.data.synth import synth_piper
+    example holds (with the prompt's symbols interleaved when `tok.phoneme_sync`). Also returns the
+    piper audio (16 kHz) and the number of codec frames."""
+    from lpo_speech.data.synth import synth_piper, synth_piper_aligned
     from lpo_speech.tts.styles import apply_style, get_style
 
     style = style or "neutral"
-    audio = synth_piper(text, length_scale=get_style(style).length_scale)
+    scale = get_style(style).length_scale
+    if not tok.phoneme_sync:
+        audio = synth_piper(text, length_scale=scale)
+        codes = apply_style(codec.encode(audio, SYNTH_SR), style)
+        return tok.codec_to_model(codec.flatten(codes)), audio, int(codes.shape[0])
+    audio, ends = synth_piper_aligned(text, length_scale=scale)
     codes = apply_style(codec.encode(audio, SYNTH_SR), style)
-    return tok.codec_to_model(codec.flatten(codes)), audio, int(codes.shape[0])
+    syms = tok.text_symbols(text)
+    if [sym for sym, _ in ends] != syms:
+        raise UserError(f"piper's alignment of {text[:40]!r} names other phonemes than the prompt", where="phoneme_sync")
+    frames = symbol_frames([end for _, end in ends], int(codes.shape[0]), codec.frame_rate)
+    ids = tok.interleave(tok.codec_to_model(codec.flatten(codes)), tok.encode_prompt(text, emotion=style), frames)
+    return ids, audio, int(codes.shape[0])
+
+
+def symbol_frames(ends_s: list[float], n_frames: int, frame_rate: float) -> list[int]:
+    """Frames each symbol lasts, from when each ends (seconds): a frame belongs to the symbol whose span
+    holds its start, so boundaries round to the frame grid; the last symbol takes the remaining frames."""
+    bounds = [min(n_frames, max(0, round(e * frame_rate))) for e in ends_s]
+    bounds = list(itertools.accumulate(bounds, max))  # monotone despite rounding
+    if bounds:
+        bounds[-1] = n_frames
+    return [b - a for a, b in zip([0, *bounds[:-1]], bounds)]
 
 
 def item_style(seed: int, item_id: str, split: str, style_share: float) -> str:
@@ -116,7 +143,7 @@ def split_sentences(n_train: int, n_dev: int, n_test: int, seed: int) -> dict[st
 
 def make_tts_data(out_dir: str | Path, n_train: int, n_test: int, *, n_dev: int = 0, seed: int = 0,
                   style_share: float = 0.0, limits: dict[str, int] | None = None, workers: int = 2,
-                  ceiling: bool = True, progress: bool = True) -> dict[str, Any]:
+                  ceiling: bool = True, progress: bool = True, phoneme_sync: bool = False) -> dict[str, Any]:
     """Build (or finish building) the TTS world in `out_dir`; returns counts, seconds and the ceiling.
 
     `limits` ({split: k}, splits train/dev/test/test_style) synthesizes only the first k items of a
@@ -133,9 +160,10 @@ def make_tts_data(out_dir: str | Path, n_train: int, n_test: int, *, n_dev: int 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = {"n_train": n_train, "n_dev": n_dev, "n_test": n_test, "seed": seed, "voice": "piper:joe",
-              "codec": WORLD_CODEC, "style_share": style_share, **({"limits": limits} if limits else {})}
+              "codec": WORLD_CODEC, "style_share": style_share, **({"limits": limits} if limits else {}),
+              **({"phoneme_sync": True} if phoneme_sync else {})}
     check_settings(out, config, path=out / "make_tts_data.json")
-    tok = TtsTokenizer()
+    tok = TtsTokenizer(phoneme_sync=phoneme_sync)
     tok.save(out / "tokenizer.json")
     if not (out / REF_PATH).exists():
         from lpo_speech.audio import save_wav
