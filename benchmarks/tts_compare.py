@@ -3,6 +3,7 @@ chosen side when the chosen side is gold or rendered like it), same pairs, same 
 
     .venv/bin/python benchmarks/tts_compare.py --track tts       # recipes/tts/tiny.yaml
     .venv/bin/python benchmarks/tts_compare.py --track emotion   # recipes/tts/emotion-offline.yaml
+    .venv/bin/python benchmarks/tts_compare.py --track tts-sync  # recipes/tts/tiny-sync.yaml
     -> benchmarks/results/{tts,emotion}_compare.{json,md}
 
 Each stage is the documented CLI command, printed as it runs and skipped when its output exists (a
@@ -31,8 +32,11 @@ from lpo_speech.config import apply_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 TRACKS = {
-    "tts": {"recipe": "recipes/tts/tiny.yaml", "data": "test_prompts.jsonl", "emotion": False},
-    "emotion": {"recipe": "recipes/tts/emotion-offline.yaml", "data": "test_style_prompts.jsonl", "emotion": True},
+    "tts": {"recipe": "recipes/tts/tiny.yaml", "data": "test_prompts.jsonl", "emotion": False, "world": "runs/tts/data"},
+    "emotion": {"recipe": "recipes/tts/emotion-offline.yaml", "data": "test_style_prompts.jsonl", "emotion": True,
+                "world": "runs/tts/data"},
+    "tts-sync": {"recipe": "recipes/tts/tiny-sync.yaml", "data": "test_prompts.jsonl", "emotion": False,
+                 "world": "runs/sync/data"},  # the phoneme-synchronous world
 }
 LOSSES = {  # label -> overrides (on top of the recipe, which trains lpo-ste)
     "lpo": [],
@@ -67,7 +71,8 @@ def eval_command(dist: list[str], manifest: Path, out: Path, models: list[str], 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--track", choices=sorted(TRACKS), required=True)
-    ap.add_argument("--data", default="runs/tts/data", help="the world (made here if missing)")
+    ap.add_argument("--data", default=None, help="the world (made here if missing; default: the track's, "
+                                                 "runs/tts/data or runs/sync/data)")
     ap.add_argument("--out", default=None, help="runs folder (default runs/<track>_compare)")
     ap.add_argument("--procs", type=int, default=2, help="DDP processes for build-pairs and training")
     ap.add_argument("--eval-limit", type=int, default=0, help="score only the first N held-out prompts (0 = all)")
@@ -85,7 +90,7 @@ def main() -> None:
     recipe_path = REPO / track["recipe"]
     recipe = apply_overrides(yaml.safe_load(recipe_path.read_text()), a.overrides)  # as the stages will see it
     out = Path(a.out or f"runs/{a.track}_compare")
-    data = Path(a.data)
+    data = Path(a.data or track["world"])
     sft = Path(recipe["model"]["path"])
     world = json.loads((REPO / sft / "world.json").read_text())
     run([py, "-m", "lpo_speech.cli", "make-tts-data", "--out", str(data), "--n-train", str(world["n_train"]),

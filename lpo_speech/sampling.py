@@ -16,8 +16,12 @@ slots constrain every position:
   (nucleus) apply, in that order, to the allowed ids.
 * `sync=[[s0, s1, ...], ...]` (one symbol list per prompt; phoneme-synchronous TTS,
   lpo_speech.tts.text): besides a frame, a frame boundary may hold the prompt's next symbol (only
-  that one; it does not advance the slot), and EOS only once every symbol is written. Slots then
-  follow each row's codec tokens, not its position. Draws come from one `torch.Generator` seeded
+  that one; it does not advance the slot), the response opens with the first, and EOS comes only
+  once every symbol is written. Slots then
+  follow each row's codec tokens, not its position.
+  `sync_max_frames=F` (> 0) makes a row move on once a symbol has lasted F frames: a tiny model
+  that overstays a phoneme is out of its training data and tends to loop there (measured: 216
+  frames of one word gap), so the cap keeps one stall from eating the whole length guard. Draws come from one `torch.Generator` seeded
   with `seed`, so the same call gives the same samples.
 """
 
@@ -52,6 +56,7 @@ def sample(
     batch_size: int = 16,
     pad_id: int = 0,
     sync: list[list[int]] | None = None,
+    sync_max_frames: int = 0,
 ) -> list[list[Sample]]:
     """`n` samples per prompt: result[i][j] is the j-th sample of prompts[i].
 
@@ -82,7 +87,8 @@ def sample(
                 out.extend(_decode_batch(lm, flat[s:s + batch_size], allowed, max_new_tokens=max_new_tokens,
                                          eos_id=eos_id, temperature=temperature, top_k=top_k, top_p=top_p,
                                          gen=gen, pad_id=pad_id,
-                                         sync=None if flat_sync is None else flat_sync[s:s + batch_size]))
+                                         sync=None if flat_sync is None else flat_sync[s:s + batch_size],
+                                         sync_max_frames=sync_max_frames))
     finally:
         lm.train(was_training)
     return [out[i * n:(i + 1) * n] for i in range(len(prompts))]
@@ -108,7 +114,7 @@ class _Sync:
     """Per-row state of phoneme-synchronous sampling: the codec slot each row is in and the next
     symbol it owes; `mask` widens the slot masks with that symbol and holds EOS back until none is owed."""
 
-    def __init__(self, symbols: list[list[int]], allowed: Tensor, eos_id: int):
+    def __init__(self, symbols: list[list[int]], allowed: Tensor, eos_id: int, max_frames: int = 0):
         b, device = len(symbols), allowed.device
         width = max(1, max(len(q) for q in symbols))
         self.syms = torch.full((b, width + 1), -1, dtype=torch.long, device=device)
@@ -117,6 +123,10 @@ class _Sync:
         self.count = torch.tensor([len(q) for q in symbols], device=device)
         self.slot = torch.zeros(b, dtype=torch.long, device=device)
         self.next = torch.zeros(b, dtype=torch.long, device=device)
+        self.run = torch.zeros(b, dtype=torch.long, device=device)  # codec tokens since the last symbol
+        self.max_tokens = max_frames * allowed.shape[0]
+        self.frame_start = allowed[0].clone()  # the ids that start a frame (EOS aside)
+        self.frame_start[eos_id] = False
         self.allowed, self.eos_id, self.rows = allowed, eos_id, torch.arange(b, device=device)
 
     def mask(self) -> Tensor:
@@ -125,16 +135,23 @@ class _Sync:
         owed = boundary & (self.next < self.count)
         m[self.rows[owed], self.syms[owed, self.next[owed]]] = True
         m[:, self.eos_id] = boundary & ~owed
+        # A response opens with its first symbol; past max_frames only moving on (the next symbol, or
+        # EOS after the last) is left.
+        must_move = owed & (self.next == 0)
+        if self.max_tokens > 0:
+            must_move |= boundary & (self.run >= self.max_tokens)
+        m[must_move] &= ~self.frame_start
         return m
 
     def step(self, tok: Tensor) -> None:
         wrote_sym = (self.slot == 0) & (tok == self.syms[self.rows, self.next])
         self.next += wrote_sym.long()
+        self.run = torch.where(wrote_sym, torch.zeros_like(self.run), self.run + 1)
         self.slot = torch.where(wrote_sym, self.slot, (self.slot + 1) % self.allowed.shape[0])
 
 
 def _decode_batch(lm, prompts, allowed, *, max_new_tokens, eos_id, temperature, top_k, top_p, gen, pad_id,
-                  sync=None):
+                  sync=None, sync_max_frames=0):
     b, width = len(prompts), max(len(p) for p in prompts)
     device = allowed.device
     ids = torch.full((b, width), pad_id, dtype=torch.long, device=device)
@@ -149,7 +166,7 @@ def _decode_batch(lm, prompts, allowed, *, max_new_tokens, eos_id, temperature, 
     tokens = torch.empty((b, max_new_tokens), dtype=torch.long, device=device)
     done = torch.zeros(b, dtype=torch.bool, device=device)
     k_slots = allowed.shape[0]
-    state = _Sync(sync, allowed, eos_id) if sync is not None else None
+    state = _Sync(sync, allowed, eos_id, sync_max_frames) if sync is not None else None
     steps = 0
     for t in range(max_new_tokens):
         tok = _pick(logits, allowed[t % k_slots] if state is None else state.mask(), temperature, top_k, top_p, gen)

@@ -106,7 +106,8 @@ def _synthesize(lm, tok, prompts, *, n, temperature, top_k, top_p, max_seconds, 
             max_new = min(max_new + max(map(len, sync)), max_pos - max(len(ids[i]) for i in idx))
         drawn = sample(lm, [ids[i] for i in idx], n=n, max_new_tokens=max_new, eos_id=tok.eos_id,
                        temperature=temperature, top_k=top_k, top_p=top_p, slot_ranges=tok.slot_ranges,
-                       seed=seed + g, batch_size=batch_size, pad_id=tok.pad_id, sync=sync)
+                       seed=seed + g, batch_size=batch_size, pad_id=tok.pad_id, sync=sync,
+                       sync_max_frames=getattr(tok, "max_symbol_frames", 0))
         for i, samples in zip(idx, drawn):
             results[i] = [decode_tokens(tok, codec, s.tokens if s.terminated or sync is None else
                                         _whole_frames(tok, s.tokens), s.terminated) for s in samples]

@@ -29,9 +29,13 @@ audio; a symbol may last 0 frames), as ELLA-V interleaves phonemes with acoustic
 
     [BOS, style, ð, ə, SEP] -> [ð, f1 f1 f1 f1, f2 f2 f2 f2, ə, f3 f3 f3 f3, EOS]
 
-Sampling forces the order: at a frame boundary the model may start a frame or write the *next*
-prompt symbol (no other), and EOS only after the last one, so every sample speaks every phoneme
-once, in order, and the model chooses only how long each lasts and how it sounds. A tiny model no
+Sampling forces the order: the response opens with the first prompt symbol, at a frame boundary
+the model may start a frame or write the *next* prompt symbol (no other), and EOS only after the
+last one, so every sample speaks every phoneme
+once, in order, and the model chooses only how long each lasts and how it sounds (up to
+`max_symbol_frames`, 6 = 0.24 s: the 6,000-utterance world's gold has 6 frames or fewer for 99.9%
+of its 344k symbols; a model past that is looping, lpo_speech/sampling.py. On 15 dev prompts the
+committed model's greedy WER is 0.215 with 6 and 0.248 with 16, failure rate 0.0 and 0.2). A tiny model no
 longer has to learn where in the text it is (the measured reason the plain layout mumbles content
 words). Decoding drops the symbols (a symbol inside a frame is an unknown-token error).
 
@@ -202,6 +206,7 @@ class TtsTokenizer(CodecIds):
     codebook_sizes: list[int] = field(default_factory=lambda: [512, 512, 16, 64])
     max_prompt_tokens: int = 256
     phoneme_sync: bool = False  # responses interleave the prompt's symbols with their frames (docstring)
+    max_symbol_frames: int = 6  # phoneme_sync: sampling moves on after a symbol lasted this long (0: never)
     # The fixed ids of this layout (module constants), named as the hub layout names its fields.
     codec_offset: ClassVar[int] = CODEC_OFFSET
     eos_id: ClassVar[int] = EOS

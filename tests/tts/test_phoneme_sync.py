@@ -13,10 +13,12 @@ from transformers import LlamaForCausalLM
 from lpo_speech.errors import UserError
 from lpo_speech.records import PreferencePair, TtsPrompt, load_jsonl
 from lpo_speech.sampling import sample
-from lpo_speech.tts.text import CODEC_OFFSET, EOS, TEXT_OFFSET, TtsTokenizer
+from lpo_speech.tts.text import CODEC_OFFSET, TEXT_OFFSET, TtsTokenizer
+from lpo_speech.tts.text import EOS as TTS_EOS
 from lpo_speech.tts.world import symbol_frames
 
 SLOTS = [(10, 25), (25, 40), (40, 50), (50, 63)]  # vocab 64, EOS 63; ids 2..9 are the "symbols"
+EOS = 63
 SYMS = [[2, 3, 4], [5, 6, 7, 8, 9], [9]]
 PROMPTS = [[1, 2, 3, 4, 0], [1, 5, 6, 7, 8, 9, 0], [1, 9, 0]]
 
@@ -43,11 +45,11 @@ def test_interleave_and_decode_round_trip(sync_tok):
     with pytest.raises(UserError, match="unknown codec token"):
         TtsTokenizer(symbols=["a", "b", "c"]).model_to_codec(ids[1:5] + [TEXT_OFFSET] * 4)
     # A stored response (gold) is checked against the model's layout before a long stage uses it.
-    tok.check_response(ids + [EOS], prompt, where="gold.jsonl: x")
+    tok.check_response(ids + [TTS_EOS], prompt, where="gold.jsonl: x")
     with pytest.raises(UserError, match="gold.jsonl: x: response does not write its prompt's phonemes"):
-        tok.check_response(codec_ids + [EOS], prompt, where="gold.jsonl: x")
+        tok.check_response(codec_ids + [TTS_EOS], prompt, where="gold.jsonl: x")
     with pytest.raises(UserError, match="not a whole number of 4-token frames"):  # 3 symbols + 3 frames
-        TtsTokenizer(symbols=["a", "b", "c"]).check_response(ids + [EOS], prompt)
+        TtsTokenizer(symbols=["a", "b", "c"]).check_response(ids + [TTS_EOS], prompt)
 
 
 def test_table_keeps_the_flag_and_old_tables_load_plain(sync_tok, tmp_path):
@@ -72,12 +74,15 @@ def lm(tiny_lm):
     return LlamaForCausalLM.from_pretrained(tiny_lm, dtype=torch.float32).eval()
 
 
-class _EosBiased(LlamaForCausalLM):
-    """The tiny Llama with EOS's logit raised by 8 (likely wherever it is allowed)."""
+class _Biased(LlamaForCausalLM):
+    """The tiny Llama with constants added to some logits ({id: bias})."""
+
+    bias: dict[int, float] = {}
 
     def forward(self, *args, **kwargs):
         out = super().forward(*args, **kwargs)
-        out.logits[..., EOS] += 8.0
+        for i, b in self.bias.items():
+            out.logits[..., i] += b
         return out
 
 
@@ -105,14 +110,27 @@ def test_sampling_forces_every_symbol_in_order(lm):
         _check_sync(s, syms)
     assert any(s.terminated for s, _ in flat)
     # EOS made likely at every step: rows still write all their symbols before they may stop.
-    eager = _EosBiased(lm.config).eval()
+    eager = _Biased(lm.config).eval()
     eager.load_state_dict(lm.state_dict())
+    eager.bias = {EOS: 8.0}  # EOS likely wherever it is allowed
     out = sample(eager, PROMPTS, n=4, max_new_tokens=120, eos_id=EOS, slot_ranges=SLOTS, seed=1, sync=SYMS)
     rows = [(s, syms) for row, syms in zip(out, SYMS) for s in row]
     assert 0 < sum(s.terminated for s, _ in rows) < len(rows)
     for s, syms in rows:  # stopped exactly when the last symbol was written, never before
         assert (_check_sync(s, syms) == syms) == s.terminated
         assert not s.terminated or s.tokens[-1] == syms[-1]
+    # A model that never wants to move on (symbols and EOS all but impossible) stays on its first
+    # symbol to the length guard, unless a symbol may last at most 2 frames.
+    stay = _Biased(lm.config).eval()
+    stay.load_state_dict(lm.state_dict())
+    stay.bias = {**{i: -30.0 for i in range(2, 10)}, EOS: -30.0}
+    stuck = sample(stay, PROMPTS, n=2, max_new_tokens=80, eos_id=EOS, slot_ranges=SLOTS, seed=2, sync=SYMS)
+    assert all(not s.terminated and _check_sync(s, syms) == syms[:1] for row, syms in zip(stuck, SYMS) for s in row)
+    capped = sample(stay, PROMPTS, n=2, max_new_tokens=80, eos_id=EOS, slot_ranges=SLOTS, seed=2, sync=SYMS,
+                    sync_max_frames=2)
+    for row, syms in zip(capped, SYMS):
+        for s in row:  # each symbol, then exactly 2 frames, then EOS
+            assert s.terminated and _check_sync(s, syms) == syms and len(s.tokens) == len(syms) * 9
     with pytest.raises(ValueError, match="sync needs slot_ranges"):
         sample(lm, PROMPTS, n=1, max_new_tokens=4, eos_id=EOS, sync=SYMS)
 
