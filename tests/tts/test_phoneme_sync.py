@@ -190,3 +190,20 @@ def test_sync_model_refuses_slot_reductions(tmp_path, sync_tok):
             str(path), torch.device("cpu"))
     CausalLMAdapter(ModelConfig(path=str(path), num_codebooks=4)).load(str(path), torch.device("cpu"))
     assert json.loads((path / "config.json").read_text())["tts"]["phoneme_sync"] is True
+
+
+def test_demo_world_of_the_committed_sync_model(tmp_path):
+    """The demo rebuilds a checkpoint's held-out world from its world.json: the committed
+    phoneme-synchronous model gets a world in its own layout (its gold passes the layout check)."""
+    pytest.importorskip("pycodec2")
+    pytest.importorskip("onnx")
+    from lpo_speech.demo import REPO, tts_world
+    from lpo_speech.tts.model import load_codec_lm
+
+    sft = REPO / "assets" / "tts-tiny-sft-sync"
+    data = tts_world(tmp_path, n_prompts=1, n_test=1, sft=sft)
+    assert json.loads((data / "make_tts_data.json").read_text())["phoneme_sync"] is True
+    _, tok = load_codec_lm(sft)
+    assert tok.phoneme_sync and tok.max_symbol_frames == 6
+    (pair,) = load_jsonl(data / "train.jsonl", PreferencePair)
+    tok.check_response(pair.chosen_tokens, pair.prompt_tokens, where="train.jsonl")
