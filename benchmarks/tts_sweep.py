@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/tts_compare.py --track tts --eval-limit 100   # first: builds the pairs
     .venv/bin/python benchmarks/tts_sweep.py --track tts       # -> benchmarks/results/tts_sweep.{json,md}
+    .venv/bin/python benchmarks/tts_compare.py --track tts-sync --eval-limit 100
+    .venv/bin/python benchmarks/tts_sweep.py --track tts-sync  # -> benchmarks/results/tts-sync_sweep.{json,md}
     .venv/bin/python benchmarks/tts_compare.py --track emotion --eval-limit 99
     .venv/bin/python benchmarks/tts_sweep.py --track emotion   # -> benchmarks/results/emotion_sweep.{json,md}
 
@@ -29,6 +31,10 @@ TRACKS = {  # recipe, dev manifest, style scorer, and label (also the run's fold
         "epochs-6": ["train.epochs=6"],
         "r2-0.3_epochs-6": ["loss.r2=0.3", "train.epochs=6"],
     }),
+    "tts-sync": ("recipes/tts/tiny-sync.yaml", "dev_prompts.jsonl", None, {  # the phoneme-synchronous model
+        "lr-1e-4": ["train.lr=1.0e-4", "train.min_lr=1.0e-5"],
+        "epochs-1": ["train.epochs=1"],
+    }),
     "emotion": ("recipes/tts/emotion-offline.yaml", "dev_style_prompts.jsonl", "assets/style-classifier.json", {
         "r2-0.8_epochs-3": ["loss.r2=0.8", "train.epochs=3"],  # recipe: r2 0.3, 6 epochs (picked by this sweep)
         "r2-0.3_epochs-3": ["loss.r2=0.3", "train.epochs=3"],
@@ -40,7 +46,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--track", choices=sorted(TRACKS), default="tts")
     ap.add_argument("--compare", default=None, help="tts_compare.py's runs folder (default runs/<track>_compare)")
-    ap.add_argument("--data", default="runs/tts/data", help="the world")
+    ap.add_argument("--data", default=None, help="the world (default: the track's, runs/tts/data or runs/sync/data)")
     ap.add_argument("--out", default=None, help="runs folder (default runs/<track>_sweep)")
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--results", default=None, help="results prefix (default benchmarks/results/<track>_sweep)")
@@ -48,7 +54,8 @@ def main() -> None:
 
     recipe_name, dev_name, scorer, configs = TRACKS[a.track]
     recipe = REPO / recipe_name
-    compare, data = Path(a.compare or f"runs/{a.track}_compare"), Path(a.data)
+    compare = Path(a.compare or f"runs/{a.track}_compare")
+    data = Path(a.data or ("runs/sync/data" if a.track == "tts-sync" else "runs/tts/data"))
     out = Path(a.out or f"runs/{a.track}_sweep")
     results_prefix = a.results or str(REPO / "benchmarks" / "results" / f"{a.track}_sweep")
     dist = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(a.procs), "-m", "lpo_speech.cli"]
