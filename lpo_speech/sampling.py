@@ -13,16 +13,15 @@ slots constrain every position:
 * A sequence that reaches `max_new_tokens` without EOS is returned with `terminated=False` (the
   length guard); EOS is never part of `tokens`.
 * temperature 0 is greedy (argmax of the allowed ids); otherwise temperature, top-k and top-p
-  (nucleus) apply, in that order, to the allowed ids.
-* `sync=[[s0, s1, ...], ...]` (one symbol list per prompt; phoneme-synchronous TTS,
-  lpo_speech.tts.text): besides a frame, a frame boundary may hold the prompt's next symbol (only
-  that one; it does not advance the slot), the response opens with the first, and EOS comes only
-  once every symbol is written. Slots then
-  follow each row's codec tokens, not its position.
-  `sync_max_frames=F` (> 0) makes a row move on once a symbol has lasted F frames: a tiny model
-  that overstays a phoneme is out of its training data and tends to loop there (measured: 216
-  frames of one word gap), so the cap keeps one stall from eating the whole length guard. Draws come from one `torch.Generator` seeded
+  (nucleus) apply, in that order, to the allowed ids. Draws come from one `torch.Generator` seeded
   with `seed`, so the same call gives the same samples.
+* `sync=[[s0, s1, ...], ...]` (one symbol list per prompt; phoneme-synchronous TTS,
+  lpo_speech.tts.text): the response opens with the prompt's first symbol; at a frame boundary it
+  may hold a frame or the next symbol (only that one; a symbol does not advance the slot), and EOS
+  only once every symbol is written. Slots then follow each row's codec tokens, not its position.
+  `sync_max_frames=F` (> 0) makes a row move on once a symbol has lasted F frames: a tiny model that
+  overstays a phoneme is outside its training data and tends to loop there (measured: 216 frames on
+  one word gap), so the cap keeps one stall from eating the whole length guard.
 """
 
 from __future__ import annotations

@@ -10,9 +10,9 @@ with its own length guard:
 
 (also capped so prompt + response fits the model's positions; a phoneme-synchronous model,
 lpo_speech.tts.text, gets one more token per prompt symbol and is sampled with its symbols forced
-in order). A response that hits the guard has
-`terminated=False`; one whose ids the codec cannot decode has `undecodable=True` and no audio (its
-reason in `error`) instead of stopping the run.
+in order). A response that hits the guard has `terminated=False` (a synchronous one loses its
+unfinished last frame); one whose ids the codec cannot decode has `undecodable=True` and no audio
+(its reason in `error`) instead of stopping the run.
 """
 
 from __future__ import annotations
