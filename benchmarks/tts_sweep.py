@@ -24,6 +24,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tts_compare import REPO, eval_command, run  # noqa: E402  (the same stage runner and eval command)
+from tts_compare import TRACKS as COMPARE_TRACKS  # noqa: E402  (each track's world)
 
 TRACKS = {  # recipe, dev manifest, style scorer, and label (also the run's folder) -> overrides
     "tts": ("recipes/tts/tiny.yaml", "dev_prompts.jsonl", None, {  # recipe: lpo-ste, r2 0.8, 3 epochs
@@ -55,7 +56,7 @@ def main() -> None:
     recipe_name, dev_name, scorer, configs = TRACKS[a.track]
     recipe = REPO / recipe_name
     compare = Path(a.compare or f"runs/{a.track}_compare")
-    data = Path(a.data or ("runs/sync/data" if a.track == "tts-sync" else "runs/tts/data"))
+    data = Path(a.data or COMPARE_TRACKS[a.track]["world"])
     out = Path(a.out or f"runs/{a.track}_sweep")
     results_prefix = a.results or str(REPO / "benchmarks" / "results" / f"{a.track}_sweep")
     dist = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(a.procs), "-m", "lpo_speech.cli"]

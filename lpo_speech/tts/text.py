@@ -30,14 +30,14 @@ audio; a symbol may last 0 frames), as ELLA-V interleaves phonemes with acoustic
     [BOS, style, ð, ə, SEP] -> [ð, f1 f1 f1 f1, f2 f2 f2 f2, ə, f3 f3 f3 f3, EOS]
 
 Sampling forces the order: the response opens with the first prompt symbol, at a frame boundary
-the model may start a frame or write the *next* prompt symbol (no other), and EOS only after the
-last one, so every sample speaks every phoneme
-once, in order, and the model chooses only how long each lasts and how it sounds (up to
-`max_symbol_frames`, 6 = 0.24 s: the 6,000-utterance world's gold has 6 frames or fewer for 99.9%
-of its 344k symbols; a model past that is looping, lpo_speech/sampling.py. On 15 dev prompts the
-committed model's greedy WER is 0.215 with 6 and 0.248 with 16, failure rate 0.0 and 0.2). A tiny model no
-longer has to learn where in the text it is (the measured reason the plain layout mumbles content
-words). Decoding drops the symbols (a symbol inside a frame is an unknown-token error).
+the model may start a frame or write the *next* prompt symbol (no other), and EOS comes only after
+the last one. So every sample speaks every phoneme once, in order, and the model chooses only how
+long each lasts (up to `max_symbol_frames`) and how it sounds. A tiny model no longer has to learn
+where in the text it is (the measured reason the plain layout mumbles content words).
+`max_symbol_frames` = 6 (0.24 s): the 6,000-utterance world's gold has 6 frames or fewer for 99.9%
+of its 344k symbols, and a model past that is looping (lpo_speech/sampling.py); in one pilot on 15
+dev prompts (a scratch script) the committed model's greedy WER was 0.215 with 6 and 0.248 with 16,
+failure rate 0.0 and 0.2. Decoding drops the symbols (a symbol inside a frame is an unknown-token error).
 
 Text symbols
 ------------

@@ -99,17 +99,18 @@ def render_tokens(tok: TtsTokenizer, codec, text: str, style: str | None) -> tup
 
     style = style or "neutral"
     scale = get_style(style).length_scale
-    if not tok.phoneme_sync:
-        audio = synth_piper(text, length_scale=scale)
-        codes = apply_style(codec.encode(audio, SYNTH_SR), style)
-        return tok.codec_to_model(codec.flatten(codes)), audio, int(codes.shape[0])
-    audio, ends = synth_piper_aligned(text, length_scale=scale)
+    if tok.phoneme_sync:
+        audio, ends = synth_piper_aligned(text, length_scale=scale)
+    else:
+        audio, ends = synth_piper(text, length_scale=scale), None
     codes = apply_style(codec.encode(audio, SYNTH_SR), style)
-    syms = tok.text_symbols(text)
-    if [sym for sym, _ in ends] != syms:
-        raise UserError(f"piper's alignment of {text[:40]!r} names other phonemes than the prompt", where="phoneme_sync")
-    frames = symbol_frames([end for _, end in ends], int(codes.shape[0]), codec.frame_rate)
-    ids = tok.interleave(tok.codec_to_model(codec.flatten(codes)), tok.encode_prompt(text, emotion=style), frames)
+    ids = tok.codec_to_model(codec.flatten(codes))
+    if ends is not None:
+        if [sym for sym, _ in ends] != tok.text_symbols(text):
+            raise UserError(f"piper's alignment of {text[:40]!r} names other phonemes than the prompt",
+                            where="phoneme_sync")
+        frames = symbol_frames([end for _, end in ends], int(codes.shape[0]), codec.frame_rate)
+        ids = tok.interleave(ids, tok.encode_prompt(text, emotion=style), frames)
     return ids, audio, int(codes.shape[0])
 
 

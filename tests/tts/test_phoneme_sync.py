@@ -155,7 +155,7 @@ def test_sync_world_synthesis_and_nll(tmp_path):
         assert syms == tok.sync_ids(pair.prompt_tokens) and len(syms) > 20
         n_frames = len(tok.model_to_codec(resp)) // 4
         assert n_frames == pair.extra["frames"] == int(np.ceil(pair.extra["duration_s"] * 25 - 1e-6))
-        runs, cur = [], None  # frames per symbol: speech, so no symbol lasts a second
+        runs = []  # frames per symbol: speech, so no symbol lasts a second
         for i in resp:
             if tok.is_symbol(i):
                 runs.append(0)
