@@ -1,15 +1,17 @@
-"""TTS and emotion quality comparison on the offline world: SFT vs LPO vs DPO (and SFT continued on the
-chosen side when the chosen side is gold or rendered like it), same pairs, same budget, one command per track.
+"""TTS and emotion quality comparison on the offline world: SFT vs LPO vs DPO vs SFT continued on the
+chosen side, same pairs, same budget, one command per track.
 
-    .venv/bin/python benchmarks/tts_compare.py --track tts       # recipes/tts/tiny.yaml
-    .venv/bin/python benchmarks/tts_compare.py --track emotion   # recipes/tts/emotion-offline.yaml
-    .venv/bin/python benchmarks/tts_compare.py --track tts-sync  # recipes/tts/tiny-sync.yaml
-    -> benchmarks/results/{tts,emotion}_compare.{json,md}
+    .venv/bin/python benchmarks/tts_compare.py --track tts           # recipes/tts/tiny.yaml
+    .venv/bin/python benchmarks/tts_compare.py --track emotion       # recipes/tts/emotion-offline.yaml
+    .venv/bin/python benchmarks/tts_compare.py --track tts-sync      # recipes/tts/tiny-sync.yaml
+    .venv/bin/python benchmarks/tts_compare.py --track emotion-sync  # recipes/tts/emotion-offline-sync.yaml
+    -> benchmarks/results/<track>_compare.{json,md}
 
 Each stage is the documented CLI command, printed as it runs and skipped when its output exists (a
 rerun resumes): the world (make-tts-data with the SFT checkpoint's world settings), build-pairs, one
-`train` per loss with only the loss changed (lpo-ste, sigmoid; sft on the chosen responses when the
-recipe's chosen side is gold: the honest baseline, since a gain may be nothing but fine-tuning on gold),
+`train` per loss with only the loss changed (lpo-ste, sigmoid; sft on the chosen responses: the honest
+baseline, since a gain may be nothing but fine-tuning on gold, or on the model's own best samples when
+the chosen side is picked from them, as best-of-N fine-tuning does),
 then one `eval --wer` of all models side by side on the held-out prompts. Every stage runs as two
 single-thread processes under torchrun (`--procs`): DDP for training, which is faster than one
 two-thread process on 2 cores and gives the same run (docs/design.md), shards for sampling and scoring.
@@ -37,6 +39,8 @@ TRACKS = {
                 "world": "runs/tts/data"},
     "tts-sync": {"recipe": "recipes/tts/tiny-sync.yaml", "data": "test_prompts.jsonl", "emotion": False,
                  "world": "runs/sync/data"},  # the phoneme-synchronous world
+    "emotion-sync": {"recipe": "recipes/tts/emotion-offline-sync.yaml", "data": "test_style_prompts.jsonl",
+                     "emotion": True, "world": "runs/sync/data"},
 }
 LOSSES = {  # label -> overrides (on top of the recipe, which trains lpo-ste)
     "lpo": [],
@@ -110,8 +114,6 @@ def main() -> None:
     models, labels, seconds = [str(sft)], ["sft"], {}
     for label in losses:
         extra = LOSSES[label]
-        if label == "sft-cont" and not gold:
-            continue  # model-based pairs: no gold to fine-tune on
         run_dir = out / label
         resume = ["--resume"] if (run_dir / "checkpoints").exists() else []
         t0 = time.perf_counter()
@@ -143,7 +145,8 @@ def main() -> None:
             row += f" {100 * (m['emotion_acc'] - base['emotion_acc']):+.1f} points |"
         ratio.append(row)
     rules = ", ".join(f"{k} {v}" for k, v in pairs.items() if isinstance(v, int))
-    md = (f"# {a.track}: SFT vs LPO vs DPO" + (" vs SFT continued on gold" if gold else "") + "\n\n"
+    cont = " vs SFT continued on the chosen side" + (" (gold)" if gold else " (the model's best samples)")
+    md = (f"# {a.track}: SFT vs LPO vs DPO" + (cont if "sft-cont" in labels else "") + "\n\n"
           f"Recipe `{track['recipe']}` ({' '.join(a.overrides) or 'as committed'}); held-out `{manifest}`.\n"
           f"Pairs: {rules}.\n\n{table}\n" + "\n".join(ratio) + "\n")
     prefix = Path(a.results or REPO / "benchmarks" / "results" / f"{a.track}_compare")
