@@ -50,15 +50,17 @@ LOSSES = {  # label -> overrides (on top of the recipe, which trains lpo-ste)
 }
 
 
-def run(cmd: list[str], done: Path | None, env: dict | None = None) -> None:
+def run(cmd: list[str], done: Path | None, env: dict | None = None) -> bool:
+    """Run one stage unless its `done` marker exists; True when it ran."""
     shown = " ".join(shlex.quote(c) for c in cmd)
     if done is not None and done.exists():
         print(f"== skip (done: {done}) {shown}", flush=True)
-        return
+        return False
     print(f"== {shown}", flush=True)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, **(env or {})})
     print(f"== done in {time.perf_counter() - t0:.0f} s", flush=True)
+    return True
 
 
 def eval_command(dist: list[str], manifest: Path, out: Path, models: list[str], labels: list[str],
@@ -117,9 +119,9 @@ def main() -> None:
         run_dir = out / label
         resume = ["--resume"] if (run_dir / "checkpoints").exists() else []
         t0 = time.perf_counter()
-        run([*dist, "train", str(recipe_path), *paths, *extra, f"train.out_dir={run_dir}", *resume],
-            done=run_dir / "model" / "model.safetensors", env=env)
-        seconds[label] = round(time.perf_counter() - t0)
+        if run([*dist, "train", str(recipe_path), *paths, *extra, f"train.out_dir={run_dir}", *resume],
+               done=run_dir / "model" / "model.safetensors", env=env):
+            seconds[label] = round(time.perf_counter() - t0)  # None in the results: trained by an earlier call
         models.append(str(run_dir / "model"))
         labels.append(label)
     manifest = data / track["data"]
