@@ -6,6 +6,8 @@
     .venv/bin/python benchmarks/tts_sweep.py --track tts-sync  # -> benchmarks/results/tts-sync_sweep.{json,md}
     .venv/bin/python benchmarks/tts_compare.py --track emotion --eval-limit 99
     .venv/bin/python benchmarks/tts_sweep.py --track emotion   # -> benchmarks/results/emotion_sweep.{json,md}
+    .venv/bin/python benchmarks/tts_compare.py --track emotion-sync --eval-limit 99 --losses lpo,dpo,sft-cont
+    .venv/bin/python benchmarks/tts_sweep.py --track emotion-sync  # -> benchmarks/results/emotion-sync_sweep.{json,md}
 
 Every run trains the track's recipe on tts_compare's pairs (same pairs, same seed) with only the
 listed overrides; the recipe's own run is tts_compare's `lpo` model, reused. Then one `eval --wer` of
@@ -39,6 +41,9 @@ TRACKS = {  # recipe, dev manifest, style scorer, and label (also the run's fold
     "emotion": ("recipes/tts/emotion-offline.yaml", "dev_style_prompts.jsonl", "assets/style-classifier.json", {
         "r2-0.8_epochs-3": ["loss.r2=0.8", "train.epochs=3"],  # recipe: r2 0.3, 6 epochs (picked by this sweep)
         "r2-0.3_epochs-3": ["loss.r2=0.3", "train.epochs=3"],
+    }),
+    "emotion-sync": ("recipes/tts/emotion-offline-sync.yaml", "dev_style_prompts.jsonl", "assets/style-classifier.json", {
+        "r2-0.8": ["loss.r2=0.8"],  # recipe: r2 0.3, 6 epochs (the plain model's pick)
     }),
 }
 
