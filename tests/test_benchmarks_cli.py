@@ -16,7 +16,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO, timeout=120)
 
 
-@pytest.mark.parametrize("script", ["asr_compare.py", "tts_compare.py", "tts_sweep.py"])
+@pytest.mark.parametrize("script", ["asr_compare.py", "tts_compare.py", "tts_sweep.py", "tts_rounds.py"])
 def test_help(script):
     proc = _run(str(REPO / "benchmarks" / script), "--help")
     assert proc.returncode == 0 and "usage:" in proc.stdout
@@ -35,3 +35,28 @@ def test_compare_refuses_an_unknown_loss_run_before_any_stage(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "--losses: unknown orpo (known: lpo, dpo, dpo-gamma, sft-cont)" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_rounds_without_a_world_is_one_line(tmp_path):
+    proc = _run(str(REPO / "benchmarks" / "tts_rounds.py"), "--data", str(tmp_path / "none"),
+                "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'none' / 'train_prompts.jsonl'}: missing "
+                                                "(build the world with benchmarks/tts_compare.py --track tts-sync)"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_rounds_take_disjoint_prompt_slices(tmp_path, capsys):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from tts_rounds import prompt_slice
+
+    manifest = tmp_path / "train_prompts.jsonl"
+    manifest.write_text("".join(f'{{"id": "p{i}"}}\n' for i in range(5)))
+    first, second = prompt_slice(manifest, 0, 2), prompt_slice(manifest, 2, 2)
+    assert first.parent == tmp_path  # beside the manifest: its relative audio paths hold
+    assert first.read_text().split() == ['{"id":', '"p0"}', '{"id":', '"p1"}']
+    assert second.read_text().split() == ['{"id":', '"p2"}', '{"id":', '"p3"}']
+    with pytest.raises(SystemExit) as e:
+        prompt_slice(manifest, 4, 2)
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == f"error: {manifest}: 5 prompts, this round needs 6"
