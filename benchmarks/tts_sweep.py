@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -27,6 +28,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tts_compare import REPO, eval_command, run  # noqa: E402  (the same stage runner and eval command)
 from tts_compare import TRACKS as COMPARE_TRACKS  # noqa: E402  (each track's world)
+
+from lpo_speech.config import apply_overrides  # noqa: E402
 
 TRACKS = {  # recipe, dev manifest, style scorer, and label (also the run's folder) -> overrides
     "tts": ("recipes/tts/tiny.yaml", "dev_prompts.jsonl", None, {  # recipe: lpo-ste, r2 0.8, 3 epochs
@@ -44,6 +47,8 @@ TRACKS = {  # recipe, dev manifest, style scorer, and label (also the run's fold
     }),
     "emotion-sync": ("recipes/tts/emotion-offline-sync.yaml", "dev_style_prompts.jsonl", "assets/style-classifier.json", {
         "r2-0.8": ["loss.r2=0.8"],  # recipe: r2 0.3, 6 epochs (the plain model's pick)
+        "epochs-3": ["train.epochs=3"],
+        "pareto": ["build_pairs.selection=pareto"],  # the rejected must also be less intelligible (NeMo's rule)
     }),
 }
 
@@ -56,9 +61,19 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="runs folder (default runs/<track>_sweep)")
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--results", default=None, help="results prefix (default benchmarks/results/<track>_sweep)")
+    ap.add_argument("--configs", default=None,
+                    help="comma-separated settings to train (default: all of the track's; '' = none, which "
+                         "scores only the SFT model and the recipe's run on the dev prompts)")
+    ap.add_argument("overrides", nargs="*", help="recipe key=value overrides for every stage (as given to "
+                                                 "tts_compare.py for the pairs in --compare)")
     a = ap.parse_args()
 
     recipe_name, dev_name, scorer, configs = TRACKS[a.track]
+    if a.configs is not None:
+        wanted = [x for x in a.configs.split(",") if x]
+        if unknown := [x for x in wanted if x not in configs]:
+            ap.error(f"--configs: unknown {', '.join(unknown)} (known: {', '.join(configs)})")
+        configs = {k: configs[k] for k in wanted}
     recipe = REPO / recipe_name
     compare = Path(a.compare or f"runs/{a.track}_compare")
     data = Path(a.data or COMPARE_TRACKS[a.track]["world"])
@@ -72,21 +87,43 @@ def main() -> None:
         sys.exit(2)
     sft = yaml.safe_load(recipe.read_text())["model"]["path"]
     models, labels = [sft, str(compare / "lpo" / "model")], ["sft", "recipe"]
+    kept = {"recipe": json.loads((compare / "pairs" / "summary.json").read_text())["pairs"]}
     for label, extra in configs.items():
         run_dir = out / label
+        run_pairs = pairs
+        if any(x.startswith("build_pairs.") for x in extra):
+            # A pair rule changes: select again from tts_compare's scored candidates, copied so that the
+            # candidate stage resumes with nothing left to sample (selection rules may change freely).
+            pair_dir = run_dir / "pairs"
+            pair_dir.mkdir(parents=True, exist_ok=True)
+            for name in ("candidates.jsonl", "candidates.jsonl.settings.json"):
+                if not (pair_dir / name).exists():
+                    shutil.copy2(compare / "pairs" / name, pair_dir / name)
+            run_pairs = pair_dir / "pairs_ref.jsonl"
+            prompts = "style_prompts.jsonl" if COMPARE_TRACKS[a.track]["emotion"] else "train_prompts.jsonl"
+            chosen = apply_overrides(yaml.safe_load(recipe.read_text()), [*a.overrides, *extra])["build_pairs"]["chosen"]
+            gold = [f"build_pairs.gold={data / 'train.jsonl'}"] if chosen == "gold" else []
+            run([*dist, "build-pairs", str(recipe), f"build_pairs.prompts={data / prompts}", *gold,
+                 f"build_pairs.work_dir={pair_dir}", f"data.pairs={run_pairs}", *a.overrides, *extra], done=run_pairs,
+                env=env)
+            kept[label] = json.loads((pair_dir / "summary.json").read_text())["pairs"]
         resume = ["--resume"] if (run_dir / "checkpoints").exists() else []
-        run([*dist, "train", str(recipe), f"data.pairs={pairs}", *extra, f"train.out_dir={run_dir}", *resume],
+        run([*dist, "train", str(recipe), f"data.pairs={run_pairs}", *a.overrides, *extra, f"train.out_dir={run_dir}",
+             *resume],
             done=run_dir / "model" / "model.safetensors", env=env)
         models.append(str(run_dir / "model"))
         labels.append(label)
-    run(eval_command(dist, data / dev_name, out / "eval", models, labels, scorer), done=out / "eval" / "table.md",
-        env=env)
+    # No done marker: eval resumes per model and prompt, so a setting added to a finished sweep is scored alone.
+    run(eval_command(dist, data / dev_name, out / "eval", models, labels, scorer), done=None, env=env)
     results = json.loads((out / "eval" / "metrics.json").read_text())
     for m in results.values():
         m["wer_vs_sft"] = m["wer"] / max(results["sft"]["wer"], 1e-9)
     md = (f"# {a.track}: LPO settings on the dev prompts\n\n"
-          f"Pairs `{pairs}`; recipe `{recipe_name}` with the label's overrides; held-out "
-          f"`{data / dev_name}` (greedy).\n\n" + (out / "eval" / "table.md").read_text() + "\n"
+          f"Pairs `{pairs}`; recipe `{recipe_name}` ({' '.join(a.overrides) or 'as committed'}) with the "
+          f"label's overrides; held-out "
+          f"`{data / dev_name}` (greedy). Pairs per run (a run that changes a pair rule selects its own "
+          f"from the same candidates): {', '.join(f'{k} {v}' for k, v in kept.items())}.\n\n"
+          + (out / "eval" / "table.md").read_text() + "\n"
           "| model | WER / SFT WER |\n|---|---|\n"
           + "\n".join(f"| {k} | {v['wer_vs_sft']:.3f} |" for k, v in results.items()) + "\n")
     Path(results_prefix).parent.mkdir(parents=True, exist_ok=True)
