@@ -46,9 +46,10 @@ TRACKS = {  # recipe, dev manifest, style scorer, and label (also the run's fold
         "r2-0.3_epochs-3": ["loss.r2=0.3", "train.epochs=3"],
     }),
     "emotion-sync": ("recipes/tts/emotion-offline-sync.yaml", "dev_style_prompts.jsonl", "assets/style-classifier.json", {
-        "r2-0.8": ["loss.r2=0.8"],  # recipe: r2 0.3, 6 epochs (the plain model's pick)
+        # recipe: r2 0.3, 6 epochs (the plain model's pick), pareto selection of samples at temperature 0.7
+        "r2-0.8": ["loss.r2=0.8"],
         "epochs-3": ["train.epochs=3"],
-        "pareto": ["build_pairs.selection=pareto"],  # the rejected must also be less intelligible (NeMo's rule)
+        "lexicographic": ["build_pairs.selection=lexicographic"],  # style first: the rejected may be clearer
     }),
 }
 
