@@ -10,7 +10,10 @@
     .venv/bin/python benchmarks/tts_sweep.py --track emotion-sync  # -> benchmarks/results/emotion-sync_sweep.{json,md}
 
 Every run trains the track's recipe on tts_compare's pairs (same pairs, same seed) with only the
-listed overrides; the recipe's own run is tts_compare's `lpo` model, reused. Then one `eval --wer` of
+listed overrides; the recipe's own run is tts_compare's `lpo` model, reused. A setting that changes a
+pair rule (`build_pairs.*`) selects its own pairs from tts_compare's scored candidates, without
+sampling again. `--configs a,b` runs only those settings; `key=value` overrides (the ones given to
+tts_compare.py for the pairs in `--compare`) reach every stage. Then one `eval --wer` of
 the SFT model and every run side by side on the 100 dev prompts (sentences in neither train nor test;
 the emotion track asks for the styles in turn). Each stage is skipped when its output exists.
 """
@@ -50,6 +53,7 @@ TRACKS = {  # recipe, dev manifest, style scorer, and label (also the run's fold
         "r2-0.8": ["loss.r2=0.8"],
         "epochs-3": ["train.epochs=3"],
         "lexicographic": ["build_pairs.selection=lexicographic"],  # style first: the rejected may be clearer
+        "pairs-4": ["build_pairs.pairs_per_prompt=4"],
     }),
 }
 
