@@ -74,6 +74,17 @@ def eval_command(dist: list[str], manifest: Path, out: Path, models: list[str], 
     return ev
 
 
+def first_prompts(manifest: Path, n: int) -> Path:
+    """The first `n` prompts of `manifest` (all of them for n = 0), written beside it as
+    `<stem>_first<n>.jsonl` so that its relative audio paths hold."""
+    if not n:
+        return manifest
+    rows = manifest.read_text().splitlines()[:n]
+    manifest = manifest.with_name(f"{manifest.stem}_first{n}.jsonl")
+    manifest.write_text("\n".join(rows) + "\n")
+    return manifest
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--track", choices=sorted(TRACKS), required=True)
@@ -124,11 +135,7 @@ def main() -> None:
             seconds[label] = round(time.perf_counter() - t0)  # None in the results: trained by an earlier call
         models.append(str(run_dir / "model"))
         labels.append(label)
-    manifest = data / track["data"]
-    if a.eval_limit:
-        rows = manifest.read_text().splitlines()[:a.eval_limit]
-        manifest = data / f"{manifest.stem}_first{a.eval_limit}.jsonl"  # beside it: relative audio paths hold
-        manifest.write_text("\n".join(rows) + "\n")
+    manifest = first_prompts(data / track["data"], a.eval_limit)
     scorer = recipe["build_pairs"]["emotion"]["path"] if track["emotion"] else None
     # No done marker: eval resumes per model and prompt, so a model added to a finished run is scored alone.
     run(eval_command(dist, manifest, out / "eval", models, labels, scorer), done=None, env=env)

@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tts_compare import LOSSES, REPO, TRACKS, eval_command, run  # noqa: E402  (the same stages and eval)
+from tts_compare import LOSSES, REPO, TRACKS, eval_command, first_prompts, run  # noqa: E402  (the same stages)
 
 from lpo_speech.config import apply_overrides  # noqa: E402
 
@@ -96,11 +96,7 @@ def main() -> None:
             models.append(current[arm])
             labels.append(f"{arm}-r{r}")
 
-    manifest = data / track["data"]
-    if a.eval_limit:
-        rows = manifest.read_text().splitlines()[:a.eval_limit]
-        manifest = data / f"{manifest.stem}_first{a.eval_limit}.jsonl"
-        manifest.write_text("\n".join(rows) + "\n")
+    manifest = first_prompts(data / track["data"], a.eval_limit)
     scorer = recipe["build_pairs"]["emotion"]["path"] if track["emotion"] else None
     run(eval_command(dist, manifest, out / "eval", models, labels, scorer), done=None, env=env)  # resumes per model
     results = json.loads((out / "eval" / "metrics.json").read_text())

@@ -29,19 +29,16 @@ def test_sweep_without_pairs_is_one_line(tmp_path):
                                                 "(run benchmarks/tts_compare.py --track emotion first)"]
 
 
-def test_sweep_refuses_an_unknown_setting_before_any_stage(tmp_path):
-    proc = _run(str(REPO / "benchmarks" / "tts_sweep.py"), "--track", "tts-sync", "--configs", "epochs-1,lr-9",
-                "--out", str(tmp_path / "out"))
+@pytest.mark.parametrize("script, args, message", [
+    ("tts_sweep.py", ["--track", "tts-sync", "--configs", "epochs-1,lr-9"],
+     "--configs: unknown lr-9 (known: lr-1e-4, epochs-1)"),
+    ("tts_compare.py", ["--track", "tts", "--losses", "lpo,orpo"],
+     "--losses: unknown orpo (known: lpo, dpo, dpo-gamma, sft-cont)"),
+])
+def test_an_unknown_run_name_is_refused_before_any_stage(tmp_path, script, args, message):
+    proc = _run(str(REPO / "benchmarks" / script), *args, "--out", str(tmp_path / "out"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "--configs: unknown lr-9 (known: lr-1e-4, epochs-1)" in proc.stderr
-    assert not (tmp_path / "out").exists()
-
-
-def test_compare_refuses_an_unknown_loss_run_before_any_stage(tmp_path):
-    proc = _run(str(REPO / "benchmarks" / "tts_compare.py"), "--track", "tts", "--losses", "lpo,orpo",
-                "--out", str(tmp_path / "out"))
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "--losses: unknown orpo (known: lpo, dpo, dpo-gamma, sft-cont)" in proc.stderr
+    assert message in proc.stderr
     assert not (tmp_path / "out").exists()
 
 
