@@ -74,6 +74,11 @@ def eval_command(dist: list[str], manifest: Path, out: Path, models: list[str], 
     return ev
 
 
+def train_prompts(track: dict) -> str:
+    """The world's manifest that a track samples its pairs from (styled requests for emotion tracks)."""
+    return "style_prompts.jsonl" if track["emotion"] else "train_prompts.jsonl"
+
+
 def first_prompts(manifest: Path, n: int) -> Path:
     """The first `n` prompts of `manifest` (all of them for n = 0), written beside it as
     `<stem>_first<n>.jsonl` so that its relative audio paths hold."""
@@ -116,7 +121,7 @@ def main() -> None:
         done=data / "test_style_prompts.jsonl")
     dist = [py, "-m", "torch.distributed.run", "--nproc_per_node", str(a.procs), "-m", "lpo_speech.cli"]
     env = {"OMP_NUM_THREADS": "1"}
-    prompts = "style_prompts.jsonl" if track["emotion"] else "train_prompts.jsonl"
+    prompts = train_prompts(track)
     paths = [f"build_pairs.prompts={data / prompts}", f"build_pairs.work_dir={out / 'pairs'}",
              f"data.pairs={out / 'pairs' / 'pairs_ref.jsonl'}", *a.overrides]
     chosen = recipe["build_pairs"].get("chosen")

@@ -25,7 +25,8 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tts_compare import LOSSES, REPO, TRACKS, eval_command, first_prompts, run  # noqa: E402  (the same stages)
+from tts_compare import (  # noqa: E402  (the same stages, eval and manifests)
+    LOSSES, REPO, TRACKS, eval_command, first_prompts, run, train_prompts)
 
 from lpo_speech.config import apply_overrides  # noqa: E402
 
@@ -68,7 +69,7 @@ def main() -> None:
     recipe = apply_overrides(yaml.safe_load(recipe_path.read_text()), overrides)  # as the stages see it
     out = Path(a.out or f"runs/{a.track}_rounds")
     data = Path(a.data or track["world"])
-    prompts = data / ("style_prompts.jsonl" if track["emotion"] else "train_prompts.jsonl")
+    prompts = data / train_prompts(track)
     if not prompts.exists():
         print(f"error: {prompts}: missing (build the world with benchmarks/tts_compare.py --track {a.track})",
               file=sys.stderr)

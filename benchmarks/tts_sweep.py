@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tts_compare import REPO, eval_command, run  # noqa: E402  (the same stage runner and eval command)
+from tts_compare import REPO, eval_command, run, train_prompts  # noqa: E402  (the same stage runner and eval command)
 from tts_compare import TRACKS as COMPARE_TRACKS  # noqa: E402  (each track's world)
 
 from lpo_speech.config import apply_overrides  # noqa: E402
@@ -105,8 +105,9 @@ def main() -> None:
                 if not (pair_dir / name).exists():
                     shutil.copy2(compare / "pairs" / name, pair_dir / name)
             run_pairs = pair_dir / "pairs_ref.jsonl"
-            prompts = "style_prompts.jsonl" if COMPARE_TRACKS[a.track]["emotion"] else "train_prompts.jsonl"
-            chosen = apply_overrides(yaml.safe_load(recipe.read_text()), [*a.overrides, *extra])["build_pairs"]["chosen"]
+            prompts = train_prompts(COMPARE_TRACKS[a.track])
+            rules = apply_overrides(yaml.safe_load(recipe.read_text()), [*a.overrides, *extra])["build_pairs"]
+            chosen = rules["chosen"]
             gold = [f"build_pairs.gold={data / 'train.jsonl'}"] if chosen == "gold" else []
             run([*dist, "build-pairs", str(recipe), f"build_pairs.prompts={data / prompts}", *gold,
                  f"build_pairs.work_dir={pair_dir}", f"data.pairs={run_pairs}", *a.overrides, *extra], done=run_pairs,
