@@ -54,6 +54,16 @@ TRACKS = {  # recipe, dev manifest, style scorer, and label (also the run's fold
         "epochs-3": ["train.epochs=3"],
         "lexicographic": ["build_pairs.selection=lexicographic"],  # style first: the rejected may be clearer
         "pairs-4": ["build_pairs.pairs_per_prompt=4"],
+        # twice the styled train prompts (tts_compare's 300 candidates reused, 300 more sampled), the
+        # same rules; at 6 epochs (twice the steps) and at 3 (the recipe's step budget)
+        "prompts-600": ["build_pairs.limit=600"],
+        "prompts-600_epochs-3": ["build_pairs.limit=600", "train.epochs=3"],
+        # pareto pairs over style OR words (margin_rule any): prompts already in style also give pairs
+        # whose rejected says the words worse; at about the recipe's step budget
+        "cer-pairs_epochs-3": ["build_pairs.min_margins={emotion: 0.3, cer: 0.1}", "build_pairs.margin_rule=any",
+                               "train.epochs=3"],
+        "cer-pairs_1-per-prompt": ["build_pairs.min_margins={emotion: 0.3, cer: 0.2}", "build_pairs.margin_rule=any",
+                                   "build_pairs.pairs_per_prompt=1"],
     }),
 }
 
@@ -93,13 +103,15 @@ def main() -> None:
     sft = yaml.safe_load(recipe.read_text())["model"]["path"]
     models, labels = [sft, str(compare / "lpo" / "model")], ["sft", "recipe"]
     kept = {"recipe": json.loads((compare / "pairs" / "summary.json").read_text())["pairs"]}
+    pair_dirs: dict[tuple, Path] = {}  # settings with the same pair rules share one pair folder (the first's)
     for label, extra in configs.items():
         run_dir = out / label
         run_pairs = pairs
-        if any(x.startswith("build_pairs.") for x in extra):
+        if rules_changed := tuple(x for x in extra if x.startswith("build_pairs.")):
             # A pair rule changes: select again from tts_compare's scored candidates, copied so that the
-            # candidate stage resumes with nothing left to sample (selection rules may change freely).
-            pair_dir = run_dir / "pairs"
+            # candidate stage resumes with nothing left to sample (selection rules may change freely;
+            # a larger `limit` samples only the new prompts).
+            pair_dir = pair_dirs.setdefault(rules_changed, run_dir / "pairs")
             pair_dir.mkdir(parents=True, exist_ok=True)
             for name in ("candidates.jsonl", "candidates.jsonl.settings.json"):
                 if not (pair_dir / name).exists():

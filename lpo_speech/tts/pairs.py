@@ -34,7 +34,9 @@ Stages, each resumable and written atomically under `build_pairs.work_dir`:
                                        best-ranked candidate failed)
                      * rejected        the others, worst-ranked first
                      * within_margin   a rejected must be worse than the chosen by `min_margins[s]`
-                                       on each listed score s
+                                       on each listed score s (`margin_rule: any`: on at least one;
+                                       with pareto, the others need only be worse at all, so one
+                                       recipe pairs style errors and word errors without trading)
                      * trades_off      the chosen may be worse than the rejected by at most
                                        `max_chosen_deficit[s]` on each listed score s (so an
                                        emotion pair cannot trade intelligibility for emotion)
@@ -144,7 +146,8 @@ def select_pairs(bp: TtsBuildPairs, rows: list[dict], eos_id: int = LPO_EOS) -> 
         rest = [c for c in model_cands if c is not chosen]
         kept = []
         for rej in reversed(rest):  # worst first
-            if any(better_by(chosen["scores"], rej["scores"], k) < m for k, m in bp.min_margins.items()):
+            clears = [better_by(chosen["scores"], rej["scores"], k) >= m for k, m in bp.min_margins.items()]
+            if clears and not (all(clears) if bp.margin_rule == "all" else any(clears)):
                 stats["within_margin"] += 1
                 continue
             if any(better_by(chosen["scores"], rej["scores"], k) < -d for k, d in bp.max_chosen_deficit.items()):

@@ -37,6 +37,7 @@ class TtsBuildPairs:
     max_chosen_cer: float | None = 0.3  # a prompt whose chosen CER is above this gives no pair
     chosen_stable: bool = True  # chosen must be terminated, decodable, in duration range, no long silence
     min_margins: dict[str, float] = field(default_factory=lambda: {"cer": 0.1})  # rejected worse by at least this
+    margin_rule: str = "all"  # all: worse by its margin on every score listed; any: on at least one of them
     max_chosen_deficit: dict[str, float] = field(default_factory=dict)  # chosen worse than the rejected by at most this
     max_duration_s: float | None = None  # candidates longer than this are dropped
     pairs_per_prompt: int = 1  # worst rejected first
@@ -74,6 +75,7 @@ class TtsBuildPairs:
               "dnsmos: false, emotion: null")
         _need(all(k in SCORE_DIRECTIONS and isinstance(v, (int, float)) and v >= 0 for k, v in self.min_margins.items()),
               "build_pairs.min_margins", f"score -> margin >= 0, scores from {sorted(SCORE_DIRECTIONS)}")
+        _need(self.margin_rule in ("all", "any"), "build_pairs.margin_rule", "all or any")
         _need("sim" not in self.keys + list(self.min_margins) or self.similarity, "build_pairs.similarity",
               "must be true when ranking on sim")
         _need("dnsmos" not in self.keys + list(self.min_margins) or self.dnsmos, "build_pairs.dnsmos",

@@ -122,6 +122,16 @@ def test_select_pairs_rules_and_summary():
     # Pareto (NeMo): drop a pair whose rejected is as good on any key (sample3 has the better sim).
     pairs, st = select_pairs(_bp(pairs_per_prompt=5, selection="pareto", keys=["cer", "sim"]), [row])
     assert [p.id for p in pairs] == ["p/sample2"] and st["not_dominated"] == 1
+    # Margins on two scores: `all` needs both cleared, `any` one; pareto still drops sample3 (better sim).
+    two = dict(pairs_per_prompt=5, keys=["cer", "sim"], min_margins={"cer": 0.3, "sim": 0.05})
+    pairs, st = select_pairs(_bp(**two), [row])
+    assert [p.id for p in pairs] == ["p/sample2"] and st["within_margin"] == 2
+    pairs, st = select_pairs(_bp(**two, margin_rule="any"), [row])
+    assert [p.id for p in pairs] == ["p/sample3", "p/sample2"] and st["within_margin"] == 1
+    pairs, st = select_pairs(_bp(**two, margin_rule="any", selection="pareto"), [row])
+    assert [p.id for p in pairs] == ["p/sample2"] and st["not_dominated"] == 1
+    with pytest.raises(ValueError, match="build_pairs.margin_rule: all or any"):
+        _bp(margin_rule="some")
     # Cap, threshold, unstable chosen.
     pairs, st = select_pairs(_bp(pairs_per_prompt=1), [row])
     assert [p.id for p in pairs] == ["p/sample3"] and st["over_cap"] == 1
