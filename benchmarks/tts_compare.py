@@ -8,7 +8,7 @@ chosen side, same pairs, same budget, one command per track.
     -> benchmarks/results/<track>_compare.{json,md}
 
 Each stage is the documented CLI command, printed as it runs and skipped when its output exists (a
-rerun resumes): the world (make-tts-data with the SFT checkpoint's world settings), build-pairs, one
+rerun resumes; a rerun into the same --out with other overrides is refused): the world (make-tts-data with the SFT checkpoint's world settings), build-pairs, one
 `train` per loss with only the loss changed (lpo-ste, sigmoid; sft on the chosen responses: the honest
 baseline, since a gain may be nothing but fine-tuning on gold, or on the model's own best samples when
 the chosen side is picked from them, as best-of-N fine-tuning does),
@@ -80,6 +80,22 @@ def train_prompts(track: dict) -> str:
     return "style_prompts.jsonl" if track["emotion"] else "train_prompts.jsonl"
 
 
+def same_overrides(out: Path, overrides: list[str]) -> None:
+    """Stages are skipped when their output exists, so a runs folder holds one set of overrides: the
+    first call records them in `<out>/overrides.json`, a later call with others stops in one line
+    (instead of reusing pairs or models made under other settings)."""
+    marker = out / "overrides.json"
+    if marker.exists():
+        before = json.loads(marker.read_text())
+        if before != list(overrides):
+            print(f"error: {out}: made with the overrides {' '.join(before) or '(none)'}; this call gives "
+                  f"{' '.join(overrides) or '(none)'} (use another --out)", file=sys.stderr)
+            sys.exit(2)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(list(overrides)) + "\n")
+
+
 def first_prompts(manifest: Path, n: int) -> Path:
     """The first `n` prompts of `manifest` (all of them for n = 0), written beside it as
     `<stem>_first<n>.jsonl` so that its relative audio paths hold."""
@@ -114,6 +130,7 @@ def main() -> None:
     recipe = apply_overrides(yaml.safe_load(recipe_path.read_text()), a.overrides)  # as the stages will see it
     out = Path(a.out or f"runs/{a.track}_compare")
     data = Path(a.data or track["world"])
+    same_overrides(out, a.overrides)
     sft = Path(recipe["model"]["path"])
     world = json.loads((REPO / sft / "world.json").read_text())
     run([py, "-m", "lpo_speech.cli", "make-tts-data", "--out", str(data), "--n-train", str(world["n_train"]),

@@ -26,7 +26,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tts_compare import (  # noqa: E402  (the same stages, eval and manifests)
-    LOSSES, REPO, TRACKS, eval_command, first_prompts, run, train_prompts)
+    LOSSES, REPO, TRACKS, eval_command, first_prompts, run, same_overrides, train_prompts)
 
 from lpo_speech.config import apply_overrides  # noqa: E402
 
@@ -74,6 +74,7 @@ def main() -> None:
         print(f"error: {prompts}: missing (build the world with benchmarks/tts_compare.py --track {a.track})",
               file=sys.stderr)
         sys.exit(2)
+    same_overrides(out, a.overrides)
     dist = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(a.procs), "-m", "lpo_speech.cli"]
     env = {"OMP_NUM_THREADS": "1"}
     sft = str(recipe["model"]["path"])

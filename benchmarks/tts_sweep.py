@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tts_compare import REPO, eval_command, run, train_prompts  # noqa: E402  (the same stage runner and eval command)
+from tts_compare import REPO, eval_command, run, same_overrides, train_prompts  # noqa: E402  (the same stage runner)
 from tts_compare import TRACKS as COMPARE_TRACKS  # noqa: E402  (each track's world)
 
 from lpo_speech.config import apply_overrides  # noqa: E402
@@ -100,6 +100,7 @@ def main() -> None:
     if not pairs.exists():
         print(f"error: {pairs}: missing (run benchmarks/tts_compare.py --track {a.track} first)", file=sys.stderr)
         sys.exit(2)
+    same_overrides(out, a.overrides)
     sft = yaml.safe_load(recipe.read_text())["model"]["path"]
     models, labels = [sft, str(compare / "lpo" / "model")], ["sft", "recipe"]
     kept = {"recipe": json.loads((compare / "pairs" / "summary.json").read_text())["pairs"]}

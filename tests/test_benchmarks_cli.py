@@ -65,3 +65,19 @@ def test_rounds_take_disjoint_prompt_slices(tmp_path, capsys):
         prompt_slice(manifest, 4, 2)
     assert e.value.code == 2
     assert capsys.readouterr().err.strip() == f"error: {manifest}: 5 prompts, this round needs 6"
+
+
+def test_a_runs_folder_keeps_one_set_of_overrides(tmp_path, capsys):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from tts_compare import same_overrides
+
+    out = tmp_path / "run"
+    same_overrides(out, ["build_pairs.limit=400"])  # first call: recorded
+    same_overrides(out, ["build_pairs.limit=400"])  # the same again: a resume
+    with pytest.raises(SystemExit) as e:
+        same_overrides(out, ["build_pairs.limit=800"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == (f"error: {out}: made with the overrides build_pairs.limit=400; this "
+                                               "call gives build_pairs.limit=800 (use another --out)")
+    with pytest.raises(SystemExit):
+        same_overrides(out, [])
