@@ -64,6 +64,9 @@ TRACKS = {  # recipe, dev manifest, style scorer, and label (also the run's fold
                                "train.epochs=3"],
         "cer-pairs_1-per-prompt": ["build_pairs.min_margins={emotion: 0.3, cer: 0.2}", "build_pairs.margin_rule=any",
                                    "build_pairs.pairs_per_prompt=1"],
+        # the recipe trained again with the pairs in other orders (tts_compare.py's lpo-seed1/2 runs)
+        "seed-1": ["train.seed=1"],
+        "seed-2": ["train.seed=2"],
     }),
 }
 
