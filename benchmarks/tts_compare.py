@@ -12,9 +12,10 @@ rerun resumes; one into the same --out with other overrides is refused): the wor
 with the SFT checkpoint's world settings), build-pairs, one `train` per loss with only the loss
 changed (lpo-ste, sigmoid; sft on the chosen responses: the honest baseline, since a gain may be
 nothing but fine-tuning on gold, or on the model's own best samples when the chosen side is picked
-from them, as best-of-N fine-tuning does), then one `eval --wer` of all models side by side on the held-out prompts. Every stage runs as two
-single-thread processes under torchrun (`--procs`): DDP for training, which is faster than one
-two-thread process on 2 cores and gives the same run (docs/design.md), shards for sampling and scoring.
+from them, as best-of-N fine-tuning does), then one `eval --wer` of all models side by side on the
+held-out prompts. Every stage runs as two single-thread processes under torchrun (`--procs`): DDP
+for training, which is faster than one two-thread process on 2 cores and gives the same run
+(docs/design.md), shards for sampling and scoring.
 """
 
 from __future__ import annotations
