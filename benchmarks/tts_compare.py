@@ -32,6 +32,8 @@ from pathlib import Path
 import yaml
 
 from lpo_speech.config import apply_overrides
+from lpo_speech.errors import UserError
+from lpo_speech.stages import check_settings
 
 REPO = Path(__file__).resolve().parents[1]
 TRACKS = {
@@ -84,19 +86,14 @@ def train_prompts(track: dict) -> str:
 
 
 def same_overrides(out: Path, overrides: list[str]) -> None:
-    """Stages are skipped when their output exists, so a runs folder holds one set of overrides: the
-    first call records them in `<out>/overrides.json`, a later call with others stops in one line
-    (instead of reusing pairs or models made under other settings)."""
-    marker = out / "overrides.json"
-    if marker.exists():
-        before = json.loads(marker.read_text())
-        if before != list(overrides):
-            print(f"error: {out}: made with the overrides {' '.join(before) or '(none)'}; this call gives "
-                  f"{' '.join(overrides) or '(none)'} (use another --out)", file=sys.stderr)
-            sys.exit(2)
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps(list(overrides)) + "\n")
+    """Stages are skipped when their output exists, so a runs folder holds one set of overrides, kept
+    in `<out>/overrides.json` by the stages' own settings check: a later call with others stops in one
+    line (instead of reusing pairs or models made under other settings)."""
+    try:
+        check_settings(out, {"overrides": list(overrides)}, path=out / "overrides.json")
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def first_prompts(manifest: Path, n: int) -> Path:

@@ -123,8 +123,7 @@ def main() -> None:
                     shutil.copy2(compare / "pairs" / name, pair_dir / name)
             run_pairs = pair_dir / "pairs_ref.jsonl"
             prompts = train_prompts(COMPARE_TRACKS[a.track])
-            rules = apply_overrides(yaml.safe_load(recipe.read_text()), [*a.overrides, *extra])["build_pairs"]
-            chosen = rules["chosen"]
+            chosen = apply_overrides(yaml.safe_load(recipe.read_text()), [*a.overrides, *extra])["build_pairs"]["chosen"]
             gold = [f"build_pairs.gold={data / 'train.jsonl'}"] if chosen == "gold" else []
             run([*dist, "build-pairs", str(recipe), f"build_pairs.prompts={data / prompts}", *gold,
                  f"build_pairs.work_dir={pair_dir}", f"data.pairs={run_pairs}", *a.overrides, *extra], done=run_pairs,

@@ -77,7 +77,9 @@ def test_a_runs_folder_keeps_one_set_of_overrides(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         same_overrides(out, ["build_pairs.limit=800"])
     assert e.value.code == 2
-    assert capsys.readouterr().err.strip() == (f"error: {out}: made with the overrides build_pairs.limit=400; this "
-                                               "call gives build_pairs.limit=800 (use another --out)")
+    assert capsys.readouterr().err.strip() == (
+        f"error: {out}: was made with other settings (overrides ['build_pairs.limit=400'] -> "
+        "['build_pairs.limit=800']): rerun with the same settings, use a new output, or remove it and "
+        "overrides.json to start over")
     with pytest.raises(SystemExit):
         same_overrides(out, [])
