@@ -68,6 +68,16 @@ TRACKS = {  # recipe, dev manifest, style scorer, and label (also the run's fold
         # the recipe trained again with the pairs in other orders (tts_compare.py's lpo-seed1/2 runs)
         "seed-1": ["train.seed=1"],
         "seed-2": ["train.seed=2"],
+        # pairs whose rejected lasts at most 1.5x the chosen (or 1/1.5): the recipe's rejected are
+        # mostly stalled or slow renditions (median 2.1x the chosen's length on "neutral"), which
+        # teaches speed; 1.5 keeps style pairs (low / high lasts about 1.4x). Three seeds each, since
+        # one run cannot rank settings on failures (the recipe's seeds give dev failures 0.27-0.38)
+        "length-1.5": ["build_pairs.max_length_ratio=1.5"],
+        "length-1.5_seed-1": ["build_pairs.max_length_ratio=1.5", "train.seed=1"],
+        "length-1.5_seed-2": ["build_pairs.max_length_ratio=1.5", "train.seed=2"],
+        "prompts-600_length-1.5": ["build_pairs.limit=600", "build_pairs.max_length_ratio=1.5"],
+        "prompts-600_length-1.5_seed-1": ["build_pairs.limit=600", "build_pairs.max_length_ratio=1.5", "train.seed=1"],
+        "prompts-600_length-1.5_seed-2": ["build_pairs.limit=600", "build_pairs.max_length_ratio=1.5", "train.seed=2"],
     }),
 }
 

@@ -40,6 +40,11 @@ Stages, each resumable and written atomically under `build_pairs.work_dir`:
                      * trades_off      the chosen may be worse than the rejected by at most
                                        `max_chosen_deficit[s]` on each listed score s (so an
                                        emotion pair cannot trade intelligibility for emotion)
+                     * length_ratio    `max_length_ratio`: drop the pair when the longer of chosen
+                                       and rejected lasts more than this many times the shorter
+                                       (duration, or tokens when unscored): with phoneme-synchronous
+                                       responses, stalled or slow rejected are far longer than the
+                                       chosen, and such pairs teach a speaking rate as much as the keys
                      * not_dominated   `selection: pareto` (as NeMo's TTS preference data): drop the
                                        pair when the rejected is as good as the chosen on ANY of
                                        `keys`; lexicographic only needs it ranked below
@@ -92,6 +97,14 @@ def is_stable(c: dict) -> bool:
     return bool(c.get("terminated", True)) and not any(bool(s.get(f)) for f in UNSTABLE_FLAGS)
 
 
+def _length_ratio(a: dict, b: dict) -> float:
+    """The longer of two candidates over the shorter, in seconds (tokens when a duration is missing)."""
+    da, db = a["scores"].get("duration_s"), b["scores"].get("duration_s")
+    if not da or not db:
+        da, db = len(a["tokens"]), len(b["tokens"])
+    return max(da, db) / max(min(da, db), 1e-9)
+
+
 def _chosen_fails(bp: TtsBuildPairs, c: dict) -> str | None:
     """The chosen rule candidate `c` fails (chosen_unstable, chosen_threshold), or None."""
     if bp.chosen_stable and not is_stable(c):
@@ -105,7 +118,8 @@ def select_pairs(bp: TtsBuildPairs, rows: list[dict], eos_id: int = LPO_EOS) -> 
     """Apply the selection rules (module docstring) to candidate rows; returns pairs and counts.
     `eos_id` is the model's (tok.eos_id): candidate tokens are stored without it."""
     stats = {"prompts": len(rows), "candidates": 0, "duplicates": 0, "too_long": 0, "chosen_unstable": 0,
-             "chosen_threshold": 0, "within_margin": 0, "trades_off": 0, "not_dominated": 0, "over_cap": 0,
+             "chosen_threshold": 0, "within_margin": 0, "trades_off": 0, "length_ratio": 0, "not_dominated": 0,
+             "over_cap": 0,
              "prompts_without_pair": 0, "pairs": 0}
     by_source: dict[str, int] = {}
     pairs: list[PreferencePair] = []
@@ -152,6 +166,9 @@ def select_pairs(bp: TtsBuildPairs, rows: list[dict], eos_id: int = LPO_EOS) -> 
                 continue
             if any(better_by(chosen["scores"], rej["scores"], k) < -d for k, d in bp.max_chosen_deficit.items()):
                 stats["trades_off"] += 1
+                continue
+            if bp.max_length_ratio is not None and _length_ratio(chosen, rej) > bp.max_length_ratio:
+                stats["length_ratio"] += 1
                 continue
             if bp.selection == "pareto" and any(better_by(chosen["scores"], rej["scores"], k) <= 0 for k in bp.keys):
                 stats["not_dominated"] += 1

@@ -40,6 +40,7 @@ class TtsBuildPairs:
     margin_rule: str = "all"  # all: worse by its margin on every score listed; any: on at least one of them
     max_chosen_deficit: dict[str, float] = field(default_factory=dict)  # chosen worse than the rejected by at most this
     max_duration_s: float | None = None  # candidates longer than this are dropped
+    max_length_ratio: float | None = None  # a rejected more than this many times longer or shorter than the chosen is not paired
     pairs_per_prompt: int = 1  # worst rejected first
     max_ref_margin: float | None = None  # drop pairs with logp_ref(chosen) - logp_ref(rejected) above this
     judge: dict[str, Any] | None = field(default_factory=lambda: {"type": "faster-whisper", "model": "bundled"})
@@ -88,6 +89,8 @@ class TtsBuildPairs:
               "an emotion scorer is needed to rank on emotion (e.g. {type: prosody, path: ...})")
         _need(self.emotion is None or self.emotion.get("type") in ("prosody", "emotion2vec"), "build_pairs.emotion.type",
               "prosody or emotion2vec")
+        _need(self.max_length_ratio is None or self.max_length_ratio >= 1, "build_pairs.max_length_ratio",
+              "null or >= 1 (longer / shorter duration of the pair)")
         _need(self.max_chosen_cer is None or self.max_chosen_cer >= 0, "build_pairs.max_chosen_cer", ">= 0")
         _need(self.pairs_per_prompt >= 1 and self.batch_size >= 1 and self.prompts_per_shard_step >= 1,
               "build_pairs.pairs_per_prompt/batch_size/prompts_per_shard_step", "must be >= 1")

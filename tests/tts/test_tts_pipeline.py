@@ -132,6 +132,19 @@ def test_select_pairs_rules_and_summary():
     assert [p.id for p in pairs] == ["p/sample2"] and st["not_dominated"] == 1
     with pytest.raises(ValueError, match="build_pairs.margin_rule: all or any"):
         _bp(margin_rule="some")
+    # Length ratio: a rejected lasting more than R times the chosen (or less than 1/R) is not paired.
+    timed = {**row, "candidates": [dict(c, scores={**c["scores"], "duration_s": d})
+                                   for c, d in zip(row["candidates"], [2.0, 2.0, 2.9, 3.1, 3.1])]}
+    pairs, st = select_pairs(_bp(pairs_per_prompt=5, max_length_ratio=1.5), [timed])
+    assert [p.id for p in pairs] == ["p/sample2"] and st["length_ratio"] == 1
+    pairs, st = select_pairs(_bp(pairs_per_prompt=5, max_length_ratio=1.6), [timed])
+    assert [p.id for p in pairs] == ["p/sample3", "p/sample2"] and st["length_ratio"] == 0
+    shorter = {**timed, "candidates": [dict(c, scores={**c["scores"], "duration_s": 1.3}) if c["id"] == "p/sample2" else c
+                                       for c in timed["candidates"]]}
+    _, st = select_pairs(_bp(pairs_per_prompt=5, max_length_ratio=1.5), [shorter])
+    assert st["length_ratio"] == 2 and st["pairs"] == 0
+    with pytest.raises(ValueError, match="build_pairs.max_length_ratio: null or >= 1"):
+        _bp(max_length_ratio=0.5)
     # Cap, threshold, unstable chosen.
     pairs, st = select_pairs(_bp(pairs_per_prompt=1), [row])
     assert [p.id for p in pairs] == ["p/sample3"] and st["over_cap"] == 1
