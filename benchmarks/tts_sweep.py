@@ -44,6 +44,10 @@ TRACKS = {  # recipe, dev manifest, style scorer, and label (also the run's fold
     "tts-sync": ("recipes/tts/tiny-sync.yaml", "dev_prompts.jsonl", None, {  # the phoneme-synchronous model
         "lr-1e-4": ["train.lr=1.0e-4", "train.min_lr=1.0e-5"],
         "epochs-1": ["train.epochs=1"],
+        # the LPO offset (see emotion-sync below); run on the on-policy pairs with --compare
+        # runs/tts-sync_best400 and that run's build_pairs overrides
+        "beta-0.5": ["loss.beta=0.5"],
+        "beta-1.0": ["loss.beta=1.0"],
     }),
     "emotion": ("recipes/tts/emotion-offline.yaml", "dev_style_prompts.jsonl", "assets/style-classifier.json", {
         "r2-0.8_epochs-3": ["loss.r2=0.8", "train.epochs=3"],  # recipe: r2 0.3, 6 epochs (picked by this sweep)
@@ -78,6 +82,19 @@ TRACKS = {  # recipe, dev manifest, style scorer, and label (also the run's fold
         "prompts-600_length-1.5": ["build_pairs.limit=600", "build_pairs.max_length_ratio=1.5"],
         "prompts-600_length-1.5_seed-1": ["build_pairs.limit=600", "build_pairs.max_length_ratio=1.5", "train.seed=1"],
         "prompts-600_length-1.5_seed-2": ["build_pairs.limit=600", "build_pairs.max_length_ratio=1.5", "train.seed=2"],
+        # LPO's offset m = 1/(2 beta) is the margin in nats per token (logps are averaged) that the
+        # loss drives chosen and rejected apart to; the recipe's beta 0.2 asks for 2.5, and its
+        # rejected fall by 1-3.5 nats per token. A larger beta stops the push at a smaller margin.
+        "beta-0.5": ["loss.beta=0.5"],
+        "beta-0.5_seed-1": ["loss.beta=0.5", "train.seed=1"],
+        "beta-0.5_seed-2": ["loss.beta=0.5", "train.seed=2"],
+        "beta-1.0": ["loss.beta=1.0"],
+        "beta-1.0_seed-1": ["loss.beta=1.0", "train.seed=1"],
+        "beta-1.0_seed-2": ["loss.beta=1.0", "train.seed=2"],
+        "cer-pairs_epochs-3_seed-1": ["build_pairs.min_margins={emotion: 0.3, cer: 0.1}", "build_pairs.margin_rule=any",
+                                      "train.epochs=3", "train.seed=1"],
+        "cer-pairs_epochs-3_seed-2": ["build_pairs.min_margins={emotion: 0.3, cer: 0.1}", "build_pairs.margin_rule=any",
+                                      "train.epochs=3", "train.seed=2"],
     }),
 }
 

@@ -16,7 +16,8 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO, timeout=120)
 
 
-@pytest.mark.parametrize("script", ["asr_compare.py", "tts_compare.py", "tts_sweep.py", "tts_rounds.py"])
+@pytest.mark.parametrize("script", ["asr_compare.py", "tts_compare.py", "tts_sweep.py", "tts_rounds.py",
+                                    "style_breakdown.py"])
 def test_help(script):
     proc = _run(str(REPO / "benchmarks" / script), "--help")
     assert proc.returncode == 0 and "usage:" in proc.stdout
@@ -31,7 +32,7 @@ def test_sweep_without_pairs_is_one_line(tmp_path):
 
 @pytest.mark.parametrize("script, args, message", [
     ("tts_sweep.py", ["--track", "tts-sync", "--configs", "epochs-1,lr-9"],
-     "--configs: unknown lr-9 (known: lr-1e-4, epochs-1)"),
+     "--configs: unknown lr-9 (known: lr-1e-4, epochs-1, beta-0.5, beta-1.0)"),
     ("tts_compare.py", ["--track", "tts", "--losses", "lpo,orpo"],
      "--losses: unknown orpo (known: lpo, dpo, dpo-gamma, sft-cont, lpo-seed1, lpo-seed2)"),
 ])
@@ -83,3 +84,26 @@ def test_a_runs_folder_keeps_one_set_of_overrides(tmp_path, capsys):
         "overrides.json to start over")
     with pytest.raises(SystemExit):
         same_overrides(out, [])
+
+
+def test_style_breakdown_counts_failures_and_speaking_rate(tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"id": "a", "emotion": "high"}\n{"id": "b", "emotion": "low"}\n')
+    for label, rows in {"sft": [("a", False, "high", 2.0), ("b", True, "low", 4.0)],
+                        "lpo": [("a", True, "low", 1.0), ("b", False, "low", 3.0)]}.items():
+        (tmp_path / label).mkdir()
+        (tmp_path / label / "utterances.jsonl").write_text("".join(
+            f'{{"id": "{i}", "failure": {str(f).lower()}, "emotion_top": "{e}", "duration_s": {d}, "terminated": true}}\n'
+            for i, f, e, d in rows))
+    proc = _run(str(REPO / "benchmarks" / "style_breakdown.py"), "--eval", str(tmp_path), "--prompts", str(prompts),
+                "sft", "lpo")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[2:] == ["| sft | 1.00 | 1 | 0 / 1 | 3.00 | 1.00 / 1.00 |",
+                                            "| lpo | 0.50 | 1 | 1 / 0 | 2.00 | 0.50 / 0.75 |"]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"prompt_id": "a", "chosen_tokens": [1, 2], "rejected_tokens": [1, 2, 3, 4]}\nnot json\n')
+    proc = _run(str(REPO / "benchmarks" / "style_breakdown.py"), "--pairs", str(pairs), "--prompts", str(prompts))
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {pairs}:2: not JSON (Expecting value)"
+    pairs.write_text('{"prompt_id": "a", "chosen_tokens": [1, 2], "rejected_tokens": [1, 2, 3, 4]}\n')
+    proc = _run(str(REPO / "benchmarks" / "style_breakdown.py"), "--pairs", str(pairs), "--prompts", str(prompts))
+    assert proc.stdout.splitlines()[2:] == ["| high | 1 | 2.00 | 1.00 |"]

@@ -1,0 +1,87 @@
+"""Per-style view of `eval --wer` runs: failures, style accuracy and speaking rate against the SFT model.
+
+    .venv/bin/python benchmarks/style_breakdown.py --eval runs/emotion-sync_sweep/eval \\
+        --prompts runs/sync/data/dev_style_prompts.jsonl sft recipe seed-1 seed-2
+
+Each label is a folder of `--eval` holding `utterances.jsonl`; the first label is the baseline. The
+duration ratio is the mean, over prompts every run terminated, of the run's duration over the
+baseline's, per requested style: below 1 the model speaks faster. `--pairs pairs.jsonl` prints
+instead how much longer each rejected is than its chosen, per requested style (response tokens).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        _fail(f"{path}: missing")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                _fail(f"{path}:{n}: not JSON ({e.msg})")
+    return rows
+
+
+def breakdown(eval_dir: Path, want: dict[str, str], labels: list[str]) -> str:
+    runs = {r: {u["id"]: u for u in _jsonl(eval_dir / r / "utterances.jsonl")} for r in labels}
+    base = runs[labels[0]]
+    styles = sorted(set(want.values()))
+    both = [i for i in base if all(i in runs[r] and runs[r][i]["terminated"] for r in labels)]
+    rows = [f"| run | style acc | failures | {' / '.join(styles)} failures | mean s | "
+            f"{' / '.join(styles)} duration x {labels[0]} |", "|---|---|---|---|---|---|"]
+    for r in labels:
+        utts = list(runs[r].values())
+        fails = Counter(want[u["id"]] for u in utts if u["failure"])
+        ratio = defaultdict(list)
+        for i in both:
+            ratio[want[i]].append(runs[r][i]["duration_s"] / base[i]["duration_s"])
+        acc = statistics.mean(u.get("emotion_top") == want[u["id"]] for u in utts)
+        rows.append(f"| {r} | {acc:.2f} | {sum(fails.values())} | {' / '.join(str(fails[s]) for s in styles)} | "
+                    f"{statistics.mean(u['duration_s'] for u in utts):.2f} | "
+                    f"{' / '.join(f'{statistics.mean(ratio[s]):.2f}' if ratio[s] else '-' for s in styles)} |")
+    return "\n".join(rows)
+
+
+def pair_lengths(pairs: Path, want: dict[str, str]) -> str:
+    by = defaultdict(list)
+    for p in _jsonl(pairs):
+        by[want.get(p["prompt_id"], "-")].append(len(p["rejected_tokens"]) / len(p["chosen_tokens"]))
+    rows = ["| requested style | pairs | median rejected / chosen length | share above 1.5 |", "|---|---|---|---|"]
+    rows += [f"| {s} | {len(v)} | {statistics.median(v):.2f} | {sum(x > 1.5 for x in v) / len(v):.2f} |"
+             for s, v in sorted(by.items())]
+    return "\n".join(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prompts", required=True, type=Path, help="the styled prompt manifest (id -> emotion)")
+    ap.add_argument("--eval", type=Path, help="eval --wer output folder, one subfolder per label")
+    ap.add_argument("--pairs", type=Path, help="a pairs.jsonl: rejected/chosen lengths instead")
+    ap.add_argument("labels", nargs="*", help="runs to show, the baseline first")
+    a = ap.parse_args()
+    want = {p["id"]: p.get("emotion") or "-" for p in _jsonl(a.prompts)}
+    if a.pairs:
+        print(pair_lengths(a.pairs, want))
+    elif a.eval and a.labels:
+        print(breakdown(a.eval, want, a.labels))
+    else:
+        ap.error("give --pairs, or --eval with labels")
+
+
+if __name__ == "__main__":
+    main()
