@@ -48,6 +48,10 @@ TRACKS = {  # recipe, dev manifest, style scorer, and label (also the run's fold
         # runs/tts-sync_best400 and that run's build_pairs overrides
         "beta-0.5": ["loss.beta=0.5"],
         "beta-1.0": ["loss.beta=1.0"],
+        # LPO plus the NLL of the chosen (best-of-N fine-tuning's term, as RPO adds to DPO), and
+        # best-of-N fine-tuning alone (tts_compare.py's sft-cont, linked in rather than trained again)
+        "sft-weight-1.0": ["loss.sft_weight=1.0"],
+        "sft-cont": ["loss.type=sft", "loss.sft_weight=1.0", "loss.gamma=0.0"],
     }),
     "emotion": ("recipes/tts/emotion-offline.yaml", "dev_style_prompts.jsonl", "assets/style-classifier.json", {
         "r2-0.8_epochs-3": ["loss.r2=0.8", "train.epochs=3"],  # recipe: r2 0.3, 6 epochs (picked by this sweep)
