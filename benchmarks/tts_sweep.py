@@ -46,7 +46,6 @@ TRACKS = {  # recipe, dev manifest, style scorer, and label (also the run's fold
         "epochs-1": ["train.epochs=1"],
         # the LPO offset (see emotion-sync below); run on the on-policy pairs with --compare
         # runs/tts-sync_best400 and that run's build_pairs overrides
-        "beta-0.5": ["loss.beta=0.5"],
         "beta-1.0": ["loss.beta=1.0"],
         # LPO plus the NLL of the chosen (best-of-N fine-tuning's term, as RPO adds to DPO), and
         # best-of-N fine-tuning alone (tts_compare.py's sft-cont, linked in rather than trained again)
@@ -89,9 +88,6 @@ TRACKS = {  # recipe, dev manifest, style scorer, and label (also the run's fold
         # LPO's offset m = 1/(2 beta) is the margin in nats per token (logps are averaged) that the
         # loss drives chosen and rejected apart to; the recipe's beta 0.2 asks for 2.5, and its
         # rejected fall by 1-3.5 nats per token. A larger beta stops the push at a smaller margin.
-        "beta-0.5": ["loss.beta=0.5"],
-        "beta-0.5_seed-1": ["loss.beta=0.5", "train.seed=1"],
-        "beta-0.5_seed-2": ["loss.beta=0.5", "train.seed=2"],
         "beta-1.0": ["loss.beta=1.0"],
         "beta-1.0_seed-1": ["loss.beta=1.0", "train.seed=1"],
         "beta-1.0_seed-2": ["loss.beta=1.0", "train.seed=2"],
