@@ -44,10 +44,8 @@ TRACKS = {  # recipe, dev manifest, style scorer, and label (also the run's fold
     "tts-sync": ("recipes/tts/tiny-sync.yaml", "dev_prompts.jsonl", None, {  # the phoneme-synchronous model
         "lr-1e-4": ["train.lr=1.0e-4", "train.min_lr=1.0e-5"],
         "epochs-1": ["train.epochs=1"],
-        # the LPO offset (see emotion-sync below); run on the on-policy pairs with --compare
-        # runs/tts-sync_best400 and that run's build_pairs overrides
-        "beta-1.0": ["loss.beta=1.0"],
-        # LPO plus the NLL of the chosen (best-of-N fine-tuning's term, as RPO adds to DPO), and
+        # run on the on-policy pairs with --compare runs/tts-sync_best800 and that run's build_pairs
+        # overrides: LPO plus the NLL of the chosen (best-of-N fine-tuning's term, as RPO adds to DPO), and
         # best-of-N fine-tuning alone (tts_compare.py's sft-cont, linked in rather than trained again)
         "sft-weight-1.0": ["loss.sft_weight=1.0"],
         "sft-cont": ["loss.type=sft", "loss.sft_weight=1.0", "loss.gamma=0.0"],

@@ -32,7 +32,7 @@ def test_sweep_without_pairs_is_one_line(tmp_path):
 
 @pytest.mark.parametrize("script, args, message", [
     ("tts_sweep.py", ["--track", "tts-sync", "--configs", "epochs-1,lr-9"],
-     "--configs: unknown lr-9 (known: lr-1e-4, epochs-1, beta-1.0, sft-weight-1.0, sft-cont)"),
+     "--configs: unknown lr-9 (known: lr-1e-4, epochs-1, sft-weight-1.0, sft-cont)"),
     ("tts_compare.py", ["--track", "tts", "--losses", "lpo,orpo"],
      "--losses: unknown orpo (known: lpo, dpo, dpo-gamma, sft-cont, lpo-seed1, lpo-seed2)"),
 ])
