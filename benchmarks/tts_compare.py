@@ -50,6 +50,7 @@ LOSSES = {  # label -> overrides (on top of the recipe, which trains lpo-ste)
     "dpo": ["loss.type=sigmoid", "loss.gamma=0.0"],
     "dpo-gamma": ["loss.type=sigmoid"],  # DPO with the recipe's chosen-side term: separates loss from gamma
     "sft-cont": ["loss.type=sft", "loss.sft_weight=1.0", "loss.gamma=0.0"],
+    "lpo-sft": ["loss.sft_weight=1.0"],  # LPO plus the chosen NLL (as RPO adds to DPO)
     # the recipe again with the pairs in other orders: how much one training run's numbers move
     "lpo-seed1": ["train.seed=1"],
     "lpo-seed2": ["train.seed=2"],

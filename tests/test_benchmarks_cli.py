@@ -34,7 +34,7 @@ def test_sweep_without_pairs_is_one_line(tmp_path):
     ("tts_sweep.py", ["--track", "tts-sync", "--configs", "epochs-1,lr-9"],
      "--configs: unknown lr-9 (known: lr-1e-4, epochs-1, sft-weight-1.0, sft-cont)"),
     ("tts_compare.py", ["--track", "tts", "--losses", "lpo,orpo"],
-     "--losses: unknown orpo (known: lpo, dpo, dpo-gamma, sft-cont, lpo-seed1, lpo-seed2)"),
+     "--losses: unknown orpo (known: lpo, dpo, dpo-gamma, sft-cont, lpo-sft, lpo-seed1, lpo-seed2)"),
 ])
 def test_an_unknown_run_name_is_refused_before_any_stage(tmp_path, script, args, message):
     proc = _run(str(REPO / "benchmarks" / script), *args, "--out", str(tmp_path / "out"))
