@@ -42,9 +42,10 @@ Stages, each resumable and written atomically under `build_pairs.work_dir`:
                                        emotion pair cannot trade intelligibility for emotion)
                      * length_ratio    `max_length_ratio`: drop the pair when the longer of chosen
                                        and rejected lasts more than this many times the shorter
-                                       (duration, or tokens when unscored): with phoneme-synchronous
-                                       responses, stalled or slow rejected are far longer than the
-                                       chosen, and such pairs teach a speaking rate as much as the keys
+                                       (duration, or tokens when unscored), so pairs differ in what
+                                       the keys score more than in speaking rate (on the offline
+                                       emotion recipe this raised failures: the long, stalled
+                                       rejected are what teach "do not stall"; recipes/tts/README.md)
                      * not_dominated   `selection: pareto` (as NeMo's TTS preference data): drop the
                                        pair when the rejected is as good as the chosen on ANY of
                                        `keys`; lexicographic only needs it ranked below
