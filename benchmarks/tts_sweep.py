@@ -89,6 +89,8 @@ TRACKS = {  # recipe, dev manifest, style scorer, and label (also the run's fold
         "beta-1.0": ["loss.beta=1.0"],
         "beta-1.0_seed-1": ["loss.beta=1.0", "train.seed=1"],
         "beta-1.0_seed-2": ["loss.beta=1.0", "train.seed=2"],
+        # LPO plus the chosen NLL: what met the TTS target on tts-sync's on-policy pairs
+        "sft-weight-1.0": ["loss.sft_weight=1.0"],
         "cer-pairs_epochs-3_seed-1": ["build_pairs.min_margins={emotion: 0.3, cer: 0.1}", "build_pairs.margin_rule=any",
                                       "train.epochs=3", "train.seed=1"],
         "cer-pairs_epochs-3_seed-2": ["build_pairs.min_margins={emotion: 0.3, cer: 0.1}", "build_pairs.margin_rule=any",
