@@ -61,9 +61,11 @@ def pair_lengths(pairs: Path, want: dict[str, str]) -> str:
     by = defaultdict(list)
     for p in _jsonl(pairs):
         by[want.get(p["prompt_id"], "-")].append(len(p["rejected_tokens"]) / len(p["chosen_tokens"]))
-    rows = ["| requested style | pairs | median rejected / chosen length | share above 1.5 |", "|---|---|---|---|"]
-    rows += [f"| {s} | {len(v)} | {statistics.median(v):.2f} | {sum(x > 1.5 for x in v) / len(v):.2f} |"
-             for s, v in sorted(by.items())]
+    by["all"] = [x for v in list(by.values()) for x in v]
+    rows = ["| requested style | pairs | median rejected / chosen length | share longer | share above 1.5 |",
+            "|---|---|---|---|---|"]
+    rows += [f"| {s} | {len(v)} | {statistics.median(v):.2f} | {sum(x > 1 for x in v) / len(v):.2f} | "
+             f"{sum(x > 1.5 for x in v) / len(v):.2f} |" for s, v in sorted(by.items())]
     return "\n".join(rows)
 
 

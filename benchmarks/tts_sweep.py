@@ -13,7 +13,7 @@ Every run trains the track's recipe on tts_compare's pairs (same pairs, same see
 listed overrides; the recipe's own run is tts_compare's `lpo` model, reused. A setting that changes a
 pair rule (`build_pairs.*`) selects its own pairs from tts_compare's scored candidates, without
 sampling again (settings with the same pair rules share them; a larger `limit` samples only the new
-prompts). `--configs a,b` runs only those settings; `key=value` overrides (the ones given to
+prompts). `--configs a,b` runs only those settings; `--seeds 0,1,2` trains each of them once per seed; `key=value` overrides (the ones given to
 tts_compare.py for the pairs in `--compare`) reach every stage. Then one `eval --wer` of
 the SFT model and every run side by side on the 100 dev prompts (sentences in neither train nor test;
 the emotion track asks for the styles in turn). Each stage is skipped when its output exists.
@@ -75,28 +75,25 @@ TRACKS = {  # recipe, dev manifest, style scorer, and label (also the run's fold
         "seed-2": ["train.seed=2"],
         # pairs whose rejected lasts at most 1.5x the chosen (or 1/1.5): the recipe's rejected are
         # mostly stalled or slow renditions (median 2.1x the chosen's length on "neutral"), which
-        # teaches speed; 1.5 keeps style pairs (low / high lasts about 1.4x). Three seeds each, since
+        # teaches speed; 1.5 keeps style pairs (low / high lasts about 1.4x). Run with --seeds 0,1,2:
         # one run cannot rank settings on failures (the recipe's seeds give dev failures 0.27-0.38)
         "length-1.5": ["build_pairs.max_length_ratio=1.5"],
-        "length-1.5_seed-1": ["build_pairs.max_length_ratio=1.5", "train.seed=1"],
-        "length-1.5_seed-2": ["build_pairs.max_length_ratio=1.5", "train.seed=2"],
         "prompts-600_length-1.5": ["build_pairs.limit=600", "build_pairs.max_length_ratio=1.5"],
-        "prompts-600_length-1.5_seed-1": ["build_pairs.limit=600", "build_pairs.max_length_ratio=1.5", "train.seed=1"],
-        "prompts-600_length-1.5_seed-2": ["build_pairs.limit=600", "build_pairs.max_length_ratio=1.5", "train.seed=2"],
         # LPO's offset m = 1/(2 beta) is the margin in nats per token (logps are averaged) that the
         # loss drives chosen and rejected apart to; the recipe's beta 0.2 asks for 2.5, and its
         # rejected fall by 1-3.5 nats per token. A larger beta stops the push at a smaller margin.
         "beta-1.0": ["loss.beta=1.0"],
-        "beta-1.0_seed-1": ["loss.beta=1.0", "train.seed=1"],
-        "beta-1.0_seed-2": ["loss.beta=1.0", "train.seed=2"],
         # LPO plus the chosen NLL: what met the TTS target on tts-sync's on-policy pairs
         "sft-weight-1.0": ["loss.sft_weight=1.0"],
-        "cer-pairs_epochs-3_seed-1": ["build_pairs.min_margins={emotion: 0.3, cer: 0.1}", "build_pairs.margin_rule=any",
-                                      "train.epochs=3", "train.seed=1"],
-        "cer-pairs_epochs-3_seed-2": ["build_pairs.min_margins={emotion: 0.3, cer: 0.1}", "build_pairs.margin_rule=any",
-                                      "train.epochs=3", "train.seed=2"],
     }),
 }
+
+
+def with_seeds(configs: dict[str, list[str]], seeds: list[int]) -> dict[str, list[str]]:
+    """Each setting once per seed: seed 0 under its own label (the recipe's seed), seed n > 0 as
+    `<label>_seed-<n>` with `train.seed=n` (the same pairs in another order)."""
+    return {(label if n == 0 else f"{label}_seed-{n}"): (extra if n == 0 else [*extra, f"train.seed={n}"])
+            for label, extra in configs.items() for n in seeds}
 
 
 def main() -> None:
@@ -110,6 +107,8 @@ def main() -> None:
     ap.add_argument("--configs", default=None,
                     help="comma-separated settings to train (default: all of the track's; '' = none, which "
                          "scores only the SFT model and the recipe's run on the dev prompts)")
+    ap.add_argument("--seeds", default="0", help="comma-separated training seeds per setting (default 0; "
+                                                 "seed n > 0 runs as <label>_seed-<n>)")
     ap.add_argument("overrides", nargs="*", help="recipe key=value overrides for every stage (as given to "
                                                  "tts_compare.py for the pairs in --compare)")
     a = ap.parse_args()
@@ -120,6 +119,11 @@ def main() -> None:
         if unknown := [x for x in wanted if x not in configs]:
             ap.error(f"--configs: unknown {', '.join(unknown)} (known: {', '.join(configs)})")
         configs = {k: configs[k] for k in wanted}
+    try:
+        seeds = [int(x) for x in a.seeds.split(",")]
+    except ValueError:
+        ap.error(f"--seeds: comma-separated integers, got {a.seeds!r}")
+    configs = with_seeds(configs, seeds)
     recipe = REPO / recipe_name
     compare = Path(a.compare or f"runs/{a.track}_compare")
     data = Path(a.data or COMPARE_TRACKS[a.track]["world"])

@@ -106,4 +106,15 @@ def test_style_breakdown_counts_failures_and_speaking_rate(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: {pairs}:2: not JSON (Expecting value)"
     pairs.write_text('{"prompt_id": "a", "chosen_tokens": [1, 2], "rejected_tokens": [1, 2, 3, 4]}\n')
     proc = _run(str(REPO / "benchmarks" / "style_breakdown.py"), "--pairs", str(pairs), "--prompts", str(prompts))
-    assert proc.stdout.splitlines()[2:] == ["| high | 1 | 2.00 | 1.00 |"]
+    assert proc.stdout.splitlines()[2:] == ["| all | 1 | 2.00 | 1.00 | 1.00 |", "| high | 1 | 2.00 | 1.00 | 1.00 |"]
+
+
+def test_sweep_seeds_name_each_extra_run():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from tts_sweep import with_seeds
+
+    runs = with_seeds({"beta-1.0": ["loss.beta=1.0"], "epochs-3": ["train.epochs=3"]}, [0, 2])
+    assert runs == {"beta-1.0": ["loss.beta=1.0"], "beta-1.0_seed-2": ["loss.beta=1.0", "train.seed=2"],
+                    "epochs-3": ["train.epochs=3"], "epochs-3_seed-2": ["train.epochs=3", "train.seed=2"]}
+    proc = _run(str(REPO / "benchmarks" / "tts_sweep.py"), "--track", "tts-sync", "--seeds", "0,x")
+    assert proc.returncode == 2 and "--seeds: comma-separated integers, got '0,x'" in proc.stderr
