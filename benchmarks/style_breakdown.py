@@ -3,8 +3,10 @@
     .venv/bin/python benchmarks/style_breakdown.py --eval runs/emotion-sync_sweep/eval \\
         --prompts runs/sync/data/dev_style_prompts.jsonl sft recipe seed-1 seed-2
 
-Each label is a folder of `--eval` holding `utterances.jsonl`; the first label is the baseline. The
-duration ratio is the mean, over prompts every run terminated, of the run's duration over the
+Each label is a folder of `--eval` holding `utterances.jsonl` (only the manifest's prompts count); the
+first label is the baseline. "new / fixed" counts the prompts a run fails and the baseline does not, and
+the reverse; p is the exact two-sided McNemar (sign) test on those two counts: below 0.05, the failure
+rates differ by more than the prompts' luck of the draw. The duration ratio is the mean, over prompts every run terminated, of the run's duration over the
 baseline's, per requested style: below 1 the model speaks faster. `--pairs pairs.jsonl` prints
 instead how much longer each rejected is than its chosen, per requested style (response tokens).
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from collections import Counter, defaultdict
@@ -37,21 +40,34 @@ def _jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def mcnemar_p(new: int, fixed: int) -> float:
+    """Exact two-sided sign test: the chance of a split at least this uneven if each discordant prompt
+    were a fair coin."""
+    n = new + fixed
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(new, fixed) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
 def breakdown(eval_dir: Path, want: dict[str, str], labels: list[str]) -> str:
-    runs = {r: {u["id"]: u for u in _jsonl(eval_dir / r / "utterances.jsonl")} for r in labels}
+    runs = {r: {u["id"]: u for u in _jsonl(eval_dir / r / "utterances.jsonl") if u["id"] in want} for r in labels}
     base = runs[labels[0]]
     styles = sorted(set(want.values()))
     both = [i for i in base if all(i in runs[r] and runs[r][i]["terminated"] for r in labels)]
-    rows = [f"| run | style acc | failures | {' / '.join(styles)} failures | mean s | "
-            f"{' / '.join(styles)} duration x {labels[0]} |", "|---|---|---|---|---|---|"]
+    rows = [f"| run | prompts | style acc | failures | new / fixed vs {labels[0]} | p | {' / '.join(styles)} failures | "
+            f"mean s | {' / '.join(styles)} duration x {labels[0]} |", "|---|---|---|---|---|---|---|---|---|"]
     for r in labels:
         utts = list(runs[r].values())
         fails = Counter(want[u["id"]] for u in utts if u["failure"])
+        new = sum(u["failure"] and not base[u["id"]]["failure"] for u in utts if u["id"] in base)
+        fixed = sum(base[u["id"]]["failure"] and not u["failure"] for u in utts if u["id"] in base)
         ratio = defaultdict(list)
         for i in both:
             ratio[want[i]].append(runs[r][i]["duration_s"] / base[i]["duration_s"])
         acc = statistics.mean(u.get("emotion_top") == want[u["id"]] for u in utts)
-        rows.append(f"| {r} | {acc:.2f} | {sum(fails.values())} | {' / '.join(str(fails[s]) for s in styles)} | "
+        rows.append(f"| {r} | {len(utts)} | {acc:.2f} | {sum(fails.values())} | {new} / {fixed} | "
+                    f"{mcnemar_p(new, fixed):.3f} | {' / '.join(str(fails[s]) for s in styles)} | "
                     f"{statistics.mean(u['duration_s'] for u in utts):.2f} | "
                     f"{' / '.join(f'{statistics.mean(ratio[s]):.2f}' if ratio[s] else '-' for s in styles)} |")
     return "\n".join(rows)

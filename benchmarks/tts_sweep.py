@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tts_compare import REPO, eval_command, run, same_overrides, train_prompts  # noqa: E402  (the same stage runner)
+from tts_compare import REPO, eval_command, every_style, run, same_overrides, train_prompts  # noqa: E402  (the same stage runner)
 from tts_compare import TRACKS as COMPARE_TRACKS  # noqa: E402  (each track's world)
 
 from lpo_speech.config import apply_overrides  # noqa: E402
@@ -107,6 +107,8 @@ def main() -> None:
     ap.add_argument("--configs", default=None,
                     help="comma-separated settings to train (default: all of the track's; '' = none, which "
                          "scores only the SFT model and the recipe's run on the dev prompts)")
+    ap.add_argument("--all-styles", action="store_true",
+                    help="emotion tracks: score every dev sentence in every style (3x the prompts)")
     ap.add_argument("--seeds", default="0", help="comma-separated training seeds per setting (default 0; "
                                                  "seed n > 0 runs as <label>_seed-<n>)")
     ap.add_argument("overrides", nargs="*", help="recipe key=value overrides for every stage (as given to "
@@ -167,14 +169,15 @@ def main() -> None:
         models.append(str(run_dir / "model"))
         labels.append(label)
     # No done marker: eval resumes per model and prompt, so a setting added to a finished sweep is scored alone.
-    run(eval_command(dist, data / dev_name, out / "eval", models, labels, scorer), done=None, env=env)
+    dev = every_style(data / dev_name) if a.all_styles else data / dev_name
+    run(eval_command(dist, dev, out / "eval", models, labels, scorer), done=None, env=env)
     results = json.loads((out / "eval" / "metrics.json").read_text())
     for m in results.values():
         m["wer_vs_sft"] = m["wer"] / max(results["sft"]["wer"], 1e-9)
     md = (f"# {a.track}: LPO settings on the dev prompts\n\n"
           f"Pairs `{pairs}`; recipe `{recipe_name}` ({' '.join(a.overrides) or 'as committed'}) with the "
           f"label's overrides; held-out "
-          f"`{data / dev_name}` (greedy). Pairs per run (a run that changes a pair rule selects its own "
+          f"`{dev}` (greedy). Pairs per run (a run that changes a pair rule selects its own "
           f"from the same candidates): {', '.join(f'{k} {v}' for k, v in kept.items())}.\n\n"
           + (out / "eval" / "table.md").read_text() + "\n"
           "| model | WER / SFT WER |\n|---|---|\n"

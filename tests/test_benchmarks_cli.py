@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -90,7 +91,8 @@ def test_style_breakdown_counts_failures_and_speaking_rate(tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"id": "a", "emotion": "high"}\n{"id": "b", "emotion": "low"}\n')
     for label, rows in {"sft": [("a", False, "high", 2.0), ("b", True, "low", 4.0)],
-                        "lpo": [("a", True, "low", 1.0), ("b", False, "low", 3.0)]}.items():
+                        "lpo": [("a", True, "low", 1.0), ("b", False, "low", 3.0),
+                                ("z", True, "low", 9.0)]}.items():  # z: not in the manifest, not counted
         (tmp_path / label).mkdir()
         (tmp_path / label / "utterances.jsonl").write_text("".join(
             f'{{"id": "{i}", "failure": {str(f).lower()}, "emotion_top": "{e}", "duration_s": {d}, "terminated": true}}\n'
@@ -98,8 +100,8 @@ def test_style_breakdown_counts_failures_and_speaking_rate(tmp_path):
     proc = _run(str(REPO / "benchmarks" / "style_breakdown.py"), "--eval", str(tmp_path), "--prompts", str(prompts),
                 "sft", "lpo")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[2:] == ["| sft | 1.00 | 1 | 0 / 1 | 3.00 | 1.00 / 1.00 |",
-                                            "| lpo | 0.50 | 1 | 1 / 0 | 2.00 | 0.50 / 0.75 |"]
+    assert proc.stdout.splitlines()[2:] == ["| sft | 2 | 1.00 | 1 | 0 / 0 | 1.000 | 0 / 1 | 3.00 | 1.00 / 1.00 |",
+                                            "| lpo | 2 | 0.50 | 1 | 1 / 1 | 1.000 | 1 / 0 | 2.00 | 0.50 / 0.75 |"]
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"prompt_id": "a", "chosen_tokens": [1, 2], "rejected_tokens": [1, 2, 3, 4]}\nnot json\n')
     proc = _run(str(REPO / "benchmarks" / "style_breakdown.py"), "--pairs", str(pairs), "--prompts", str(prompts))
@@ -107,6 +109,15 @@ def test_style_breakdown_counts_failures_and_speaking_rate(tmp_path):
     pairs.write_text('{"prompt_id": "a", "chosen_tokens": [1, 2], "rejected_tokens": [1, 2, 3, 4]}\n')
     proc = _run(str(REPO / "benchmarks" / "style_breakdown.py"), "--pairs", str(pairs), "--prompts", str(prompts))
     assert proc.stdout.splitlines()[2:] == ["| all | 1 | 2.00 | 1.00 | 1.00 |", "| high | 1 | 2.00 | 1.00 | 1.00 |"]
+
+
+def test_mcnemar_p_by_hand():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from style_breakdown import mcnemar_p
+
+    assert mcnemar_p(0, 6) == 2 / 64  # all six discordant prompts one way: 2 x (1/2)^6
+    assert mcnemar_p(1, 4) == 2 * (1 + 5) / 32
+    assert mcnemar_p(3, 3) == 1.0 and mcnemar_p(0, 0) == 1.0
 
 
 def test_sweep_seeds_name_each_extra_run():
@@ -118,3 +129,24 @@ def test_sweep_seeds_name_each_extra_run():
                     "epochs-3": ["train.epochs=3"], "epochs-3_seed-2": ["train.epochs=3", "train.seed=2"]}
     proc = _run(str(REPO / "benchmarks" / "tts_sweep.py"), "--track", "tts-sync", "--seeds", "0,x")
     assert proc.returncode == 2 and "--seeds: comma-separated integers, got '0,x'" in proc.stderr
+
+
+def test_every_style_keeps_each_prompt_and_adds_the_other_styles(tmp_path, capsys):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from tts_compare import every_style
+
+    manifest = tmp_path / "test_style_prompts.jsonl"
+    manifest.write_text('{"id": "a", "text": "One.", "emotion": "high", "speaker_audio": "ref/x.wav"}\n'
+                        '{"id": "b", "text": "Two.", "emotion": "low"}\n'
+                        '{"id": "c", "text": "Three.", "emotion": "neutral"}\n')
+    out = every_style(manifest)
+    assert out == tmp_path / "test_style_prompts_all_styles.jsonl"
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["id"], r["text"], r["emotion"]) for r in rows[:3]] == [
+        ("a", "One.", "high"), ("a-low", "One.", "low"), ("a-neutral", "One.", "neutral")]
+    assert len(rows) == 9 and rows[1]["speaker_audio"] == "ref/x.wav"
+    assert {r["emotion"] for r in rows if r["text"] == "Two."} == {"high", "low", "neutral"}
+    manifest.write_text('{"id": "a", "text": "One."}\n')
+    with pytest.raises(SystemExit) as e:
+        every_style(manifest)
+    assert e.value.code == 2 and "no prompt has an 'emotion'" in capsys.readouterr().err
