@@ -11,10 +11,12 @@ asr      synthetic speech (espeak-ng voices, perturbed piper) -> Whisper tiny.en
 tts      the committed SFT codec LM (assets/tts-tiny-sft) -> a demo-sized copy of its world (the same
          held-out sentences) -> sampled candidates judged by Whisper tiny.en, gold as chosen -> LPO ->
          WER, failure rate, similarity and DNSMOS of SFT and LPO on held-out prompts.
-emotion  an SFT model of the same world that saw few styled utterances (assets/tts-tiny-sft-rare-styles),
-         asked for speaking styles -> candidates ranked by the style classifier
-         (assets/style-classifier.json) under a CER guard -> LPO -> style accuracy and WER of SFT and
-         LPO on held-out styled prompts.
+emotion  the phoneme-synchronous SFT model that saw few styled utterances
+         (assets/tts-tiny-sft-sync-rare-styles; it speaks, where the plain models mostly fail) -> a
+         demo-sized copy of its own world -> candidates ranked by the style classifier
+         (assets/style-classifier.json) and CER (recipes/tts/emotion-offline-sync.yaml: pareto pairs,
+         the chosen held to CER 0.3 and stability) -> LPO -> style accuracy, WER and failure rate of SFT
+         and LPO on held-out styled prompts.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from lpo_speech.errors import UserError
 REPO = Path(__file__).resolve().parents[1]
 ASR_RECIPE = REPO / "recipes" / "asr" / "whisper-tiny-offline.yaml"
 TTS_RECIPE = REPO / "recipes" / "tts" / "tiny.yaml"
-EMOTION_RECIPE = REPO / "recipes" / "tts" / "emotion-offline.yaml"
+EMOTION_RECIPE = REPO / "recipes" / "tts" / "emotion-offline-sync.yaml"
 TTS_SFT = REPO / "assets" / "tts-tiny-sft"
-EMOTION_SFT = REPO / "assets" / "tts-tiny-sft-rare-styles"  # same world, scarce styled speech
+EMOTION_SFT = REPO / "assets" / "tts-tiny-sft-sync-rare-styles"  # the sync world, scarce styled speech
 STYLE_CLASSIFIER = REPO / "assets" / "style-classifier.json"
 TRACKS = ("asr", "tts", "emotion")
 
@@ -78,10 +80,10 @@ def asr_stage(out: Path, *, n_train: int, n_test: int, recipe: Path = ASR_RECIPE
             "table": (asr / "eval" / "table.md").read_text(), "curves": str(asr / "lpo" / "training_curves.png")}
 
 
-def tts_world(out: Path, *, n_prompts: int, n_test: int, sft: Path = TTS_SFT) -> Path:
-    """A demo-sized copy of the SFT model's world (its sizes and seed, from sft/world.json): the
-    held-out prompts are exactly the sentences the SFT model never saw."""
-    data = out / "tts" / "data"
+def tts_world(out: Path, *, n_prompts: int, n_test: int, sft: Path = TTS_SFT, track: str = "tts") -> Path:
+    """A demo-sized copy of the SFT model's world (its sizes and seed, from sft/world.json) in
+    `<out>/<track>/data`: the held-out prompts are exactly the sentences the SFT model never saw."""
+    data = out / track / "data"
     world = json.loads((sft / "world.json").read_text())
     args = ["make-tts-data", "--out", str(data), "--n-train", str(world["n_train"]), "--n-dev", str(world["n_dev"]),
             "--n-test", str(world["n_test"]), "--seed", str(world["seed"]), "--style-share", str(world["style_share"]),
@@ -142,12 +144,12 @@ def run_demo(out: str | Path, *, n_train: int = 200, n_test: int = 60, tracks: t
     summary: dict = {}
     if "asr" in tracks:
         summary["asr"] = asr_stage(out, n_train=n_train, n_test=n_test)
-    if "tts" in tracks or "emotion" in tracks:
+    if "tts" in tracks:
         data = tts_world(out, n_prompts=n_tts_prompts, n_test=n_tts_test)
-        if "tts" in tracks:
-            summary["tts"] = tts_stage(out, data, n_prompts=n_tts_prompts)
-        if "emotion" in tracks:
-            summary["emotion"] = emotion_stage(out, data, n_prompts=n_tts_prompts)
+        summary["tts"] = tts_stage(out, data, n_prompts=n_tts_prompts)
+    if "emotion" in tracks:  # its SFT model is the phoneme-synchronous one: its own world
+        data = tts_world(out, n_prompts=n_tts_prompts, n_test=n_tts_test, sft=EMOTION_SFT, track="emotion")
+        summary["emotion"] = emotion_stage(out, data, n_prompts=n_tts_prompts)
     summary["seconds"] = round(time.perf_counter() - t0)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     md = ["# lpo-speech demo", ""]
@@ -163,10 +165,11 @@ def run_demo(out: str | Path, *, n_train: int = 200, n_test: int = 60, tracks: t
                t["table"], f"WER {t['wer_before']:.4f} -> {t['wer_after']:.4f} (x{t['wer_ratio']:.3f})", ""]
     if "emotion" in summary:
         e = summary["emotion"]
-        md += ["## Emotion (offline: speaking styles): LPO on style-ranked pairs with a CER guard", "",
+        md += ["## Emotion (offline: speaking styles): LPO on pareto pairs over style and CER", "",
                f"Held-out styled prompts: `{e['test_set']}`; {e['pairs']} training pairs; curves: `{e['curves']}`.",
                "", e["table"], f"style accuracy {e['emotion_acc_before']:.3f} -> {e['emotion_acc_after']:.3f}; "
-               f"WER {e['wer_before']:.4f} -> {e['wer_after']:.4f}", ""]
+               f"WER {e['wer_before']:.4f} -> {e['wer_after']:.4f}; "
+               f"failure rate {e['failure_rate_before']:.3f} -> {e['failure_rate_after']:.3f}", ""]
     (out / "summary.md").write_text("\n".join(md))
     print("\n" + "\n".join(md))
     print(f"summary: {out / 'summary.json'} ({summary['seconds']} s)")
