@@ -6,7 +6,8 @@
 Each label is a folder of `--eval` holding `utterances.jsonl` (only the manifest's prompts count); the
 first label is the baseline. "new / fixed" counts the prompts a run fails and the baseline does not, and
 the reverse; p is the exact two-sided McNemar (sign) test on those two counts: below 0.05, the failure
-rates differ by more than the prompts' luck of the draw. The duration ratio is the mean, over prompts every run terminated, of the run's duration over the
+rates differ by more than the prompts' luck of the draw. It counts prompts as independent: with
+`--all-styles` manifests, three prompts share each sentence, so read p as a lower bound. The duration ratio is the mean, over prompts every run terminated, of the run's duration over the
 baseline's, per requested style: below 1 the model speaks faster. `--pairs pairs.jsonl` prints
 instead how much longer each rejected is than its chosen, per requested style (response tokens).
 """
@@ -55,8 +56,9 @@ def breakdown(eval_dir: Path, want: dict[str, str], labels: list[str]) -> str:
     base = runs[labels[0]]
     styles = sorted(set(want.values()))
     both = [i for i in base if all(i in runs[r] and runs[r][i]["terminated"] for r in labels)]
-    rows = [f"| run | prompts | style acc | failures | new / fixed vs {labels[0]} | p | {' / '.join(styles)} failures | "
-            f"mean s | {' / '.join(styles)} duration x {labels[0]} |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = [f"| run | prompts | style acc | {' / '.join(styles)} style acc | failures | new / fixed vs {labels[0]} | p | "
+            f"{' / '.join(styles)} failures | mean s | {' / '.join(styles)} duration x {labels[0]} |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for r in labels:
         utts = list(runs[r].values())
         fails = Counter(want[u["id"]] for u in utts if u["failure"])
@@ -65,8 +67,12 @@ def breakdown(eval_dir: Path, want: dict[str, str], labels: list[str]) -> str:
         ratio = defaultdict(list)
         for i in both:
             ratio[want[i]].append(runs[r][i]["duration_s"] / base[i]["duration_s"])
-        acc = statistics.mean(u.get("emotion_top") == want[u["id"]] for u in utts)
-        rows.append(f"| {r} | {len(utts)} | {acc:.2f} | {sum(fails.values())} | {new} / {fixed} | "
+        hit = defaultdict(list)
+        for u in utts:
+            hit[want[u["id"]]].append(u.get("emotion_top") == want[u["id"]])
+        acc = statistics.mean(x for v in hit.values() for x in v)
+        rows.append(f"| {r} | {len(utts)} | {acc:.3f} | {' / '.join(f'{statistics.mean(hit[s]):.2f}' if hit[s] else '-' for s in styles)} | "
+                    f"{sum(fails.values())} | {new} / {fixed} | "
                     f"{mcnemar_p(new, fixed):.3f} | {' / '.join(str(fails[s]) for s in styles)} | "
                     f"{statistics.mean(u['duration_s'] for u in utts):.2f} | "
                     f"{' / '.join(f'{statistics.mean(ratio[s]):.2f}' if ratio[s] else '-' for s in styles)} |")

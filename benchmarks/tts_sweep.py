@@ -85,6 +85,10 @@ TRACKS = {  # recipe, dev manifest, style scorer, and label (also the run's fold
         "beta-1.0": ["loss.beta=1.0"],
         # LPO plus the chosen NLL: what met the TTS target on tts-sync's on-policy pairs
         "sft-weight-1.0": ["loss.sft_weight=1.0"],
+        # that target's whole formula here: pairs for the words as well as the style, from twice the
+        # prompts (prompts-600's candidates), with the chosen NLL; 3 epochs
+        "cer-pairs_prompts-600_sft-weight-1.0": ["build_pairs.limit=600", "build_pairs.min_margins={emotion: 0.3, cer: 0.1}",
+                                                 "build_pairs.margin_rule=any", "train.epochs=3", "loss.sft_weight=1.0"],
     }),
 }
 

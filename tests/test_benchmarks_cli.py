@@ -100,8 +100,9 @@ def test_style_breakdown_counts_failures_and_speaking_rate(tmp_path):
     proc = _run(str(REPO / "benchmarks" / "style_breakdown.py"), "--eval", str(tmp_path), "--prompts", str(prompts),
                 "sft", "lpo")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[2:] == ["| sft | 2 | 1.00 | 1 | 0 / 0 | 1.000 | 0 / 1 | 3.00 | 1.00 / 1.00 |",
-                                            "| lpo | 2 | 0.50 | 1 | 1 / 1 | 1.000 | 1 / 0 | 2.00 | 0.50 / 0.75 |"]
+    assert proc.stdout.splitlines()[2:] == [
+        "| sft | 2 | 1.000 | 1.00 / 1.00 | 1 | 0 / 0 | 1.000 | 0 / 1 | 3.00 | 1.00 / 1.00 |",
+        "| lpo | 2 | 0.500 | 0.00 / 1.00 | 1 | 1 / 1 | 1.000 | 1 / 0 | 2.00 | 0.50 / 0.75 |"]
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"prompt_id": "a", "chosen_tokens": [1, 2], "rejected_tokens": [1, 2, 3, 4]}\nnot json\n')
     proc = _run(str(REPO / "benchmarks" / "style_breakdown.py"), "--pairs", str(pairs), "--prompts", str(prompts))
