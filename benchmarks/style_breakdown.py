@@ -7,9 +7,10 @@ Each label is a folder of `--eval` holding `utterances.jsonl` (only the manifest
 first label is the baseline. "new / fixed" counts the prompts a run fails and the baseline does not, and
 the reverse; p is the exact two-sided McNemar (sign) test on those two counts: below 0.05, the failure
 rates differ by more than the prompts' luck of the draw. It counts prompts as independent: with
-`--all-styles` manifests, three prompts share each sentence, so read p as a lower bound. The duration ratio is the mean, over prompts every run terminated, of the run's duration over the
-baseline's, per requested style: below 1 the model speaks faster. `--pairs pairs.jsonl` prints
-instead how much longer each rejected is than its chosen, per requested style (response tokens).
+`--all-styles` manifests, three prompts share each sentence, so read p as a lower bound. The duration
+ratio is the mean, over prompts every run terminated, of the run's duration over the baseline's, per
+requested style: below 1 the model speaks faster. `--pairs pairs.jsonl` prints instead how much longer
+each rejected is than its chosen, per requested style (response tokens).
 """
 
 from __future__ import annotations
