@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 from collections import Counter, defaultdict
@@ -43,13 +42,11 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def mcnemar_p(new: int, fixed: int) -> float:
-    """Exact two-sided sign test: the chance of a split at least this uneven if each discordant prompt
-    were a fair coin."""
-    n = new + fixed
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, k) for k in range(min(new, fixed) + 1)) / 2**n
-    return min(1.0, 2 * tail)
+    """Exact two-sided sign test (scipy's binomial test at 1/2): the chance of a split at least this
+    uneven if each discordant prompt were a fair coin."""
+    from scipy.stats import binomtest
+
+    return binomtest(new, new + fixed).pvalue if new + fixed else 1.0
 
 
 def breakdown(eval_dir: Path, want: dict[str, str], labels: list[str]) -> str:
@@ -72,8 +69,8 @@ def breakdown(eval_dir: Path, want: dict[str, str], labels: list[str]) -> str:
         for u in utts:
             hit[want[u["id"]]].append(u.get("emotion_top") == want[u["id"]])
         acc = statistics.mean(x for v in hit.values() for x in v)
-        rows.append(f"| {r} | {len(utts)} | {acc:.3f} | {' / '.join(f'{statistics.mean(hit[s]):.2f}' if hit[s] else '-' for s in styles)} | "
-                    f"{sum(fails.values())} | {new} / {fixed} | "
+        per_style = " / ".join(f"{statistics.mean(hit[s]):.2f}" if hit[s] else "-" for s in styles)
+        rows.append(f"| {r} | {len(utts)} | {acc:.3f} | {per_style} | {sum(fails.values())} | {new} / {fixed} | "
                     f"{mcnemar_p(new, fixed):.3f} | {' / '.join(str(fails[s]) for s in styles)} | "
                     f"{statistics.mean(u['duration_s'] for u in utts):.2f} | "
                     f"{' / '.join(f'{statistics.mean(ratio[s]):.2f}' if ratio[s] else '-' for s in styles)} |")

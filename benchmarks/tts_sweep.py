@@ -13,8 +13,9 @@ Every run trains the track's recipe on tts_compare's pairs (same pairs, same see
 listed overrides; the recipe's own run is tts_compare's `lpo` model, reused. A setting that changes a
 pair rule (`build_pairs.*`) selects its own pairs from tts_compare's scored candidates, without
 sampling again (settings with the same pair rules share them; a larger `limit` samples only the new
-prompts). `--configs a,b` runs only those settings; `--seeds 0,1,2` trains each of them once per seed; `key=value` overrides (the ones given to
-tts_compare.py for the pairs in `--compare`) reach every stage. Then one `eval --wer` of
+prompts). `--configs a,b` runs only those settings; `--seeds 0,1,2` trains each of them once per
+seed; `--all-styles` scores every dev sentence in every style; `key=value` overrides (the ones given
+to tts_compare.py for the pairs in `--compare`) reach every stage. Then one `eval --wer` of
 the SFT model and every run side by side on the 100 dev prompts (sentences in neither train nor test;
 the emotion track asks for the styles in turn). Each stage is skipped when its output exists.
 """
