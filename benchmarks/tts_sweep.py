@@ -18,6 +18,10 @@ seed; `--all-styles` scores every dev sentence in every style; `key=value` overr
 to tts_compare.py for the pairs in `--compare`) reach every stage. Then one `eval --wer` of
 the SFT model and every run side by side on the 100 dev prompts (sentences in neither train nor test;
 the emotion track asks for the styles in turn). Each stage is skipped when its output exists.
+
+`--test` scores the settings on tts_compare's held-out test prompts instead, in tts_compare's eval
+folder, where the SFT model and the recipe's run (labelled `lpo` there) resume from its scores: for a
+setting already compared on dev, so that its test figure sits beside the recipe's.
 """
 
 from __future__ import annotations
@@ -101,6 +105,15 @@ def with_seeds(configs: dict[str, list[str]], seeds: list[int]) -> dict[str, lis
             for label, extra in configs.items() for n in seeds}
 
 
+def scoring(track: str, data: Path, out: Path, compare: Path, test: bool) -> tuple[Path, Path, str]:
+    """Where the runs are scored: (held-out manifest, eval folder, the recipe's label). On test, in
+    tts_compare's eval folder under its label `lpo`, so that the SFT model's and the recipe's scores
+    there resume instead of being made again."""
+    if test:
+        return data / COMPARE_TRACKS[track]["data"], compare / "eval", "lpo"
+    return data / TRACKS[track][1], out / "eval", "recipe"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--track", choices=sorted(TRACKS), default="tts")
@@ -114,13 +127,15 @@ def main() -> None:
                          "scores only the SFT model and the recipe's run on the dev prompts)")
     ap.add_argument("--all-styles", action="store_true",
                     help="emotion tracks: score every dev sentence in every style (3x the prompts)")
+    ap.add_argument("--test", action="store_true",
+                    help="score on tts_compare's test prompts in its eval folder (for settings already run on dev)")
     ap.add_argument("--seeds", default="0", help="comma-separated training seeds per setting (default 0; "
                                                  "seed n > 0 runs as <label>_seed-<n>)")
     ap.add_argument("overrides", nargs="*", help="recipe key=value overrides for every stage (as given to "
                                                  "tts_compare.py for the pairs in --compare)")
     a = ap.parse_args()
 
-    recipe_name, dev_name, scorer, configs = TRACKS[a.track]
+    recipe_name, _, scorer, configs = TRACKS[a.track]
     if a.configs is not None:
         wanted = [x for x in a.configs.split(",") if x]
         if unknown := [x for x in wanted if x not in configs]:
@@ -144,7 +159,8 @@ def main() -> None:
         sys.exit(2)
     same_overrides(out, a.overrides)
     sft = yaml.safe_load(recipe.read_text())["model"]["path"]
-    models, labels = [sft, str(compare / "lpo" / "model")], ["sft", "recipe"]
+    held_out, eval_dir, recipe_label = scoring(a.track, data, out, compare, a.test)
+    models, labels = [sft, str(compare / "lpo" / "model")], ["sft", recipe_label]
     kept = {"recipe": json.loads((compare / "pairs" / "summary.json").read_text())["pairs"]}
     pair_dirs: dict[tuple, Path] = {}  # settings with the same pair rules share one pair folder (the first's)
     for label, extra in configs.items():
@@ -174,17 +190,17 @@ def main() -> None:
         models.append(str(run_dir / "model"))
         labels.append(label)
     # No done marker: eval resumes per model and prompt, so a setting added to a finished sweep is scored alone.
-    dev = every_style(data / dev_name) if a.all_styles else data / dev_name
-    run(eval_command(dist, dev, out / "eval", models, labels, scorer), done=None, env=env)
-    results = json.loads((out / "eval" / "metrics.json").read_text())
+    dev = every_style(held_out) if a.all_styles else held_out
+    run(eval_command(dist, dev, eval_dir, models, labels, scorer), done=None, env=env)
+    results = json.loads((eval_dir / "metrics.json").read_text())
     for m in results.values():
         m["wer_vs_sft"] = m["wer"] / max(results["sft"]["wer"], 1e-9)
-    md = (f"# {a.track}: LPO settings on the dev prompts\n\n"
+    md = (f"# {a.track}: LPO settings on the {'test' if a.test else 'dev'} prompts\n\n"
           f"Pairs `{pairs}`; recipe `{recipe_name}` ({' '.join(a.overrides) or 'as committed'}) with the "
           f"label's overrides; held-out "
           f"`{dev}` (greedy). Pairs per run (a run that changes a pair rule selects its own "
           f"from the same candidates): {', '.join(f'{k} {v}' for k, v in kept.items())}.\n\n"
-          + (out / "eval" / "table.md").read_text() + "\n"
+          + (eval_dir / "table.md").read_text() + "\n"
           "| model | WER / SFT WER |\n|---|---|\n"
           + "\n".join(f"| {k} | {v['wer_vs_sft']:.3f} |" for k, v in results.items()) + "\n")
     Path(results_prefix).parent.mkdir(parents=True, exist_ok=True)

@@ -151,3 +151,16 @@ def test_every_style_keeps_each_prompt_and_adds_the_other_styles(tmp_path, capsy
     with pytest.raises(SystemExit) as e:
         every_style(manifest)
     assert e.value.code == 2 and "no prompt has an 'emotion'" in capsys.readouterr().err
+
+
+def test_sweep_scores_on_dev_or_in_the_compare_eval_on_test():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from tts_sweep import scoring
+
+    data, out, compare = Path("w"), Path("sweep"), Path("cmp")
+    assert scoring("emotion-sync", data, out, compare, test=False) == (
+        data / "dev_style_prompts.jsonl", out / "eval", "recipe")
+    # on test, where tts_compare scored SFT and its `lpo` run (the recipe's), so both resume
+    assert scoring("emotion-sync", data, out, compare, test=True) == (
+        data / "test_style_prompts.jsonl", compare / "eval", "lpo")
+    assert scoring("tts-sync", data, out, compare, test=True)[0] == data / "test_prompts.jsonl"
