@@ -41,6 +41,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from lpo_speech.errors import UserError
+from lpo_speech.tts.codec2_rng import reseed
 
 
 @runtime_checkable
@@ -157,7 +158,8 @@ class Codec2Codec(SlotCodec):
 
     pycodec2's `Codec2.encode/decode` process exactly ONE frame per call (even when handed more:
     the rest of its output buffer is left zero/uninitialised), so we loop over frames ourselves.
-    Each encode/decode call uses a fresh codec2 state, so results do not depend on earlier calls.
+    Each encode/decode call uses a fresh codec2 state, and decode first reseeds libcodec2's
+    process-wide phase RNG (lpo_speech.tts.codec2_rng), so results do not depend on earlier calls.
     """
 
     sample_rate = 8000
@@ -217,6 +219,7 @@ class Codec2Codec(SlotCodec):
             bits[:, start : start + w] = (arr[:, k : k + 1] >> np.arange(w - 1, -1, -1)) & 1
             start += w
         packed = np.packbits(bits, axis=1)
+        reseed()  # the same codes give the same audio, whatever this process decoded before
         c2 = self._state()
         out = [c2.decode(row.tobytes())[: self.samples_per_frame] for row in packed]
         pcm = np.concatenate(out) if out else np.zeros(0, dtype=np.int16)
