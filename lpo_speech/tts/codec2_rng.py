@@ -6,10 +6,9 @@ says "todo: this should probably be in some states rather than a static"). A fre
 call does not reset it, so the audio of the same codes depends on everything the process decoded
 before (the same codes decoded twice in a row differ by up to full scale; the same greedy outputs
 of 16 test prompts, decoded in another order, changed 8 of their 16 judge transcripts). The library
-has no seeding call, so
-`codec2_rng()` finds the variable through the shared object's symbol table (`next`, beside the
-exported `codec2_rand`), checks it by drawing one number from a known state, and returns it: setting
-its value to 1 before each utterance makes decoding a function of the codes alone.
+has no seeding call, so `codec2_rng()` finds the variable through the shared object's symbol table
+(`next`, beside the exported `codec2_rand`), checks it by drawing one number from a known state, and
+returns it: setting its value to 1 before each utterance makes decoding a function of the codes alone.
 """
 
 from __future__ import annotations
@@ -30,9 +29,9 @@ def _loaded_library() -> str | None:
     except OSError:
         return None
     for line in maps.splitlines():
-        path = line.split()[-1] if len(line.split()) >= 6 else ""
-        if "libcodec2" in Path(path).name:
-            return path
+        fields = line.split(maxsplit=5)  # address perms offset dev inode [path]
+        if len(fields) == 6 and Path(fields[5]).name.startswith("libcodec2"):
+            return fields[5]
     return None
 
 
