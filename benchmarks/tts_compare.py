@@ -67,7 +67,10 @@ def run(cmd: list[str], done: Path | None, env: dict | None = None) -> bool:
         return False
     print(f"== {shown}", flush=True)
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, **(env or {})})
+    code = subprocess.run(cmd, cwd=REPO, env={**os.environ, **(env or {})}).returncode
+    if code:  # the stage printed its own error; stop with its status, without a traceback of ours
+        print(f"error: stage failed (exit status {code}): {shown}", file=sys.stderr)
+        sys.exit(code)
     print(f"== done in {time.perf_counter() - t0:.0f} s", flush=True)
     return True
 

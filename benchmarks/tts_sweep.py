@@ -161,7 +161,7 @@ def main() -> None:
     sft = yaml.safe_load(recipe.read_text())["model"]["path"]
     held_out, eval_dir, recipe_label = scoring(a.track, data, out, compare, a.test)
     models, labels = [sft, str(compare / "lpo" / "model")], ["sft", recipe_label]
-    kept = {"recipe": json.loads((compare / "pairs" / "summary.json").read_text())["pairs"]}
+    kept = {recipe_label: json.loads((compare / "pairs" / "summary.json").read_text())["pairs"]}
     pair_dirs: dict[tuple, Path] = {}  # settings with the same pair rules share one pair folder (the first's)
     for label, extra in configs.items():
         run_dir = out / label
@@ -190,15 +190,15 @@ def main() -> None:
         models.append(str(run_dir / "model"))
         labels.append(label)
     # No done marker: eval resumes per model and prompt, so a setting added to a finished sweep is scored alone.
-    dev = every_style(held_out) if a.all_styles else held_out
-    run(eval_command(dist, dev, eval_dir, models, labels, scorer), done=None, env=env)
+    manifest = every_style(held_out) if a.all_styles else held_out
+    run(eval_command(dist, manifest, eval_dir, models, labels, scorer), done=None, env=env)
     results = json.loads((eval_dir / "metrics.json").read_text())
     for m in results.values():
         m["wer_vs_sft"] = m["wer"] / max(results["sft"]["wer"], 1e-9)
     md = (f"# {a.track}: LPO settings on the {'test' if a.test else 'dev'} prompts\n\n"
           f"Pairs `{pairs}`; recipe `{recipe_name}` ({' '.join(a.overrides) or 'as committed'}) with the "
           f"label's overrides; held-out "
-          f"`{dev}` (greedy). Pairs per run (a run that changes a pair rule selects its own "
+          f"`{manifest}` (greedy). Pairs per run (a run that changes a pair rule selects its own "
           f"from the same candidates): {', '.join(f'{k} {v}' for k, v in kept.items())}.\n\n"
           + (eval_dir / "table.md").read_text() + "\n"
           "| model | WER / SFT WER |\n|---|---|\n"

@@ -164,3 +164,14 @@ def test_sweep_scores_on_dev_or_in_the_compare_eval_on_test():
     assert scoring("emotion-sync", data, out, compare, test=True) == (
         data / "test_style_prompts.jsonl", compare / "eval", "lpo")
     assert scoring("tts-sync", data, out, compare, test=True)[0] == data / "test_prompts.jsonl"
+
+
+def test_a_failed_stage_stops_with_its_status_and_one_line(capsys):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from tts_compare import run
+
+    with pytest.raises(SystemExit) as e:
+        run([sys.executable, "-c", "import sys; sys.exit(2)"], done=None)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: stage failed (exit status 2): ")

@@ -68,17 +68,17 @@ def codec2_rng() -> ctypes.c_uint64 | None:
         rand.restype = ctypes.c_int
         base = ctypes.cast(rand, ctypes.c_void_p).value
         syms = _symbols(path)
-        for (rand_value, _) in syms.get("codec2_rand", [])[:1]:
-            for value, size in syms.get("next", []):
-                if size != 8:
-                    continue
-                state = ctypes.c_uint64.from_address(base - rand_value + value)
-                saved = state.value
-                state.value = 1
-                if rand() == ((_A + _C) // 65536) % 32768 and state.value == _A + _C:
-                    found = state
-                    break
-                state.value = saved
+        load_bias = base - syms["codec2_rand"][0][0] if "codec2_rand" in syms else None
+        for value, size in syms.get("next", []) if load_bias is not None else []:
+            if size != 8:
+                continue
+            state = ctypes.c_uint64.from_address(load_bias + value)
+            saved = state.value
+            state.value = 1  # one draw from the start state must give codec2_rand's first number
+            if rand() == ((_A + _C) // 65536) % 32768 and state.value == _A + _C:
+                found = state
+                break
+            state.value = saved
     if found is None:
         warnings.warn("codec2: libcodec2's phase RNG was not found, so decoded audio depends on what this "
                       "process decoded before", RuntimeWarning, stacklevel=2)
