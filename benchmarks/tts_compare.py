@@ -57,6 +57,9 @@ LOSSES = {  # label -> overrides (on top of the recipe, which trains lpo-ste)
     "lpo-seed1": ["train.seed=1"],
     "lpo-seed2": ["train.seed=2"],
 }
+# label -> the runs it averages (`lpo-speech merge`; trained first if missing, scored only if listed):
+# the model soup of the recipe's three seeds (as WARP merges policies aligned with different seeds)
+SOUPS = {"lpo-soup": ["lpo", "lpo-seed1", "lpo-seed2"]}
 
 
 def run(cmd: list[str], done: Path | None, env: dict | None = None) -> bool:
@@ -146,13 +149,14 @@ def main() -> None:
                     help="emotion tracks: score every held-out sentence in every style (3x the prompts)")
     ap.add_argument("--results", default=None, help="results prefix (default benchmarks/results/<track>_compare)")
     ap.add_argument("--losses", default=",".join(LOSSES),
-                    help=f"comma-separated runs to train and compare (from {', '.join(LOSSES)})")
+                    help=f"comma-separated runs to train and compare (from {', '.join([*LOSSES, *SOUPS])}; "
+                         "a soup trains its members if missing and scores only the average)")
     ap.add_argument("overrides", nargs="*", help="recipe key=value overrides for every stage")
     a = ap.parse_args()
 
     losses = [x for x in a.losses.split(",") if x]
-    if unknown := [x for x in losses if x not in LOSSES]:
-        ap.error(f"--losses: unknown {', '.join(unknown)} (known: {', '.join(LOSSES)})")
+    if unknown := [x for x in losses if x not in LOSSES and x not in SOUPS]:
+        ap.error(f"--losses: unknown {', '.join(unknown)} (known: {', '.join([*LOSSES, *SOUPS])})")
     py = sys.executable
     track = TRACKS[a.track]
     recipe_path = REPO / track["recipe"]
@@ -177,15 +181,19 @@ def main() -> None:
         paths.append(f"build_pairs.gold={data / 'train.jsonl'}")
     run([*dist, "build-pairs", str(recipe_path), *paths], done=out / "pairs" / "pairs_ref.jsonl", env=env)
     models, labels, seconds = [str(sft)], ["sft"], {}
-    for label in losses:
-        extra = LOSSES[label]
+    trained = list(dict.fromkeys(x for label in losses for x in SOUPS.get(label, [label])))  # in order, once
+    for label in trained:
         run_dir = out / label
         resume = ["--resume"] if (run_dir / "checkpoints").exists() else []
         t0 = time.perf_counter()
-        if run([*dist, "train", str(recipe_path), *paths, *extra, f"train.out_dir={run_dir}", *resume],
+        if run([*dist, "train", str(recipe_path), *paths, *LOSSES[label], f"train.out_dir={run_dir}", *resume],
                done=run_dir / "model" / "model.safetensors", env=env):
             seconds[label] = round(time.perf_counter() - t0)  # None in the results: trained by an earlier call
-        models.append(str(run_dir / "model"))
+    for label in losses:
+        if label in SOUPS:
+            run([py, "-m", "lpo_speech.cli", "merge", *(x for m in SOUPS[label] for x in ("--model", str(out / m / "model"))),
+                 "--out", str(out / label / "model")], done=out / label / "model" / "model.safetensors")
+        models.append(str(out / label / "model"))
         labels.append(label)
     manifest = first_prompts(data / track["data"], a.eval_limit)
     if a.all_styles:

@@ -19,7 +19,8 @@ to tts_compare.py for the pairs in `--compare`) reach every stage. Then one `eva
 the SFT model and every run side by side on the 100 dev prompts (sentences in neither train nor test;
 the emotion track asks for the styles in turn). Each stage is skipped when its output exists.
 
-`--test` scores the settings on tts_compare's held-out test prompts instead, in tts_compare's eval
+`--also lpo-soup` scores runs that tts_compare.py trained (here: the average of the recipe's three seeds)
+beside them. `--test` scores the settings on tts_compare's held-out test prompts instead, in tts_compare's eval
 folder, where the SFT model and the recipe's run (labelled `lpo` there) resume from its scores: for a
 setting already compared on dev, so that its test figure sits beside the recipe's.
 """
@@ -131,6 +132,8 @@ def main() -> None:
                     help="score on tts_compare's test prompts in its eval folder (for settings already run on dev)")
     ap.add_argument("--seeds", default="0", help="comma-separated training seeds per setting (default 0; "
                                                  "seed n > 0 runs as <label>_seed-<n>)")
+    ap.add_argument("--also", default="", help="comma-separated runs of tts_compare.py (its labels, e.g. "
+                                               "lpo-seed1,lpo-soup) to score beside, as trained there")
     ap.add_argument("overrides", nargs="*", help="recipe key=value overrides for every stage (as given to "
                                                  "tts_compare.py for the pairs in --compare)")
     a = ap.parse_args()
@@ -162,6 +165,13 @@ def main() -> None:
     held_out, eval_dir, recipe_label = scoring(a.track, data, out, compare, a.test)
     models, labels = [sft, str(compare / "lpo" / "model")], ["sft", recipe_label]
     kept = {recipe_label: json.loads((compare / "pairs" / "summary.json").read_text())["pairs"]}
+    for label in (x for x in a.also.split(",") if x):
+        if not (compare / label / "model" / "model.safetensors").exists():
+            print(f"error: {compare / label / 'model'}: missing (train it with tts_compare.py --losses {label})",
+                  file=sys.stderr)
+            sys.exit(2)
+        models.append(str(compare / label / "model"))
+        labels.append(label)
     pair_dirs: dict[tuple, Path] = {}  # settings with the same pair rules share one pair folder (the first's)
     for label, extra in configs.items():
         run_dir = out / label

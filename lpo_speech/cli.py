@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "build-pairs": "lpo_speech.commands.build_pairs",
     "ref-logps": "lpo_speech.commands.ref_logps",
     "train": "lpo_speech.commands.train",
+    "merge": "lpo_speech.commands.merge",
     "eval": "lpo_speech.commands.eval",
 }
 

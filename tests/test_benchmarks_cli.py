@@ -31,11 +31,23 @@ def test_sweep_without_pairs_is_one_line(tmp_path):
                                                 "(run benchmarks/tts_compare.py --track emotion first)"]
 
 
+def test_sweep_refuses_a_compare_run_that_was_not_trained(tmp_path):
+    pairs = tmp_path / "compare" / "pairs"
+    pairs.mkdir(parents=True)
+    (pairs / "pairs_ref.jsonl").write_text("")
+    (pairs / "summary.json").write_text(json.dumps({"pairs": 0}))
+    proc = _run(str(REPO / "benchmarks" / "tts_sweep.py"), "--track", "emotion", "--compare", str(tmp_path / "compare"),
+                "--out", str(tmp_path / "out"), "--configs", "", "--also", "lpo-soup")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'compare' / 'lpo-soup' / 'model'}: missing "
+                                                "(train it with tts_compare.py --losses lpo-soup)"]
+
+
 @pytest.mark.parametrize("script, args, message", [
     ("tts_sweep.py", ["--track", "tts-sync", "--configs", "epochs-1,lr-9"],
      "--configs: unknown lr-9 (known: lr-1e-4, epochs-1, sft-weight-1.0, sft-cont)"),
     ("tts_compare.py", ["--track", "tts", "--losses", "lpo,orpo"],
-     "--losses: unknown orpo (known: lpo, dpo, dpo-gamma, sft-cont, lpo-sft, lpo-seed1, lpo-seed2)"),
+     "--losses: unknown orpo (known: lpo, dpo, dpo-gamma, sft-cont, lpo-sft, lpo-seed1, lpo-seed2, lpo-soup)"),
 ])
 def test_an_unknown_run_name_is_refused_before_any_stage(tmp_path, script, args, message):
     proc = _run(str(REPO / "benchmarks" / script), *args, "--out", str(tmp_path / "out"))
