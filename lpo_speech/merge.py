@@ -51,7 +51,10 @@ def _config(model: Path) -> dict:
     path = model / "config.json"
     if not path.exists():
         return {}
-    cfg = json.loads(path.read_text())
+    try:
+        cfg = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"not valid JSON ({e.msg}, line {e.lineno})", where=str(path)) from None
     cfg.pop("_name_or_path", None)  # where it was loaded from, not what it is
     return cfg
 

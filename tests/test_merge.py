@@ -50,14 +50,18 @@ def test_refuses_what_cannot_be_averaged(three, tmp_path):
         merge_models([three[0]], tmp_path / "x")
     with pytest.raises(UserError, match="needs --base"):
         merge_models(three, tmp_path / "x", weight=0.5)
+    (three[1] / "config.json").write_text("{not json")
+    with pytest.raises(UserError, match="config.json: not valid JSON"):
+        merge_models(three[:2], tmp_path / "x")
     (three[2] / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(UserError, match="unreadable"):
-        merge_models(three, tmp_path / "x")
+        merge_models([three[0], three[2]], tmp_path / "x")
     assert not (tmp_path / "x").exists()  # nothing half-written
-    merge_models(three[:2], tmp_path / "y")
+    pair = [three[0], three[0]]  # the others were corrupted above
+    merge_models(pair, tmp_path / "y")
     with pytest.raises(UserError, match="exists"):
-        merge_models(three[:2], tmp_path / "y")
-    merge_models(three[:2], tmp_path / "y", overwrite=True)
+        merge_models(pair, tmp_path / "y")
+    merge_models(pair, tmp_path / "y", overwrite=True)
 
 
 def test_cli_merges_and_errors_in_one_line(three, tmp_path, lpo):
