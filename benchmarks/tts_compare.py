@@ -56,10 +56,14 @@ LOSSES = {  # label -> overrides (on top of the recipe, which trains lpo-ste)
     # the recipe again with the pairs in other orders: how much one training run's numbers move
     "lpo-seed1": ["train.seed=1"],
     "lpo-seed2": ["train.seed=2"],
+    "lpo-seed3": ["train.seed=3"],
+    "lpo-seed4": ["train.seed=4"],
+    "lpo-seed5": ["train.seed=5"],
 }
 # label -> the runs it averages (`lpo-speech merge`; trained first if missing, scored only if listed):
 # the model soup of the recipe's three seeds (as WARP merges policies aligned with different seeds)
-SOUPS = {"lpo-soup": ["lpo", "lpo-seed1", "lpo-seed2"]}
+SOUPS = {"lpo-soup": ["lpo", "lpo-seed1", "lpo-seed2"],
+         "lpo-soup2": ["lpo-seed3", "lpo-seed4", "lpo-seed5"]}  # a second soup, to see whether the first was luck
 
 
 def run(cmd: list[str], done: Path | None, env: dict | None = None) -> bool:

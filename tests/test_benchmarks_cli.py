@@ -187,3 +187,14 @@ def test_a_failed_stage_stops_with_its_status_and_one_line(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: stage failed (exit status 2): ")
+
+
+def test_each_soup_averages_distinct_trainable_runs():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from tts_compare import LOSSES, SOUPS
+
+    members = [m for runs in SOUPS.values() for m in runs]
+    assert all(m in LOSSES for m in members)  # every member is a run tts_compare can train
+    assert len(members) == len(set(members))  # no seed is shared between soups: they are independent
+    assert all(len(runs) >= 2 for runs in SOUPS.values())
+    assert not set(SOUPS) & set(LOSSES)
