@@ -63,7 +63,8 @@ LOSSES = {  # label -> overrides (on top of the recipe, which trains lpo-ste)
 # label -> the runs it averages (`lpo-speech merge`; trained first if missing, scored only if listed):
 # the model soup of the recipe's three seeds (as WARP merges policies aligned with different seeds)
 SOUPS = {"lpo-soup": ["lpo", "lpo-seed1", "lpo-seed2"],
-         "lpo-soup2": ["lpo-seed3", "lpo-seed4", "lpo-seed5"]}  # a second soup, to see whether the first was luck
+         "lpo-soup2": ["lpo-seed3", "lpo-seed4", "lpo-seed5"],  # a second soup, to see whether the first was luck
+         "lpo-soup6": ["lpo", *(f"lpo-seed{s}" for s in range(1, 6))]}  # all six seeds
 
 
 def run(cmd: list[str], done: Path | None, env: dict | None = None) -> bool:
