@@ -47,7 +47,7 @@ def test_sweep_refuses_a_compare_run_that_was_not_trained(tmp_path):
     ("tts_sweep.py", ["--track", "tts-sync", "--configs", "epochs-1,lr-9"],
      "--configs: unknown lr-9 (known: lr-1e-4, epochs-1, sft-weight-1.0, sft-cont)"),
     ("tts_compare.py", ["--track", "tts", "--losses", "lpo,orpo"],
-     "--losses: unknown orpo (known: lpo, dpo, dpo-gamma, sft-cont, lpo-sft, lpo-seed1, lpo-seed2, lpo-soup)"),
+     "--losses: unknown orpo (known: lpo, dpo, dpo-gamma, sft-cont, lpo-sft, lpo-seed1, lpo-seed2, lpo-seed3, lpo-seed4, lpo-seed5, lpo-soup, lpo-soup2, lpo-soup6)"),
 ])
 def test_an_unknown_run_name_is_refused_before_any_stage(tmp_path, script, args, message):
     proc = _run(str(REPO / "benchmarks" / script), *args, "--out", str(tmp_path / "out"))
