@@ -125,7 +125,7 @@ def child_prepare(a, work: Path) -> dict:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from lpo_speech.config import DataConfig, LossConfig, ModelConfig, TrainConfig, TrainRecipe
+    from lpo_speech.config import DataConfig, LossConfig, ModelConfig, RuntimeConfig, TrainConfig, TrainRecipe
     from lpo_speech.reflogps import compute_ref_logps
 
     torch.manual_seed(a.seed)
@@ -143,7 +143,7 @@ def child_prepare(a, work: Path) -> dict:
                                 "rejected_tokens": rand(a.response_len - 1) + [EOS]}) + "\n")
     recipe = TrainRecipe(model=ModelConfig(path=str(work / "model"), dtype=_dtype(a)),
                          data=DataConfig(pairs=str(work / "pairs.jsonl")),
-                         train=TrainConfig(out_dir=str(work / "unused"), device=a.device),
+                         train=TrainConfig(out_dir=str(work / "unused")), runtime=RuntimeConfig(device=a.device),
                          loss=LossConfig(type="sigmoid", average_logps=False))
     compute_ref_logps(recipe, work / "pairs.jsonl", work / "pairs_ref_sum.jsonl", batch_size=a.batch, quiet=True)
     # Length-averaged reference log-probs (lpo-ste's default) are the sums over the response length.
@@ -167,7 +167,8 @@ def child_lpo(a, work: Path, loss_type: str) -> dict:
 
     from lpo_speech import trainer
     from lpo_speech.adapters.causal_lm import CausalLMPairModel
-    from lpo_speech.config import DataConfig, LossConfig, ModelConfig, ReferenceConfig, TrainConfig, TrainRecipe
+    from lpo_speech.config import (DataConfig, LossConfig, ModelConfig, ReferenceConfig, RuntimeConfig, TrainConfig,
+                                   TrainRecipe)
 
     average = loss_type != "sigmoid"
     peak = {}
@@ -189,7 +190,8 @@ def child_lpo(a, work: Path, loss_type: str) -> dict:
                         max_length=a.prompt_len + a.response_len),
         loss=loss, reference=ReferenceConfig(source="precomputed"),
         train=TrainConfig(out_dir=str(out_dir), lr=LR, max_steps=a.warmup + a.steps, batch_size=a.batch,
-                          log_every=1, save_every=0, seed=a.seed, device=a.device, max_grad_norm=1.0))
+                          log_every=1, save_every=0, seed=a.seed, max_grad_norm=1.0),
+        runtime=RuntimeConfig(device=a.device))
     t0 = time.perf_counter()
     trainer.train(recipe, quiet=True)
     rows = trainer.read_metrics(out_dir)

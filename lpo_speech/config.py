@@ -9,6 +9,7 @@ the effective config is saved as `config.yaml` in the run directory.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +17,11 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from lpo_speech.distributed import DEVICE_CHOICES, valid_device
 from lpo_speech.errors import UserError
 from lpo_speech.logps import CODEBOOK_REDUCTIONS
 from lpo_speech.losses import LOSSES
+from lpo_speech.precision import DTYPES
 
 
 def _need(cond: bool, key: str, msg: str) -> None:
@@ -27,11 +30,31 @@ def _need(cond: bool, key: str, msg: str) -> None:
 
 
 @dataclass
+class LoraSettings:
+    """LoRA with peft: only the adapter trains; the reference is the same model with it disabled."""
+
+    r: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    save: str = "merged"  # what the run's model/ holds: merged (full weights) | adapter (peft folder) | both
+
+    def validate(self) -> None:
+        _need(self.r >= 1, "model.lora.r", "must be >= 1")
+        _need(self.alpha > 0 and math.isfinite(self.alpha), "model.lora.alpha", "must be > 0")
+        _need(0 <= self.dropout < 1, "model.lora.dropout", "must be in [0, 1)")
+        _need(bool(self.target_modules) and all(isinstance(t, str) and t for t in self.target_modules),
+              "model.lora.target_modules", "module names, e.g. [q_proj, v_proj], or [all-linear]")
+        _need(self.save in ("merged", "adapter", "both"), "model.lora.save", "merged, adapter or both")
+
+
+@dataclass
 class ModelConfig:
     path: str  # local directory (save_pretrained) or hub id
     adapter: str = "causal_lm"  # causal_lm | whisper
-    dtype: str = "auto"  # auto = float32 on CPU, bfloat16 on CUDA
-    gradient_checkpointing: bool = False
+    dtype: str = "auto"  # the weights' dtype: auto (bfloat16 on a GPU with bf16, else float32) | float32 | bfloat16
+    gradient_checkpointing: bool = False  # activation checkpointing (recompute layers in backward)
+    lora: LoraSettings | None = None  # train a LoRA adapter instead of every weight (peft)
     num_codebooks: int = 1  # tokens per codec frame in the response stream
     codebook_reduction: str = "flat"  # flat | sum | first (see lpo_speech.logps)
     language: str | None = None  # whisper: multilingual models' language token (e.g. en); None for *.en
@@ -40,7 +63,7 @@ class ModelConfig:
 
     def validate(self) -> None:
         _need(self.adapter in ADAPTERS, "model.adapter", f"one of {sorted(ADAPTERS)}")
-        _need(self.dtype in ("auto", "float32", "bfloat16"), "model.dtype", "auto, float32 or bfloat16")
+        _need(self.dtype in ("auto", *DTYPES), "model.dtype", "auto, float32 or bfloat16")
         _need(self.num_codebooks >= 1, "model.num_codebooks", "must be >= 1")
         _need(self.codebook_reduction in CODEBOOK_REDUCTIONS, "model.codebook_reduction",
               f"one of {list(CODEBOOK_REDUCTIONS)}")
@@ -113,7 +136,10 @@ class TrainConfig:
     log_every: int = 1
     save_every: int = 0  # 0 = only at the end
     keep_checkpoints: int = 2
-    device: str = "auto"  # auto | cpu | cuda
+    strategy: str = "ddp"  # ddp (a full replica per process) | fsdp (FSDP2: weights, gradients, optimizer sharded)
+    master_dtype: str = "float32"  # dtype of the weights the optimizer updates (bfloat16: no fp32 master copy)
+    fsdp_cpu_offload: bool = False  # fsdp: keep sharded weights, gradients and optimizer state in CPU memory
+    fsdp_reshard_after_forward: bool = True  # fsdp: free gathered weights after forward (less memory, more traffic)
 
     def validate(self) -> None:
         _need(self.lr > 0, "train.lr", "must be > 0")
@@ -126,7 +152,29 @@ class TrainConfig:
         _need(self.max_grad_norm >= 0 and self.weight_decay >= 0, "train.max_grad_norm/weight_decay", ">= 0")
         _need(self.log_every >= 1 and self.save_every >= 0 and self.keep_checkpoints >= 1,
               "train.log_every/save_every/keep_checkpoints", "log_every >= 1, save_every >= 0, keep >= 1")
-        _need(self.device in ("auto", "cpu", "cuda"), "train.device", "auto, cpu or cuda")
+        _need(self.strategy in STRATEGIES, "train.strategy", f"one of {', '.join(STRATEGIES)}")
+        _need(self.master_dtype in DTYPES, "train.master_dtype", "float32 or bfloat16")
+        _need(self.strategy == "fsdp" or not self.fsdp_cpu_offload, "train.fsdp_cpu_offload", "needs strategy fsdp")
+
+
+STRATEGIES = ("ddp", "fsdp")
+
+
+@dataclass
+class RuntimeConfig:
+    """Where every stage of the recipe runs (lpo_speech.distributed.resolve_device)."""
+
+    device: str = "auto"  # auto (cuda:LOCAL_RANK when CUDA is present, else cpu) | cpu | cuda
+    judge_device: str | None = None  # judges and scorers (ASR judge, similarity, emotion, codec): null = device
+    threads: int | None = None  # torch CPU threads of each process (null: torch's default)
+    sampling_threads: int | None = None  # torch CPU threads while sampling codec tokens (null: threads)
+
+    def validate(self) -> None:
+        _need(self.device in DEVICE_CHOICES, "runtime.device", "auto, cpu or cuda")
+        _need(self.judge_device is None or valid_device(self.judge_device), "runtime.judge_device",
+              "null, auto, cpu, cuda or cuda:N")
+        _need(self.threads is None or self.threads >= 1, "runtime.threads", "null or >= 1")
+        _need(self.sampling_threads is None or self.sampling_threads >= 1, "runtime.sampling_threads", "null or >= 1")
 
 
 @dataclass
@@ -138,6 +186,7 @@ class TrainRecipe:
     train: TrainConfig
     loss: LossConfig = field(default_factory=LossConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
 
 # ------------------------------------------------------------------------------------ loading
@@ -181,6 +230,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ValueError(f"{key}: expected {name}, got {value!r}")
 
 
+# Keys that moved to another section: the error says where they went.
+MOVED = {("train", "device"): "write `runtime: {device: auto|cpu|cuda}` (one placement for every stage)"}
+
+
 def _build(cls: Any, d: Any, prefix: str = "") -> Any:
     if not isinstance(d, dict):
         raise ValueError(f"{prefix or 'recipe'}: expected a mapping, got {d!r}")
@@ -188,6 +241,8 @@ def _build(cls: Any, d: Any, prefix: str = "") -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     for k in d:
         if k not in names:
+            if (prefix, k) in MOVED:
+                raise ValueError(f"'{prefix}.{k}' moved: {MOVED[prefix, k]}")
             raise ValueError(f"unknown key '{prefix + '.' if prefix else ''}{k}' (known: {', '.join(sorted(names))})")
     kwargs = {}
     for f in dataclasses.fields(cls):

@@ -29,7 +29,7 @@ def _batch_order(p: PreferencePair) -> tuple:
 
 def compute_ref_logps(recipe: TrainRecipe, in_path: str | Path, out_path: str | Path, *, batch_size: int = 8,
                       max_margin: float | None = None, quiet: bool = False) -> dict[str, int]:
-    info = init_distributed(recipe.train.device)
+    info = init_distributed(recipe.runtime.device)
     in_path, out_path = Path(in_path), Path(out_path)
     pairs = load_jsonl(in_path, PreferencePair)
     adapter = load_adapter(recipe.model)
@@ -57,7 +57,7 @@ def compute_ref_logps(recipe: TrainRecipe, in_path: str | Path, out_path: str | 
 
     scored_path = out_path.with_name(out_path.name + ".scored")
     scored = run_sharded(scored_path, pairs, key=lambda p: p.id, process=process, batch_size=batch_size,
-                         desc="ref-logps", unit="pair", device=recipe.train.device, quiet=quiet,
+                         desc="ref-logps", unit="pair", device=recipe.runtime.device, quiet=quiet,
                          order=_batch_order,
                          settings={"model": str(Path(recipe.model.path).resolve()), "mode": mode, "bf16": bf16})
     kept = [s for s in scored

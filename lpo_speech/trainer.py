@@ -102,7 +102,7 @@ def train(recipe: TrainRecipe, *, resume: bool = False, quiet: bool = False, ada
     """Train and return the run folder. `adapter` may be passed in to reuse its caches (features,
     frozen-encoder states) across runs on the same data, as benchmarks comparing losses do."""
     cfg = recipe.train
-    info = init_distributed(cfg.device)
+    info = init_distributed(recipe.runtime.device)
     run_dir = Path(cfg.out_dir)
     if info.is_main:
         if checkpoint.latest(run_dir) is not None and not resume:

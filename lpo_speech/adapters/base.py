@@ -52,15 +52,30 @@ def split_pairs(logps: torch.Tensor, mean_logp: torch.Tensor, num_pairs: int) ->
 
 
 class PairModel(nn.Module):
-    """Wraps a model; `forward(batch)` returns `SeqLogps` for chosen and rejected in one pass."""
+    """Wraps a model; `forward(batch)` returns `SeqLogps` for chosen and rejected in one pass.
+
+    `hf_attr` names the attribute holding the transformers model (a peft `PeftModel` around it when
+    LoRA is on: lpo_speech.lora), so shared code (LoRA, FSDP, saving) reaches it without knowing the
+    track."""
+
+    hf_attr = "model"
 
     def forward(self, batch: dict[str, torch.Tensor]) -> SeqLogps:  # pragma: no cover - interface
         raise NotImplementedError
 
+    @property
+    def hf_model(self) -> nn.Module:
+        return getattr(self, self.hf_attr)
+
+    @hf_model.setter
+    def hf_model(self, model: nn.Module) -> None:
+        setattr(self, self.hf_attr, model)
+
 
 class Adapter(Protocol):
-    def load(self, path: str, device: torch.device) -> PairModel:
-        """Load the model at `path` (local dir or hub id) wrapped as a PairModel on `device`."""
+    def load(self, path: str, device: torch.device, dtype: torch.dtype = torch.float32) -> PairModel:
+        """Load the model at `path` (local dir or hub id) with weights in `dtype`, wrapped as a
+        PairModel on `device`."""
 
     def encode(self, pair: PreferencePair, where: str, base_dir: Path) -> dict[str, Any]:
         """Turn one pair record into model inputs (token ids, audio path); errors name `where`;

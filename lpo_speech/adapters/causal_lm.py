@@ -48,6 +48,8 @@ def copy_tokenizer(src: str | Path, dst: str | Path) -> bool:
 
 
 class CausalLMPairModel(PairModel):
+    hf_attr = "lm"
+
     def __init__(self, lm: nn.Module, *, average: bool, num_codebooks: int, codebook_reduction: str):
         super().__init__()
         self.lm = lm
@@ -100,10 +102,10 @@ class CausalLMAdapter:
         self.chosen_only = False  # the trainer sets it for loss.type sft
         self.pad_id = 0
 
-    def load(self, path: str, device: torch.device) -> CausalLMPairModel:
+    def load(self, path: str, device: torch.device, dtype: torch.dtype = torch.float32) -> CausalLMPairModel:
         from transformers import AutoModelForCausalLM
 
-        lm = load_pretrained(AutoModelForCausalLM, path, dtype=torch.float32)
+        lm = load_pretrained(AutoModelForCausalLM, path, dtype=dtype)
         self.vocab_size = lm.get_output_embeddings().weight.shape[0]
         self.pad_id = lm.config.pad_token_id if lm.config.pad_token_id is not None else 0
         if self.cfg.codebook_reduction != "flat" and (getattr(lm.config, "tts", None) or {}).get("phoneme_sync"):

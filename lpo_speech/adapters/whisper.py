@@ -25,6 +25,8 @@ SAMPLE_RATE = 16_000
 
 
 class WhisperPairModel(PairModel):
+    hf_attr = "model"
+
     def __init__(self, model: torch.nn.Module, *, average: bool):
         super().__init__()
         self.model = model
@@ -66,10 +68,10 @@ class WhisperAdapter:
         self.chosen_only = False  # the trainer sets it for loss.type sft
         self._features: dict[str, torch.Tensor] = {}
 
-    def load(self, path: str, device: torch.device) -> WhisperPairModel:
+    def load(self, path: str, device: torch.device, dtype: torch.dtype = torch.float32) -> WhisperPairModel:
         from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
 
-        model = load_pretrained(AutoModelForSpeechSeq2Seq, path, dtype=torch.float32)
+        model = load_pretrained(AutoModelForSpeechSeq2Seq, path, dtype=dtype)
         self.processor = load_pretrained(AutoProcessor, path)
         self.tokenizer = self.processor.tokenizer
         if getattr(self.cfg, "language", None) or getattr(self.cfg, "task", None):

@@ -44,7 +44,7 @@ def generate_candidates(recipe: AsrRecipe, utts: list[AsrUtterance], quiet: bool
     if bp.greedy or bp.samples or bp.beams:
         from lpo_speech.asr.decode import AsrDecoder
 
-        device = "cuda" if recipe.train.device != "cpu" and torch.cuda.is_available() else "cpu"
+        device = "cuda" if recipe.runtime.device != "cpu" and torch.cuda.is_available() else "cpu"
         decoder = AsrDecoder(recipe.model.path, device, language=recipe.model.language, task=recipe.model.task)
 
     def process(batch: list[AsrUtterance]) -> list[dict]:
@@ -79,7 +79,7 @@ def generate_candidates(recipe: AsrRecipe, utts: list[AsrUtterance], quiet: bool
 
     made_by = {"model": str(Path(recipe.model.path).resolve()), **{f: getattr(bp, f) for f in CANDIDATE_SETTINGS}}
     return run_sharded(Path(bp.work_dir) / "candidates.jsonl", utts, key=lambda u: u.id, process=process,
-                       batch_size=bp.batch_size, desc="candidates", unit="utt", device=recipe.train.device,
+                       batch_size=bp.batch_size, desc="candidates", unit="utt", device=recipe.runtime.device,
                        quiet=quiet, settings=made_by)
 
 

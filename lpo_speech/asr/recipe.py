@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lpo_speech.config import DataConfig, LossConfig, ModelConfig, ReferenceConfig, TrainConfig, TrainRecipe, _need
+from lpo_speech.config import (DataConfig, LossConfig, ModelConfig, ReferenceConfig, RuntimeConfig, TrainConfig,
+                                TrainRecipe, _need)
 
 
 @dataclass
@@ -49,6 +50,7 @@ class AsrRecipe:
     build_pairs: AsrBuildPairs
     loss: LossConfig = field(default_factory=LossConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def validate(self) -> None:
         _need(self.track == "asr", "track", "asr")
@@ -57,7 +59,8 @@ class AsrRecipe:
               "build_pairs.max_ref_margin", "needs reference.source: precomputed (the filter uses stored log-probs)")
 
     def train_recipe(self) -> TrainRecipe:
-        return TrainRecipe(model=self.model, data=self.data, train=self.train, loss=self.loss, reference=self.reference)
+        return TrainRecipe(model=self.model, data=self.data, train=self.train, loss=self.loss, reference=self.reference,
+                           runtime=self.runtime)
 
     def make_pairs(self, *, quiet: bool = False) -> dict:
         from lpo_speech.asr.pairs import build_asr_pairs

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lpo_speech.config import DataConfig, LossConfig, ModelConfig, ReferenceConfig, TrainConfig, TrainRecipe, _need
+from lpo_speech.config import (DataConfig, LossConfig, ModelConfig, ReferenceConfig, RuntimeConfig, TrainConfig,
+                                TrainRecipe, _need)
 
 # Score name -> +1 when higher is better, -1 when lower is better.
 SCORE_DIRECTIONS = {"failure": -1, "wer": -1, "cer": -1, "sim": 1, "dnsmos": 1, "emotion": 1}
@@ -105,6 +106,7 @@ class TtsRecipe:
     build_pairs: TtsBuildPairs
     loss: LossConfig = field(default_factory=LossConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     offline_twin: str | None = None  # a recipe that runs without hub access; named when the hub is unreachable
 
     def validate(self) -> None:
@@ -114,7 +116,8 @@ class TtsRecipe:
         _need(self.model.adapter == "causal_lm", "model.adapter", "causal_lm for the TTS track")
 
     def train_recipe(self) -> TrainRecipe:
-        return TrainRecipe(model=self.model, data=self.data, train=self.train, loss=self.loss, reference=self.reference)
+        return TrainRecipe(model=self.model, data=self.data, train=self.train, loss=self.loss, reference=self.reference,
+                           runtime=self.runtime)
 
     def make_pairs(self, *, quiet: bool = False) -> dict:
         from lpo_speech.tts.pairs import build_tts_pairs

@@ -173,7 +173,8 @@ data: {{pairs: {tmp_path}/pairs/pairs_ref.jsonl, max_length: 512}}
 build_pairs: {{prompts: {tmp_path}/p.jsonl, work_dir: {tmp_path}/pairs, samples: 2, max_seconds: 0.6,
   max_chosen_cer: null, chosen_stable: false, min_margins: {{cer: 0.0}}, similarity: false, keys: [failure, cer]}}
 loss: {{type: lpo-ste}}
-train: {{out_dir: {tmp_path}/run, lr: 1.0e-3, max_steps: 1, batch_size: 2, device: cpu}}
+train: {{out_dir: {tmp_path}/run, lr: 1.0e-3, max_steps: 1, batch_size: 2}}
+runtime: {{device: cpu}}
 """)
     stats = load_any_recipe(recipe_path).make_pairs(quiet=True)
     pairs = load_jsonl(tmp_path / "pairs" / "pairs_ref.jsonl", PreferencePair)

@@ -182,7 +182,8 @@ build_pairs: {{prompts: {out}/train_prompts.jsonl, gold: {out}/train.jsonl, work
   limit: 2, samples: 2, max_seconds: 0.8, chosen: gold, max_chosen_cer: 1.0, min_margins: {{cer: 0.0}},
   pairs_per_prompt: 2, similarity: false, keys: [failure, cer], chosen_stable: false}}
 loss: {{type: lpo-ste}}
-train: {{out_dir: {tmp_path}/run, lr: 1.0e-3, max_steps: 1, batch_size: 2, device: cpu}}
+train: {{out_dir: {tmp_path}/run, lr: 1.0e-3, max_steps: 1, batch_size: 2}}
+runtime: {{device: cpu}}
 """)
     recipe = load_any_recipe(recipe_path)
     stats = recipe.make_pairs(quiet=True)
@@ -272,7 +273,8 @@ build_pairs: {{prompts: {out}/train_prompts.jsonl, gold: {out / "train.jsonl" if
   judge: null, keys: [],
   min_margins: {{}}, max_chosen_cer: null, chosen_stable: false, similarity: false, pairs_per_prompt: 2}}
 loss: {{type: lpo-ste}}
-train: {{out_dir: {tmp_path}/run, max_steps: 1, batch_size: 2, device: cpu}}
+train: {{out_dir: {tmp_path}/run, max_steps: 1, batch_size: 2}}
+runtime: {{device: cpu}}
 """)
     stats = load_any_recipe(recipe_path).make_pairs(quiet=True)
     assert stats["candidates_by_source"] == {chosen: 3, "perturb": 6} and stats["pairs"] == 6
