@@ -1,8 +1,12 @@
-"""Training checkpoints in safetensors: model, optimizer, scheduler and RNG state; no pickle.
+"""Training checkpoints: the weights that train, optimizer, scheduler and RNG state; no pickle.
 
 Layout: <run>/checkpoints/step-000120/{model.safetensors, optimizer.safetensors, rng-rank<r>.safetensors,
-state.json}. A checkpoint is written into a temporary folder and renamed, so a kill mid-save leaves
-the previous one intact; `latest()` only sees complete ones.
+state.json} for DDP and single-process runs (rank 0 writes; every rank its RNG), or {dcp/,
+rng-rank<r>.safetensors, state.json} for FSDP runs: torch.distributed.checkpoint, every rank writing its
+own shards, and reading them back under another process count reshards. Only weights that train are
+stored (a LoRA run's checkpoint is its adapter; a frozen encoder is not copied), in their master dtype,
+so a resume continues exactly. A checkpoint is written into a temporary folder and renamed, so a kill
+mid-save leaves the previous one intact; `latest()` only sees complete ones.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, save_file
+
+from lpo_speech.errors import UserError
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -66,32 +72,51 @@ def set_rng_state(t: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state(t["cuda"])
 
 
+def trainable_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights that train, by name, on the CPU (tied weights once: named_parameters dedups)."""
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
 def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, opt: torch.optim.Optimizer,
-                    sched: Any, *, rank: int, world: int, keep: int) -> Path:
-    """Every rank writes its RNG state; rank 0 writes the rest, then renames. Call on all ranks
-    with a barrier after (the trainer does)."""
+                    sched: Any, *, rank: int, world: int, keep: int, sharded: bool = False) -> Path:
+    """Every rank writes its RNG state (and, `sharded`, its DCP shards); rank 0 writes the rest, then
+    renames. Call on all ranks."""
+    from lpo_speech.distributed import barrier
+
     final = run_dir / "checkpoints" / f"step-{step:06d}"
     tmp = final.with_name(final.name + ".tmp")
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-    from lpo_speech.distributed import barrier
-
     barrier()
     save_file(rng_state(), str(tmp / f"rng-rank{rank}.safetensors"))
-    barrier()
-    if rank == 0:
-        save_model(model, str(tmp / "model.safetensors"))
+    state: dict[str, Any] = {"step": step, "world": world, "scheduler": sched.state_dict()}
+    if sharded:
+        import torch.distributed.checkpoint as dcp
+
+        dcp.save(_sharded_state(model, opt), checkpoint_id=str(tmp / "dcp"))
+        state["format"] = "dcp"
+    elif rank == 0:
+        save_file(trainable_tensors(model), str(tmp / "model.safetensors"))
         tensors, meta = _optimizer_tensors(opt)
         save_file(tensors, str(tmp / "optimizer.safetensors"))
-        (tmp / "state.json").write_text(json.dumps(
-            {"step": step, "world": world, "optimizer": meta, "scheduler": sched.state_dict()}))
+        state["optimizer"] = meta
+    barrier()
+    if rank == 0:
+        (tmp / "state.json").write_text(json.dumps(state))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         for old in sorted((run_dir / "checkpoints").glob("step-??????"))[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     barrier()
     return final
+
+
+def _sharded_state(model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    msd, osd = get_state_dict(model, opt, options=StateDictOptions(ignore_frozen_params=True))
+    return {"model": msd, "optim": osd}
 
 
 def latest(run_dir: Path) -> Path | None:
@@ -102,9 +127,25 @@ def latest(run_dir: Path) -> Path | None:
 def load_checkpoint(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, *,
                     rank: int, device: torch.device) -> int:
     """Restore everything saved by `save_checkpoint`; returns the step to continue from."""
-    load_model(model, str(ckpt / "model.safetensors"), device=str(device))
     state = json.loads((ckpt / "state.json").read_text())
-    _restore_optimizer(opt, load_file(str(ckpt / "optimizer.safetensors"), device=str(device)), state["optimizer"])
+    if state.get("format") == "dcp":
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        sd = _sharded_state(model, opt)
+        dcp.load(sd, checkpoint_id=str(ckpt / "dcp"))
+        set_state_dict(model, opt, model_state_dict=sd["model"], optim_state_dict=sd["optim"],
+                       options=StateDictOptions(ignore_frozen_params=True))
+    else:
+        saved = load_file(str(ckpt / "model.safetensors"), device=str(device))
+        params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        if set(saved) != set(params):
+            raise UserError(f"holds other weights than this run trains ({len(saved)} saved, {len(params)} "
+                            "trainable): was it made with the same model and model.lora settings?", where=str(ckpt))
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(saved[name])
+        _restore_optimizer(opt, load_file(str(ckpt / "optimizer.safetensors"), device=str(device)), state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     rng_file = ckpt / f"rng-rank{rank}.safetensors"
     if rng_file.exists():  # a resume on a different world size cannot restore per-rank RNG exactly

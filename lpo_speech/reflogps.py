@@ -7,16 +7,22 @@ pipeline: drop pairs whose reference already prefers the chosen side by more tha
 
 from __future__ import annotations
 
+import math
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from lpo_speech.adapters import load_adapter
 from lpo_speech.config import TrainRecipe
-from lpo_speech.distributed import barrier, init_distributed
+from lpo_speech.distributed import barrier, init_distributed, record_runtime
+from lpo_speech.errors import UserError
+from lpo_speech.lora import adapter_disabled
+from lpo_speech.policy import load_policy
+from lpo_speech.precision import autocast, dtype_name
 from lpo_speech.records import PreferencePair, load_jsonl, rebase_audio, write_jsonl_atomic
 from lpo_speech.stages import run_sharded, settings_path
-from lpo_speech.trainer import _autocast, ref_logp_mode
+from lpo_speech.trainer import ref_logp_mode
 
 
 def _batch_order(p: PreferencePair) -> tuple:
@@ -32,10 +38,14 @@ def compute_ref_logps(recipe: TrainRecipe, in_path: str | Path, out_path: str | 
     info = init_distributed(recipe.runtime.device)
     in_path, out_path = Path(in_path), Path(out_path)
     pairs = load_jsonl(in_path, PreferencePair)
+    if not pairs:
+        raise UserError("no pairs", where=str(in_path))
     adapter = load_adapter(recipe.model)
     adapter.average = recipe.loss.average_logps
-    model = adapter.load(recipe.model.path, info.device).eval()
-    bf16 = recipe.model.dtype == "bfloat16" or (recipe.model.dtype == "auto" and info.device.type == "cuda")
+    # The policy exactly as the trainer loads it (dtype, LoRA, master copy): these are its step-0 log-probs.
+    model, dtype = load_policy(recipe, adapter, info.device)
+    model.eval()
+    record_runtime("ref-logps", info, quiet=quiet, weights=dtype_name(dtype))
     mode = ref_logp_mode(recipe)
     line_of = {p.id: i for i, p in enumerate(pairs, 1)}
     encoded: dict[str, dict] = {}
@@ -47,19 +57,24 @@ def compute_ref_logps(recipe: TrainRecipe, in_path: str | Path, out_path: str | 
 
     def process(chunk: list[PreferencePair]) -> list[dict]:
         batch = {k: v.to(info.device) for k, v in adapter.collate([encode(p) for p in chunk]).items()}
-        with torch.no_grad(), _autocast(info.device, bf16):
+        with torch.no_grad(), adapter_disabled(model), autocast(info.device, dtype):
             out = model(batch)
         rows = []
         for p, c, r in zip(chunk, out.chosen.float().tolist(), out.rejected.float().tolist()):
+            if not (math.isfinite(c) and math.isfinite(r)):
+                raise UserError(f"pair {p.id!r}: non-finite reference log-prob (chosen {c}, rejected {r})",
+                                where=f"{in_path}:{line_of[p.id]}")
             moved = rebase_audio(PreferencePair.from_dict(p.to_dict()), in_path.parent, out_path.parent)
-            rows.append({**moved.to_dict(), "ref_chosen_logp": c, "ref_rejected_logp": r, "ref_logp_mode": mode})
+            rows.append({**moved.to_dict(), "ref_chosen_logp": c, "ref_rejected_logp": r, "ref_logp_mode": mode,
+                         "ref_logp_dtype": dtype_name(dtype)})
         return rows
 
     scored_path = out_path.with_name(out_path.name + ".scored")
     scored = run_sharded(scored_path, pairs, key=lambda p: p.id, process=process, batch_size=batch_size,
                          desc="ref-logps", unit="pair", device=recipe.runtime.device, quiet=quiet,
                          order=_batch_order,
-                         settings={"model": str(Path(recipe.model.path).resolve()), "mode": mode, "bf16": bf16})
+                         settings={"model": str(Path(recipe.model.path).resolve()), "mode": mode,
+                                   "dtype": dtype_name(dtype), "lora": asdict(recipe.model.lora) if recipe.model.lora else None})
     kept = [s for s in scored
             if max_margin is None or s["ref_chosen_logp"] - s["ref_rejected_logp"] <= max_margin]
     barrier()  # every rank has read the scored file

@@ -9,7 +9,6 @@ then clip, step, log, checkpoint. Launch with `torchrun --nproc_per_node N -m lp
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import random
@@ -18,17 +17,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from lpo_speech import checkpoint
 from lpo_speech.adapters import load_adapter
 from lpo_speech.batching import GlobalBatches
 from lpo_speech.config import TrainRecipe, save_recipe
-from lpo_speech.distributed import all_reduce_mean, barrier, cleanup, init_distributed
+from lpo_speech.distributed import all_reduce_mean, barrier, cleanup, init_distributed, record_runtime
 from lpo_speech.errors import UserError
+from lpo_speech.lora import adapter_disabled
 from lpo_speech.losses import preference_loss
 from lpo_speech.metrics_log import MetricsLog
+from lpo_speech.parallel import clip_grad_norm, full_state_dict, gradient_sync, is_sharded, shard_fsdp, wrap
+from lpo_speech.policy import disable_dropout, load_policy, load_reference, save_trained
+from lpo_speech.precision import autocast, dtype_name
 from lpo_speech.records import PreferencePair, read_jsonl
 
 LOGGED = ("loss", "loss_unreg", "reg", "sft", "x1", "x2", "margin", "accuracy", "chosen_nll", "r2")
@@ -39,10 +41,13 @@ def ref_logp_mode(recipe: TrainRecipe) -> str:
     return f"{'mean' if recipe.loss.average_logps else 'sum'}/{recipe.model.codebook_reduction}"
 
 
-def load_pairs(recipe: TrainRecipe, adapter, quiet: bool = True) -> tuple[list[dict], list[PreferencePair]]:
-    """Encode every pair; check precomputed reference log-probs; drop over-long pairs (counted)."""
+def load_pairs(recipe: TrainRecipe, adapter, quiet: bool = True, dtype: torch.dtype | None = None
+               ) -> tuple[list[dict], list[PreferencePair]]:
+    """Encode every pair; check precomputed reference log-probs (reduction and, given the run's compute
+    `dtype`, the dtype they were computed in); drop over-long pairs (counted)."""
     items, pairs, too_long = [], [], 0
     want_mode = ref_logp_mode(recipe)
+    want_dtype = dtype_name(dtype) if dtype is not None else None
     records = list(read_jsonl(recipe.data.pairs, PreferencePair))
     for i, pair in enumerate(tqdm(records, desc="load pairs", unit="pair", disable=quiet, dynamic_ncols=True), 1):
         where = f"{recipe.data.pairs}:{i}"
@@ -60,6 +65,11 @@ def load_pairs(recipe: TrainRecipe, adapter, quiet: bool = True) -> tuple[list[d
             if mode is not None and mode != want_mode:
                 raise UserError(f"reference log-probs were computed as {mode!r} but this recipe reduces as "
                                 f"{want_mode!r} (loss.average_logps / model.codebook_reduction)", where=where)
+            made_in = pair.extra.get("ref_logp_dtype")
+            if made_in is not None and want_dtype is not None and made_in != want_dtype:
+                raise UserError(f"reference log-probs were computed in {made_in} but this run computes in "
+                                f"{want_dtype} (model.dtype): rerun `lpo-speech ref-logps` with this recipe",
+                                where=where)
         item = adapter.encode(pair, where, Path(recipe.data.pairs).parent)
         if adapter.length(item) > recipe.data.max_length:
             too_long += 1
@@ -103,29 +113,38 @@ def train(recipe: TrainRecipe, *, resume: bool = False, quiet: bool = False, ada
     frozen-encoder states) across runs on the same data, as benchmarks comparing losses do."""
     cfg = recipe.train
     info = init_distributed(recipe.runtime.device)
+    if recipe.runtime.threads:
+        torch.set_num_threads(recipe.runtime.threads)
     run_dir = Path(cfg.out_dir)
     if info.is_main:
         if checkpoint.latest(run_dir) is not None and not resume:
             raise UserError(f"{run_dir}: holds checkpoints of an earlier run; pass --resume to continue it "
                             "or set train.out_dir to a new folder")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_recipe(recipe, run_dir / "config.yaml")
     if not Path(recipe.data.pairs).is_file():  # fail before the (slow) model load
         raise UserError(f"{recipe.data.pairs}: no such file")
     seed_all(cfg.seed)
-    use_bf16 = recipe.model.dtype == "bfloat16" or (recipe.model.dtype == "auto" and info.device.type == "cuda")
 
     adapter = adapter or load_adapter(recipe.model)
     adapter.average = recipe.loss.average_logps
     adapter.chosen_only = recipe.loss.type == "sft"  # no preference term: skip the rejected rows
-    policy = adapter.load(recipe.model.path, info.device)
+    # FSDP loads on the CPU and moves each rank's shard to its device (lpo_speech.parallel).
+    load_device = torch.device("cpu") if cfg.strategy == "fsdp" else info.device
+    policy, dtype = load_policy(recipe, adapter, info.device, load_device=load_device)
     policy.train()
-    _disable_dropout(policy)
-    reference = None
-    if recipe.reference.source == "model" and recipe.loss.type != "sft":
-        reference = adapter.load(recipe.reference.path or recipe.model.path, info.device).eval()
-        reference.requires_grad_(False)
-    items, _ = load_pairs(recipe, adapter, quiet=quiet or not info.is_main)
+    disable_dropout(policy)
+    items, pairs = load_pairs(recipe, adapter, quiet=quiet or not info.is_main, dtype=dtype)
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_recipe(recipe, run_dir / "config.yaml")
+    record_runtime("train", info, run_dir if info.is_main else None, quiet=quiet, strategy=cfg.strategy,
+                   weights=dtype_name(dtype), master=cfg.master_dtype if dtype != torch.float32 else None,
+                   lora=f"r={recipe.model.lora.r}" if recipe.model.lora else None,
+                   trainable=f"{sum(p.numel() for p in policy.parameters() if p.requires_grad):,} params")
+    reference = None  # None: stored log-probs, or (LoRA) the policy with its adapter disabled
+    if recipe.reference.source == "model" and recipe.loss.type != "sft" and recipe.model.lora is None:
+        reference = load_reference(recipe, adapter, info.device, load_device=load_device)
+        if cfg.strategy == "fsdp":
+            reference = shard_fsdp(reference, info, cfg, dtype)
 
     global_size = cfg.batch_size * cfg.grad_accum * info.world
     if len(items) < global_size:
@@ -134,15 +153,17 @@ def train(recipe: TrainRecipe, *, resume: bool = False, quiet: bool = False, ada
     batches = GlobalBatches([adapter.length(it) for it in items], global_size, seed=cfg.seed,
                             length_buckets=recipe.data.length_buckets)
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * batches.steps_per_epoch))
-    opt = build_optimizer(policy, cfg)
+    model = wrap(policy, info, cfg, dtype)  # DDP wrapper, FSDP shards (in place), or the policy itself
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    opt = build_optimizer(policy, cfg)  # after sharding: FSDP's optimizer steps each rank's shard
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(
         s, warmup=cfg.warmup_steps, total=total, min_ratio=cfg.min_lr / cfg.lr))
 
     start = 0
     if resume and (ckpt := checkpoint.latest(run_dir)) is not None:
         start = checkpoint.load_checkpoint(ckpt, policy, opt, sched, rank=info.rank, device=info.device)
-    model = DDP(policy) if info.world > 1 else policy
     log = MetricsLog(run_dir, start_step=start, enabled=info.is_main)
+    live_reference = recipe.reference.source == "model" and recipe.loss.type != "sft"
 
     bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=quiet or not info.is_main,
                dynamic_ncols=True)
@@ -155,11 +176,13 @@ def train(recipe: TrainRecipe, *, resume: bool = False, quiet: bool = False, ada
             idx = GlobalBatches.micro_batch(global_batch, micro, info.rank, info.world, cfg.batch_size)
             batch = {k: v.to(info.device, non_blocking=True) for k, v in
                      adapter.collate([items[i] for i in idx]).items()}
-            ref = _reference_logps(reference, batch, [items[i]["ref"] for i in idx], info.device, use_bf16)
-            # DDP all-reduces gradients only on the last micro-step of the global batch.
-            sync = micro == cfg.grad_accum - 1 or info.world == 1
-            with contextlib.nullcontext() if sync else model.no_sync():
-                with _autocast(info.device, use_bf16):
+            if live_reference:
+                ref = _reference_logps(reference or policy, batch, info.device, dtype)
+            else:
+                ref = _stored_logps([items[i]["ref"] for i in idx], info.device)
+            # Gradients are reduced across ranks only on the last micro-step of the global batch.
+            with gradient_sync(model, micro == cfg.grad_accum - 1):
+                with autocast(info.device, dtype):
                     out = model(batch)
                 losses, m = preference_loss(out.chosen, out.rejected, ref[0], ref[1], loss_type=recipe.loss.type,
                                             beta=recipe.loss.beta, r1=recipe.loss.r1, r2=recipe.loss.r2,
@@ -170,13 +193,19 @@ def train(recipe: TrainRecipe, *, resume: bool = False, quiet: bool = False, ada
             m.update(loss=loss.detach(), sft=sft.detach(), chosen_nll=sft.detach())
             for k in LOGGED:
                 sums[k] += m[k] / cfg.grad_accum
-        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(),
-                                                   cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+        grad_norm = clip_grad_norm(trainable, cfg.max_grad_norm)
+        # One host read per step: a non-finite loss or gradient stops the run before the optimizer
+        # touches the weights, so the last checkpoint stays good and no broken model is saved.
+        if not torch.isfinite(grad_norm + sums["loss"]).item():
+            ids = [pairs[i].id for i in global_batch]
+            raise UserError(f"step {step + 1}: non-finite loss or gradient (loss {float(sums['loss']):g}, grad norm "
+                            f"{float(grad_norm):g}) on pairs {', '.join(ids[:8])}{' ...' if len(ids) > 8 else ''}; "
+                            "nothing was saved for this step", where=str(recipe.data.pairs))
         lr = sched.get_last_lr()[0]  # the rate this step used
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        # Metrics stay on the device until a log step: no host sync per step.
+        # Metrics stay on the device until a log step: no further host sync per step.
         pending.append({**sums, "grad_norm": grad_norm.detach(), "lr": torch.tensor(lr)})
         pairs_done += global_size
         last = step + 1 == total
@@ -196,10 +225,10 @@ def train(recipe: TrainRecipe, *, resume: bool = False, quiet: bool = False, ada
         bar.update(1)
         if (cfg.save_every and (step + 1) % cfg.save_every == 0) or last:
             checkpoint.save_checkpoint(run_dir, step + 1, policy, opt, sched, rank=info.rank, world=info.world,
-                                       keep=cfg.keep_checkpoints)
+                                       keep=cfg.keep_checkpoints, sharded=is_sharded(policy))
     bar.close()
+    _save_model(recipe, adapter, policy, run_dir, info, dtype)
     if info.is_main:
-        adapter.save(policy, run_dir / "model")
         log.finish(title=f"{recipe.loss.type} on {recipe.data.pairs}")
     barrier()
     log.close()
@@ -207,25 +236,30 @@ def train(recipe: TrainRecipe, *, resume: bool = False, quiet: bool = False, ada
     return run_dir
 
 
-def _autocast(device: torch.device, bf16: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+def _save_model(recipe: TrainRecipe, adapter, policy, run_dir: Path, info, dtype: torch.dtype) -> None:
+    """The trained model in `model.dtype` (and the LoRA adapter, per model.lora.save). A sharded policy
+    is gathered to rank 0 and loaded into a fresh copy there (collective: every rank calls this)."""
+    if is_sharded(policy):
+        full = full_state_dict(policy)
+        if not info.is_main:
+            return
+        policy, _ = load_policy(recipe, adapter, torch.device("cpu"))
+        policy.load_state_dict(full)
+    if info.is_main:
+        save_trained(policy, adapter, run_dir, recipe.model.lora, dtype)
 
 
 @torch.no_grad()
-def _reference_logps(reference, batch, stored, device, bf16) -> tuple[torch.Tensor, torch.Tensor]:
-    if reference is None:
-        t = torch.tensor(stored, dtype=torch.float32, device=device)
-        return t[:, 0], t[:, 1]
-    with _autocast(device, bf16):
+def _reference_logps(reference, batch, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Live reference log-probs: a frozen copy, or the LoRA policy with its adapter disabled."""
+    with adapter_disabled(reference), autocast(device, dtype):
         out = reference(batch)
     return out.chosen.float(), out.rejected.float()
 
 
-def _disable_dropout(model: torch.nn.Module) -> None:
-    # Policy and reference log-probs must be comparable: no dropout noise (as TRL does by default).
-    for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
+def _stored_logps(stored, device) -> tuple[torch.Tensor, torch.Tensor]:
+    t = torch.tensor(stored, dtype=torch.float32, device=device)
+    return t[:, 0], t[:, 1]
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

@@ -11,7 +11,7 @@ import importlib
 
 from lpo_speech.adapters.base import Adapter, PairModel, SeqLogps
 
-__all__ = ["Adapter", "PairModel", "SeqLogps", "load_adapter"]
+__all__ = ["Adapter", "PairModel", "SeqLogps", "adapter_for_model", "load_adapter"]
 
 
 def load_adapter(model_cfg) -> Adapter:
@@ -19,3 +19,15 @@ def load_adapter(model_cfg) -> Adapter:
 
     module, _, name = ADAPTERS[model_cfg.adapter].partition(":")
     return getattr(importlib.import_module(module), name)(model_cfg)
+
+
+def adapter_for_model(path: str) -> Adapter:
+    """The adapter that reads the model at `path`, from its config's model type (speech seq2seq:
+    whisper; anything else: causal_lm)."""
+    from transformers import AutoConfig
+
+    from lpo_speech.adapters.causal_lm import load_pretrained
+    from lpo_speech.config import ModelConfig
+
+    model_type = load_pretrained(AutoConfig, path).model_type
+    return load_adapter(ModelConfig(path=path, adapter="whisper" if model_type == "whisper" else "causal_lm"))

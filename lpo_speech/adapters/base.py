@@ -48,7 +48,9 @@ def split_pairs(logps: torch.Tensor, mean_logp: torch.Tensor, num_pairs: int) ->
     log-probs for both sides (the SFT loss reads only `chosen_nll`)."""
     b = num_pairs
     rejected = logps[b:] if logps.shape[0] == 2 * b else logps[:b]
-    return SeqLogps(chosen=logps[:b], rejected=rejected, chosen_nll=-mean_logp[:b])
+    # Copies, not views of one tensor: FSDP2 hooks the module's outputs for backward, and a view would
+    # let an in-place op downstream skip that hook (it warns); [B] floats cost nothing to copy.
+    return SeqLogps(chosen=logps[:b].clone(), rejected=rejected.clone(), chosen_nll=-mean_logp[:b])
 
 
 class PairModel(nn.Module):
@@ -67,8 +69,9 @@ class PairModel(nn.Module):
     def hf_model(self) -> nn.Module:
         return getattr(self, self.hf_attr)
 
-    @hf_model.setter
-    def hf_model(self, model: nn.Module) -> None:
+    def set_hf_model(self, model: nn.Module) -> None:
+        # A method, not a property setter: nn.Module.__setattr__ registers any Module value under the
+        # name it is assigned to, before a property setter could run.
         setattr(self, self.hf_attr, model)
 
 

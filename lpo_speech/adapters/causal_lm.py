@@ -113,7 +113,7 @@ class CausalLMAdapter:
                             "response position is no codec slot: use codebook_reduction flat",
                             where="model.codebook_reduction")
         if self.cfg.gradient_checkpointing:
-            lm.gradient_checkpointing_enable()
+            lm.activation_checkpointing_enable()
         return CausalLMPairModel(lm, average=self.average, num_codebooks=self.cfg.num_codebooks,
                                  codebook_reduction=self.cfg.codebook_reduction).to(device)
 

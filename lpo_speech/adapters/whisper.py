@@ -81,7 +81,7 @@ class WhisperAdapter:
         self.eos = self.tokenizer.eos_token_id
         self.max_target = model.config.max_target_positions
         if self.cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
+            model.activation_checkpointing_enable()
         if self.cfg.freeze_encoder:
             model.get_encoder().requires_grad_(False)
         pair_model = WhisperPairModel(model, average=self.average).to(device)

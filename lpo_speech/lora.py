@@ -1,0 +1,108 @@
+"""LoRA through peft: train low-rank adapters on a frozen model (`model.lora` in a recipe).
+
+    W' = W + (alpha / r) * B @ A        A: [r, in], B: [out, r], B starts at zero
+
+so a fresh adapter leaves the model's outputs unchanged, and disabling it gives back the base model
+exactly: the live reference of a LoRA run is the policy itself with its adapter disabled
+(`adapter_disabled`), never a second copy in memory. peft keeps adapter weights in float32 whatever
+the base's dtype (its `autocast_adapter_dtype`), so the optimizer updates an fp32 master copy of
+the only weights that train.
+
+The run's `model/` folder holds, per `model.lora.save`: `merged` full weights (LoRA folded into W, a
+plain model every lpo-speech tool reads), the `adapter` alone (peft's adapter_config.json +
+adapter_model.safetensors, plus the tokenizer or processor), or `both` (merged in `model/`, the adapter
+in `adapter/`). `lpo-speech merge --adapter DIR` folds a saved adapter into its base later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lpo_speech.errors import UserError
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def peft_config(settings: Any, base_path: str):
+    from peft import LoraConfig
+
+    targets = "all-linear" if list(settings.target_modules) == ["all-linear"] else list(settings.target_modules)
+    # The base recorded in the adapter: an absolute path when it is a local folder, so the adapter can
+    # be merged from any working directory.
+    base = str(Path(base_path).resolve()) if Path(base_path).exists() else base_path
+    return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      target_modules=targets, bias="none", base_model_name_or_path=base)
+
+
+def apply_lora(pair_model, settings: Any, base_path: str) -> None:
+    """Wrap the pair model's transformers model in a peft LoRA model (in place): the base freezes,
+    only the adapter trains."""
+    from peft import get_peft_model
+
+    try:
+        pair_model.set_hf_model(get_peft_model(pair_model.hf_model, peft_config(settings, base_path)))
+    except ValueError as e:  # peft: target modules not found in the model
+        raise UserError(f"{str(e).splitlines()[0]}", where="model.lora.target_modules") from None
+
+
+def is_lora(pair_model) -> bool:
+    from peft import PeftModel
+
+    return isinstance(pair_model.hf_model, PeftModel)
+
+
+def adapter_disabled(pair_model):
+    """Context in which a LoRA pair model computes as its base model (nothing for other models)."""
+    return pair_model.hf_model.disable_adapter() if is_lora(pair_model) else contextlib.nullcontext()
+
+
+def is_adapter_folder(path: str | Path) -> bool:
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+def fold_adapter(pair_model) -> None:
+    """Merge the LoRA weights into the base weights and drop the peft wrapper (in place)."""
+    pair_model.set_hf_model(pair_model.hf_model.merge_and_unload())
+
+
+def merge_adapter(adapter_dir: str | Path, out: str | Path, *, base: str | None = None,
+                  dtype: torch.dtype | None = None) -> Path:
+    """`lpo-speech merge --adapter`: the base model with the saved adapter folded in, written as a plain
+    model folder by the track's adapter (so tokenizer/processor files come along)."""
+    from peft import PeftModel
+
+    from lpo_speech.adapters import adapter_for_model
+
+    adapter_dir, out = Path(adapter_dir), Path(out)
+    try:
+        cfg = json.loads((adapter_dir / ADAPTER_CONFIG).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"not a LoRA adapter folder ({e})", where=str(adapter_dir)) from None
+    base = base or cfg.get("base_model_name_or_path")
+    if not base:
+        raise UserError("the adapter names no base model: pass --base", where=str(adapter_dir / ADAPTER_CONFIG))
+    track = adapter_for_model(base)
+    pair_model = track.load(base, torch.device("cpu"), dtype or torch.float32)
+    try:
+        pair_model.set_hf_model(PeftModel.from_pretrained(pair_model.hf_model, str(adapter_dir)))
+    except (OSError, ValueError, RuntimeError) as e:
+        raise UserError(f"adapter does not fit base {base} ({str(e).splitlines()[0]})", where=str(adapter_dir)) from None
+    fold_adapter(pair_model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # written whole, then renamed
+    try:
+        track.save(pair_model, tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -1,0 +1,123 @@
+"""Data-parallel training on PyTorch's own engines: DDP or FSDP2 (`train.strategy`).
+
+* `ddp`: every process holds the whole model; DistributedDataParallel all-reduces gradients on the
+  last micro-step of each global batch. One process needs no wrapper.
+* `fsdp`: FSDP2's `fully_shard` on every transformer block (the model's `_no_split_modules`, as
+  transformers and accelerate name them), on the encoder of an encoder-decoder, then on the root.
+  Each rank keeps 1/N of the weights, gradients and optimizer state (in `train.master_dtype`); a
+  block's weights are gathered just before its forward and backward, cast to the compute dtype
+  (MixedPrecisionPolicy: bf16 params, fp32 gradient reduction), and freed after
+  (`train.fsdp_reshard_after_forward`). `train.fsdp_cpu_offload` keeps the shards in host memory.
+  A single process without a launcher gets a one-process group, so FSDP's CPU offload also serves
+  one GPU.
+
+Checkpoints of a sharded run go through torch.distributed.checkpoint (lpo_speech.checkpoint), which
+reshards on load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from lpo_speech.distributed import DistInfo
+
+
+def ensure_process_group(info: DistInfo) -> None:
+    """FSDP needs a process group even for one process: make a one-member group when none exists."""
+    if not dist.is_initialized():
+        backend = "nccl" if info.device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+
+
+def shard_fsdp(pair_model: nn.Module, info: DistInfo, cfg, compute_dtype: torch.dtype) -> nn.Module:
+    """fully_shard the pair model in place (blocks, encoder, root); returns it."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+
+    ensure_process_group(info)
+    mesh = init_device_mesh(info.device.type, (dist.get_world_size(),))
+    offload = CPUOffloadPolicy() if cfg.fsdp_cpu_offload else OffloadPolicy()
+    assigned: set[int] = set()
+
+    def shard(module: nn.Module) -> None:
+        # A group gathers its weights in the compute dtype when they share one dtype; a group that
+        # mixes dtypes (a LoRA block: frozen base in model.dtype, fp32 adapter) is gathered as stored
+        # and computes under autocast: FSDP2 cannot cast a mixed group and reduce its gradients in fp32.
+        own = [p for p in module.parameters() if id(p) not in assigned]
+        assigned.update(id(p) for p in own)
+        uniform = len({p.dtype for p in own}) <= 1
+        cast = compute_dtype if uniform and compute_dtype != torch.float32 else None
+        # cast_forward_inputs off: a batch carries float token counts that bf16 would round.
+        mp = MixedPrecisionPolicy(param_dtype=cast, reduce_dtype=torch.float32, cast_forward_inputs=False)
+        fully_shard(module, mesh=mesh, mp_policy=mp, offload_policy=offload,
+                    reshard_after_forward=cfg.fsdp_reshard_after_forward)
+
+    hf = pair_model.hf_model
+    blocks = set(getattr(hf, "_no_split_modules", None) or [])
+    for module in pair_model.modules():
+        if type(module).__name__ in blocks:
+            shard(module)
+    encoder = hf.get_encoder() if hasattr(hf, "get_encoder") and hf.config.is_encoder_decoder else None
+    if encoder is not None:  # so the encoder can run alone (frozen-encoder states are computed outside the pair forward)
+        shard(encoder)
+    shard(pair_model)
+    if hasattr(pair_model, "prepare_for_sharding"):
+        pair_model.prepare_for_sharding()
+    return pair_model
+
+
+def wrap(pair_model: nn.Module, info: DistInfo, cfg, compute_dtype: torch.dtype) -> nn.Module:
+    """The module the training loop calls: the pair model itself (one process, or FSDP, which works in
+    place) or its DDP wrapper."""
+    if cfg.strategy == "fsdp":
+        return shard_fsdp(pair_model, info, cfg, compute_dtype)
+    if info.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        return DDP(pair_model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+    return pair_model
+
+
+def gradient_sync(model: nn.Module, sync: bool):
+    """Context for one micro-step: gradients are reduced across ranks only when `sync` (the last
+    micro-step of a global batch)."""
+    if sync:
+        return contextlib.nullcontext()
+    if hasattr(model, "no_sync"):  # DDP
+        return model.no_sync()
+    if hasattr(model, "set_requires_gradient_sync"):  # FSDP2
+        return _fsdp_no_sync(model)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _fsdp_no_sync(model):
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
+
+
+def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
+    """The global gradient norm (clipped to `max_norm` when > 0), as a plain tensor also under FSDP."""
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+
+
+def is_sharded(model: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor] | None:
+    """The whole model's weights on rank 0's CPU (None on other ranks). Call on every rank."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return sd if dist.get_rank() == 0 else None
