@@ -120,6 +120,11 @@ def train(recipe: TrainRecipe, *, resume: bool = False, quiet: bool = False, ada
         if checkpoint.latest(run_dir) is not None and not resume:
             raise UserError(f"{run_dir}: holds checkpoints of an earlier run; pass --resume to continue it "
                             "or set train.out_dir to a new folder")
+    if cfg.strategy == "fsdp" and recipe.model.freeze_encoder:
+        # Frozen-encoder states are computed per process as batches need them; FSDP would have to
+        # gather the encoder in lockstep on every rank for that.
+        raise UserError("a frozen encoder trains with strategy ddp (the decoder alone fits DDP)",
+                        where="model.freeze_encoder")
     if not Path(recipe.data.pairs).is_file():  # fail before the (slow) model load
         raise UserError(f"{recipe.data.pairs}: no such file")
     seed_all(cfg.seed)

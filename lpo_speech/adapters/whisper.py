@@ -31,6 +31,12 @@ class WhisperPairModel(PairModel):
         super().__init__()
         self.model = model
         self.average = average
+        self.shared_cross_kv = True  # project cross-attention keys/values once per audio (see forward)
+
+    def prepare_for_sharding(self) -> None:
+        """Under FSDP a decoder layer's weights exist only inside that layer's forward, so the cross-
+        attention projections run per row inside the decoder instead of once per audio outside it."""
+        self.shared_cross_kv = False
 
     def forward(self, batch: dict[str, torch.Tensor]) -> SeqLogps:
         if "encoder_states" in batch:  # frozen encoder: states cached by the adapter
@@ -41,6 +47,10 @@ class WhisperPairModel(PairModel):
         pairs = batch["num_pairs"].values[0] if "num_pairs" in batch else ids.shape[0] // 2
         rows = batch["audio_index"].repeat(ids.shape[0] // pairs)  # chosen rows, then any rejected rows
         decoder = self.model.get_decoder()
+        if not self.shared_cross_kv:
+            hidden = decoder(input_ids=ids, encoder_hidden_states=states[rows], use_cache=False).last_hidden_state
+            return response_logps(hidden, ids, batch["response_mask"], self.model.get_output_embeddings(),
+                                  average=self.average, num_pairs=pairs)
         # Cross-attention keys/values depend only on the audio: project them once per audio (with
         # gradient) and index them for every decoder row, instead of once per row (on CPU the
         # per-row projections of 1,500 encoder frames cost more than the rest of the decoder).

@@ -49,6 +49,11 @@ def test_logps_match_naive_and_encoder_runs_once_per_audio(whisper_tiny, audio):
             assert out.rejected[i].item() == pytest.approx(naive_logps(pm.model, feats, it["prompt"], it["rejected"]), abs=1e-4)
     # the model hears the audio: the true transcript beats the corrupted ones
     assert (out.chosen > out.rejected).all()
+    pm.prepare_for_sharding()  # FSDP's path: cross-attention projected per row inside the decoder
+    with torch.no_grad():
+        per_row = pm(batch)
+    assert per_row.chosen.tolist() == pytest.approx(out.chosen.tolist(), abs=1e-5)
+    assert per_row.rejected.tolist() == pytest.approx(out.rejected.tolist(), abs=1e-5)
     assert out.chosen_nll.tolist() == pytest.approx((-out.chosen).tolist(), abs=1e-5)  # averaged: NLL = -logp
 
 
