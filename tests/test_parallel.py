@@ -83,3 +83,20 @@ def test_fsdp_bf16_lora_with_activation_checkpointing(toy_world):
     adapter = load_file(str(toy_world / "run_fl/adapter/adapter_model.safetensors"))
     assert {t.dtype for t in merged.values()} == {__import__("torch").bfloat16}  # saved in model.dtype
     assert adapter and all("lora_" in k for k in adapter)
+
+
+def test_accelerate_launch_runs_the_same_ddp_training(toy_world, lpo):
+    """`accelerate launch` is the other supported launcher (accelerate is a dependency through peft):
+    it starts the same torch.distributed processes as torchrun, and the run matches one process."""
+    lpo("train", "recipe.yaml", "--quiet", cwd=toy_world)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    accelerate = Path(sys.executable).with_name("accelerate")
+    proc = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29544",
+                           "-m", "lpo_speech.cli", "train", "recipe.yaml", "train.batch_size=2",
+                           "train.out_dir=run_acc", "--quiet"], cwd=toy_world, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((toy_world / "run_acc/runtime.json").read_text())["processes"] == 2
+    one, two = metrics(toy_world / "run"), metrics(toy_world / "run_acc")
+    assert [r["loss"] for r in one] == pytest.approx([r["loss"] for r in two], **TOL)
