@@ -78,7 +78,10 @@ def wrap(pair_model: nn.Module, info: DistInfo, cfg, compute_dtype: torch.dtype)
     if info.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        return DDP(pair_model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+        # gradient_as_bucket_view: gradients live in DDP's communication buckets instead of beside them
+        # (saves one gradient-sized buffer per process).
+        return DDP(pair_model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
+                   gradient_as_bucket_view=True)
     return pair_model
 
 

@@ -23,16 +23,46 @@ from lpo_speech.logps import linear_sequence_logps
 from lpo_speech.records import PreferencePair
 
 
+# ValueErrors / RuntimeErrors of from_pretrained that mean "this folder is no loadable model" (a
+# missing or unknown model_type, a config of another model family, weights of other shapes).
+_BAD_MODEL = ("Unrecognized model", "Unrecognized configuration class", "The checkpoint you are trying to load has model type",
+              "ignore_mismatched_sizes", "Error(s) in loading state_dict")
+
+
 def load_pretrained(cls: Any, path: str, **kwargs: Any) -> Any:
-    """from_pretrained with one clear line when the path is neither a local model nor reachable."""
+    """from_pretrained with one clear line (`UserError` naming the path) when the path is neither a
+    loadable local model nor reachable: a missing or malformed `config.json`, a truncated or damaged
+    weights file, weights that do not fit the config, a hub id without network access."""
+    import json
+
+    from safetensors import SafetensorError
     from transformers.utils import logging
 
     logging.disable_progress_bar()  # our own bars show progress; weight loading is quick
     try:
         return cls.from_pretrained(path, **kwargs)
-    except OSError as e:
-        hint = "" if Path(path).exists() else " (not a local directory; hub ids need network access)"
-        raise UserError(f"cannot load model from {path!r}{hint}: {str(e).splitlines()[0]}") from None
+    except (OSError, SafetensorError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        reason = _first_line(e)
+        if isinstance(e, SafetensorError):
+            reason = f"damaged or truncated safetensors weights ({reason})"
+    except (ValueError, RuntimeError) as e:
+        if not any(m in str(e) for m in _BAD_MODEL):
+            raise  # a bug, not a bad model folder: keep its traceback
+        reason = _first_line(e)
+        if reason.startswith("Unrecognized model") and Path(path).is_dir() and not (Path(path) / "config.json").is_file():
+            reason = "no config.json in this folder (a model saved with save_pretrained has one)"
+    except Exception as e:  # huggingface_hub's strict config validation (a config.json value of a wrong type)
+        if type(e).__name__ not in ("StrictDataclassFieldValidationError", "StrictDataclassClassValidationError"):
+            raise
+        reason = "config.json: " + " ".join(str(e).split())
+    hint = "" if Path(path).exists() else " (not a local directory; hub ids need network access)"
+    reason = reason if len(reason) <= 240 else reason[:240] + "... (truncated)"
+    raise UserError(f"cannot load model{hint}: {reason}", where=str(path)) from None
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__
 
 
 def copy_tokenizer(src: str | Path, dst: str | Path) -> bool:
@@ -60,7 +90,10 @@ class CausalLMPairModel(PairModel):
     def forward(self, batch: dict[str, torch.Tensor]) -> SeqLogps:
         ids = batch["input_ids"]
         pairs = batch["num_pairs"].values[0] if "num_pairs" in batch else ids.shape[0] // 2
-        hidden = self.lm.get_decoder()(input_ids=ids, attention_mask=batch["attention_mask"]).last_hidden_state
+        # use_cache off: a training forward needs no KV cache, and building one keeps every layer's K and V
+        # alive until the decoder returns.
+        hidden = self.lm.get_decoder()(input_ids=ids, attention_mask=batch["attention_mask"],
+                                       use_cache=False).last_hidden_state
         head = self.lm.get_output_embeddings()
         first = self.codebook_reduction == "first" and self.num_codebooks > 1  # sums over slot 0 only
         if first or "logp_index" not in batch:  # token-level path (masks; reduce_sequences)
