@@ -86,7 +86,9 @@ def run(cmd: list[str], done: Path | None, env: dict | None = None) -> bool:
 def eval_command(dist: list[str], manifest: Path, out: Path, models: list[str], labels: list[str],
                  scorer: str | None) -> list[str]:
     """One side-by-side `eval --wer` of every model on `manifest` (with the style scorer, if any)."""
-    ev = [*dist, "eval", "--wer", "--batch-size", "32", "--data", str(manifest), "--out", str(out)]
+    # One sampling thread, as the recipes' runtime.sampling_threads: the tiny models sample fastest so.
+    ev = [*dist, "eval", "--wer", "--batch-size", "32", "--sampling-threads", "1", "--data", str(manifest),
+          "--out", str(out)]
     if scorer:
         ev += ["--emotion-scorer", f"prosody:{scorer}"]
     for m, lab in zip(models, labels):

@@ -99,8 +99,10 @@ def _align(stage: Path, recipe: Path, sft: Path, paths: list[str], heldout: Path
              f"data.pairs={stage / 'pairs' / 'pairs_ref.jsonl'}", f"train.out_dir={stage / 'lpo'}", *paths]
     _run(["build-pairs", str(recipe), *paths], done=stage / "pairs" / "pairs_ref.jsonl")
     _train(recipe, paths, stage / "lpo")
+    # One sampling thread, as the recipes' runtime.sampling_threads: the tiny models sample fastest so.
     _run(["eval", "--wer", "--model", str(sft), "--model", str(stage / "lpo" / "model"), "--label", "sft", "--label",
-          "lpo", "--data", str(heldout), "--out", str(stage / "eval"), *eval_extra], done=stage / "eval" / "table.md")
+          "lpo", "--data", str(heldout), "--out", str(stage / "eval"), "--sampling-threads", "1", *eval_extra],
+         done=stage / "eval" / "table.md")
     return (json.loads((stage / "eval" / "metrics.json").read_text()),
             json.loads((stage / "pairs" / "summary.json").read_text()))
 

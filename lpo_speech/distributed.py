@@ -80,13 +80,13 @@ def resolve_device(requested: str = "auto", *, env: Mapping[str, str] | None = N
     return torch.device(f"cuda:{local_rank}")
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
+def init_distributed(device: str = "auto", *, where: str = "runtime.device") -> DistInfo:
     """Join the process group if launched with WORLD_SIZE > 1 (once per process); this process's
-    device by the placement rule."""
+    device by the placement rule (`where` names the setting in errors)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device)
+    dev = resolve_device(device, where=where)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
+import torch
 from tqdm import tqdm
 
 from lpo_speech.distributed import barrier, init_distributed, shard
@@ -53,6 +54,13 @@ def check_settings(out: str | Path, settings: dict | None, *, path: str | Path |
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # each process its own temp file: ranks may race
     tmp.write_text(json.dumps(now, indent=2, sort_keys=True))
     os.replace(tmp, path)
+
+
+def set_threads(threads: int | None) -> None:
+    """`runtime.threads` / `--threads`: torch's CPU threads for this process, set at the start of a
+    stage; None leaves torch's own choice (nothing is pinned unless asked)."""
+    if threads:
+        torch.set_num_threads(threads)
 
 
 def run_sharded(out: str | Path, items: Sequence[T], key: Callable[[T], str],

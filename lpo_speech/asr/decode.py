@@ -19,14 +19,17 @@ from lpo_speech.config import ModelConfig
 
 
 class AsrDecoder:
-    def __init__(self, path: str, device: str | torch.device = "cpu", *, language: str | None = None,
-                 task: str | None = None, max_new_tokens: int = 128):
+    """`device` and `dtype` come from the caller's placement (lpo_speech.distributed.init_distributed,
+    lpo_speech.precision.resolve_dtype): the weights are loaded and run in `dtype`."""
+
+    def __init__(self, path: str, device: str | torch.device = "cpu", *, dtype: torch.dtype = torch.float32,
+                 language: str | None = None, task: str | None = None, max_new_tokens: int = 128):
         from transformers.utils import logging
 
         logging.set_verbosity_error()  # generate() warns about its own Whisper defaults on every call
         self.adapter = WhisperAdapter(ModelConfig(path=path, adapter="whisper", language=language, task=task))
-        self.model = self.adapter.load(path, torch.device(device)).model.eval()
-        self.device = torch.device(device)
+        self.model = self.adapter.load(path, torch.device(device), dtype).model.eval()
+        self.device, self.dtype = torch.device(device), dtype
         self.language, self.task = language, task
         self.max_new_tokens = max_new_tokens
 
@@ -40,7 +43,7 @@ class AsrDecoder:
     @torch.no_grad()
     def encode(self, wavs: list[np.ndarray]) -> torch.Tensor:
         """Encoder states [N, T, D] for a batch of 16 kHz waveforms."""
-        feats = self.adapter.extract(list(wavs)).to(self.device)
+        feats = self.adapter.extract(list(wavs)).to(self.device, self.dtype)
         return self.model.get_encoder()(feats).last_hidden_state
 
     @torch.no_grad()

@@ -10,7 +10,8 @@ Stages, each resumable and written atomically under `build_pairs.work_dir`:
                        `max_pairs_per_utterance` (worst first: clear errors carry the most signal).
   3. data.pairs        the same pairs with reference log-probs (lpo_speech.reflogps), optionally
                        dropping those whose reference margin exceeds `max_ref_margin`.
-summary.json counts what each rule kept.
+summary.json counts what each rule kept; runtime.json says where it ran (every rank's device, the
+model's dtype, threads; printed at the start).
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ import torch
 from lpo_speech.asr.perturb import build_vocabulary, perturbations
 from lpo_speech.asr.recipe import AsrRecipe
 from lpo_speech.audio import load_audio
+from lpo_speech.distributed import barrier, init_distributed, record_runtime
 from lpo_speech.metrics import normalize, utterance_errors
+from lpo_speech.precision import dtype_name, resolve_dtype
 from lpo_speech.records import (AsrUtterance, Candidate, PreferencePair, load_jsonl, rebase_audio, resolve_audio,
                                 write_jsonl_atomic)
 from lpo_speech.reflogps import compute_ref_logps
-from lpo_speech.stages import run_sharded
+from lpo_speech.stages import run_sharded, set_threads
 
 # What makes a candidate (with the model): a rerun into the same work_dir must keep these
 # (lpo_speech.stages.check_settings); the selection rules may change freely.
@@ -40,12 +43,15 @@ CANDIDATE_SETTINGS = ("lang", "greedy", "samples", "temperature", "top_p", "beam
 def generate_candidates(recipe: AsrRecipe, utts: list[AsrUtterance], quiet: bool = False) -> list[dict]:
     bp = recipe.build_pairs
     vocabulary = build_vocabulary([u.text for u in utts], bp.lang)
+    # This rank's device by the placement rule (under torchrun: cuda:LOCAL_RANK), weights in model.dtype.
+    info = init_distributed(recipe.runtime.device)
+    dtype = resolve_dtype(recipe.model.dtype, info.device)
     decoder = None
     if bp.greedy or bp.samples or bp.beams:
         from lpo_speech.asr.decode import AsrDecoder
 
-        device = "cuda" if recipe.runtime.device != "cpu" and torch.cuda.is_available() else "cpu"
-        decoder = AsrDecoder(recipe.model.path, device, language=recipe.model.language, task=recipe.model.task)
+        decoder = AsrDecoder(recipe.model.path, info.device, dtype=dtype, language=recipe.model.language,
+                             task=recipe.model.task)
 
     def process(batch: list[AsrUtterance]) -> list[dict]:
         hyps: dict[str, list[tuple[str, str]]] = {u.id: [] for u in batch}
@@ -77,7 +83,9 @@ def generate_candidates(recipe: AsrRecipe, utts: list[AsrUtterance], quiet: bool
             rows.append({"id": u.id, "audio": u.audio, "reference": u.text, "candidates": cands})
         return rows
 
-    made_by = {"model": str(Path(recipe.model.path).resolve()), **{f: getattr(bp, f) for f in CANDIDATE_SETTINGS}}
+    made_by = {"model": str(Path(recipe.model.path).resolve()), **{f: getattr(bp, f) for f in CANDIDATE_SETTINGS},
+               # bfloat16 decodes other candidates; float32 (every run before dtypes were kept) adds no key
+               **({"dtype": dtype_name(dtype)} if decoder is not None and dtype != torch.float32 else {})}
     return run_sharded(Path(bp.work_dir) / "candidates.jsonl", utts, key=lambda u: u.id, process=process,
                        batch_size=bp.batch_size, desc="candidates", unit="utt", device=recipe.runtime.device,
                        quiet=quiet, settings=made_by)
@@ -129,18 +137,27 @@ def build_asr_pairs(recipe: AsrRecipe, *, quiet: bool = False) -> dict:
     bp = recipe.build_pairs
     work = Path(bp.work_dir)
     work.mkdir(parents=True, exist_ok=True)
+    set_threads(recipe.runtime.threads)
+    info = init_distributed(recipe.runtime.device)  # before any model: each rank on its own device
+    record_runtime("build-pairs", info, work, quiet=quiet,
+                   weights=dtype_name(resolve_dtype(recipe.model.dtype, info.device)), threads=torch.get_num_threads())
     utts = load_jsonl(bp.manifest, AsrUtterance)
     for u in utts:  # fail fast, before a long stage: every audio readable, mono, 16 kHz
         load_audio(resolve_audio(bp.manifest, u.audio), sample_rate=16_000, where=f"{bp.manifest}: id {u.id}")
     rows = generate_candidates(recipe, utts, quiet=quiet)
     pairs, stats = select_pairs(recipe, rows)
-    write_jsonl_atomic(work / "pairs.jsonl", pairs)
+    if info.is_main:  # under torchrun every rank selects the same pairs; one writes them
+        write_jsonl_atomic(work / "pairs.jsonl", pairs)
+    barrier()
     if recipe.reference.source == "model":  # the trainer runs the reference itself: no precomputation
-        write_jsonl_atomic(recipe.data.pairs, [rebase_audio(p, work, Path(recipe.data.pairs).parent) for p in pairs])
+        if info.is_main:
+            rebased = [rebase_audio(p, work, Path(recipe.data.pairs).parent) for p in pairs]
+            write_jsonl_atomic(recipe.data.pairs, rebased)
         stats.update(dropped_ref_margin=0, pairs_written=len(pairs))
     else:
         ref = compute_ref_logps(recipe.train_recipe(), work / "pairs.jsonl", recipe.data.pairs,
                                 batch_size=bp.batch_size, max_margin=bp.max_ref_margin, quiet=quiet)
         stats.update(dropped_ref_margin=ref["dropped_margin"], pairs_written=ref["kept"])
-    (work / "summary.json").write_text(json.dumps(stats, indent=2))
+    if info.is_main:
+        (work / "summary.json").write_text(json.dumps(stats, indent=2))
     return stats

@@ -17,7 +17,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
     parser.add_argument("--lang", default="en", help="normalization: en (words) or zh (characters)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="auto",
+                        help="auto (default: cuda:LOCAL_RANK when CUDA is present, else cpu), cpu, cuda or cuda:N")
+    parser.add_argument("--judge-device", help="where judges, scorers and a neural codec run (default: --device)")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
+                        help="the models' weights (auto: bfloat16 on a GPU that supports it, else float32)")
+    parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads per process (default: torch's)")
+    parser.add_argument("--sampling-threads", type=int, metavar="N",
+                        help="torch CPU threads while a TTS model samples (default: --threads / torch's); "
+                             "1 is fastest for the tiny offline models")
     parser.add_argument("--quiet", action="store_true")
     tts = parser.add_argument_group("TTS models (codec LM; --data is then a prompt manifest: id, text)")
     tts.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
@@ -32,13 +40,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lpo_speech.errors import UserError
     from lpo_speech.evaluate import evaluate, markdown_table
 
+    for flag, n in (("--threads", args.threads), ("--sampling-threads", args.sampling_threads)):
+        if n is not None and n < 1:
+            raise UserError(f"{flag} {n}: expected at least 1")
     results = evaluate(args.model, args.label, args.data, args.out, batch_size=args.batch_size, beam=args.beam,
-                       lang=args.lang, device=args.device, quiet=args.quiet,
+                       lang=args.lang, device=args.device, dtype=args.dtype, quiet=args.quiet, threads=args.threads,
                        tts={"temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
                             "ref_audio": args.ref_audio, "dnsmos": not args.no_dnsmos, "max_seconds": args.max_seconds,
-                            "emotion": _emotion_spec(args.emotion_scorer)})
+                            "emotion": _emotion_spec(args.emotion_scorer), "judge_device": args.judge_device,
+                            "sampling_threads": args.sampling_threads})
     print(markdown_table(results), end="")
     return 0
 

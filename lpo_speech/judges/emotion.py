@@ -114,9 +114,10 @@ class ProsodyStyleClassifier:
             raise UserError(f"not a style classifier file: {e}", where=str(p)) from None
 
 
-def make_emotion_scorer(spec: dict[str, Any]) -> EmotionScorer:
+def make_emotion_scorer(spec: dict[str, Any], device: str | None = None) -> EmotionScorer:
     """From a recipe's `emotion` mapping: {"type": "prosody", "path": ...} or
-    {"type": "emotion2vec", "model": hub name or local dir, ...options}."""
+    {"type": "emotion2vec", "model": hub name or local dir, ...options}. `device`: where emotion2vec
+    runs unless the mapping names one (stages pass the judge device); the prosody classifier is numpy."""
     spec = dict(spec)
     kind = spec.pop("type", None)
     if kind == "prosody":
@@ -126,6 +127,8 @@ def make_emotion_scorer(spec: dict[str, Any]) -> EmotionScorer:
     if kind == "emotion2vec":
         from lpo_speech.judges.emotion2vec import Emotion2vecScorer
 
+        if device is not None:
+            spec.setdefault("device", str(device))
         return Emotion2vecScorer(**spec)
     raise UserError(f"unknown emotion scorer type {kind!r} (prosody or emotion2vec)", where="emotion.type")
 

@@ -365,8 +365,10 @@ def _xcodec2_features():
                                        stride=2)
 
 
-def make_codec(spec: str | dict) -> Codec:
-    """`"codec2:700C"`, `{"type": "codec2", "mode": "3200"}` or `{"type": "hf", "path": ...}`."""
+def make_codec(spec: str | dict, device: str | None = None) -> Codec:
+    """`"codec2:700C"`, `{"type": "codec2", "mode": "3200"}` or `{"type": "hf", "path": ...}`.
+    `device`: where a neural codec runs unless its spec names one (stages pass the judge device);
+    Codec2 is a C library and always runs on the CPU."""
     if isinstance(spec, str):
         kind, _, arg = spec.partition(":")
         spec = {"type": kind, ("mode" if kind == "codec2" else "path"): arg} if arg else {"type": kind}
@@ -375,6 +377,8 @@ def make_codec(spec: str | dict) -> Codec:
     cls = {"codec2": Codec2Codec, "hf": HFCodec}.get(kind)
     if cls is None:
         raise UserError(f"unknown codec type {kind!r}; expected 'codec2' or 'hf'", where="codec.type")
+    if cls is HFCodec and device is not None:
+        spec.setdefault("device", str(device))
     try:
         return cls(**spec)
     except TypeError as e:

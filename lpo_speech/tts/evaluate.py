@@ -4,8 +4,10 @@ For each prompt ({"id", "text", optional "emotion", "intensity", "speaker_audio"
 (greedy by default; `temperature > 0` samples) is decoded to `<out>/wavs/<id>.wav` and scored by
 lpo_speech.tts.scoring: the ASR judge's transcript against the text (WER/CER, lpo_speech.metrics
 normalization), speaker similarity to the prompt's `speaker_audio` (or `ref_audio`), DNSMOS, and
-the stability flags. Writes `<out>/utterances.jsonl` (one line per prompt; resumable: an interrupted
-run continues with the prompts not yet written; sharded across processes under torchrun) and `<out>/metrics.json`:
+the stability flags. The codec LM runs on `device` in `dtype`, the judge, scorers and a neural codec
+on `judge_device` (the placement rule of lpo_speech.distributed). Writes `<out>/utterances.jsonl` (one
+line per prompt; resumable: an interrupted run continues with the prompts not yet written; sharded
+across processes under torchrun) and `<out>/metrics.json`:
 
   wer            corpus WER of the judge transcripts
   wer_utt_mean   mean per-utterance WER (the Seed-TTS-eval convention)
@@ -59,26 +61,35 @@ def load_reference(manifest: str | Path, prompt: TtsPrompt, ref_audio: str | Non
 
 def eval_tts(model_dir: str, prompts_manifest: str, out_dir: str | Path, *, temperature: float = 0.0,
              top_p: float = 1.0, seed: int = 0, batch_size: int = 16, judge: dict | None = None,
-             dnsmos: bool = True, ref_audio: str | None = None, lang: str = "en", device: str = "cpu",
+             dnsmos: bool = True, ref_audio: str | None = None, lang: str = "en", device: str = "auto",
+             judge_device: str | None = None, dtype: str = "auto", sampling_threads: int | None = None,
              max_seconds: float = 12.0, emotion: dict | None = None, quiet: bool = False, **_ignored: Any) -> dict:
-    import torch  # noqa: F401  (before ctranslate2)
+    """`device`, `judge_device` (None: the device): placed by lpo_speech.distributed's rule; `dtype`
+    (auto, float32, bfloat16) by lpo_speech.precision; `sampling_threads`: torch threads while
+    sampling (None: the process's)."""
+    import torch  # (before ctranslate2)
 
     from lpo_speech.audio import save_wav
+    from lpo_speech.distributed import resolve_device
+    from lpo_speech.precision import dtype_name, resolve_dtype
     from lpo_speech.tts.model import load_codec_lm
     from lpo_speech.tts.scoring import Clip, TtsScorer, summarize
     from lpo_speech.tts.synthesize import prompt_ids, synthesize
 
     if _ignored.get("beam", 1) not in (None, 1):
         raise UserError("--beam: TTS models decode greedily or by sampling (use --temperature)")
+    info = init_distributed(device)
+    weights = resolve_dtype(dtype, info.device, where="--dtype")
+    judge_at = resolve_device(judge_device or device, where="--judge-device" if judge_device else "--device")
     prompts = load_jsonl(prompts_manifest, TtsPrompt)
-    lm, tok = load_codec_lm(model_dir, device=device)
+    lm, tok = load_codec_lm(model_dir, info.device, weights)
     for i, p in enumerate(prompts, 1):  # every prompt error before any synthesis, one line each
         prompt_ids(tok, p, where=f"{prompts_manifest}:{i}")
     refs: dict[str, tuple[np.ndarray, int]] = {}
     ref_of = {p.id: load_reference(prompts_manifest, p, ref_audio, refs) for p in prompts}
-    codec = tok.make_codec()
+    codec = tok.make_codec(judge_at)
     scorer = TtsScorer(judge=judge or {"type": "faster-whisper", "model": "bundled"}, dnsmos=dnsmos, lang=lang,
-                       emotion=emotion)
+                       emotion=emotion, device=str(judge_at))
     if emotion is not None:  # every asked-for label must be one the scorer knows, before any synthesis
         from lpo_speech.judges.emotion import emotion_scores
 
@@ -89,14 +100,16 @@ def eval_tts(model_dir: str, prompts_manifest: str, out_dir: str | Path, *, temp
     decoding = "greedy" if temperature == 0 else f"sample t={temperature} top_p={top_p} seed={seed}"
     # What shapes a row: a rerun into the same folder (a resumed eval) must keep it.
     made_by = {"model": str(Path(model_dir).resolve()), "decoding": decoding, "max_seconds": max_seconds,
-               "judge": scorer.judge, "dnsmos": dnsmos, "emotion": emotion, "ref_audio": ref_audio, "lang": lang}
+               "judge": scorer.judge, "dnsmos": dnsmos, "emotion": emotion, "ref_audio": ref_audio, "lang": lang,
+               # bfloat16 samples other tokens; float32 (every run before dtypes were kept) adds no key
+               **({"dtype": dtype_name(weights)} if weights != torch.float32 else {})}
 
     def process(chunk: list[TtsPrompt]) -> list[dict]:
         # The seed of a chunk follows from its first prompt, so any process count and any resume
         # point draw the same samples.
         chunk_seed = random.Random(f"{seed}:{chunk[0].id}").randrange(2**31)
         synths = synthesize(lm, tok, chunk, n=1, temperature=temperature, top_p=top_p, max_seconds=max_seconds,
-                            seed=chunk_seed, batch_size=batch_size, codec=codec)
+                            seed=chunk_seed, batch_size=batch_size, codec=codec, threads=sampling_threads)
         out = []
         for p, (syn,) in zip(chunk, synths):
             clip = Clip(p.text, syn.wav, syn.sr, terminated=syn.terminated, undecodable=syn.undecodable,
@@ -113,12 +126,12 @@ def eval_tts(model_dir: str, prompts_manifest: str, out_dir: str | Path, *, temp
     # Sharded across processes under torchrun (lpo_speech.stages): resumable, merged in prompt order.
     rows = {r["id"]: r for r in run_sharded(out_dir / "utterances.jsonl", prompts, key=lambda p: p.id,
                                              process=process, batch_size=batch_size, desc=f"eval {out_dir.name}",
-                                             unit="utt", device="cpu", quiet=quiet, settings=made_by)}
+                                             unit="utt", device=device, quiet=quiet, settings=made_by)}
     ordered = [rows[p.id] for p in prompts]
     wanted = [p.emotion.strip().lower() if p.emotion and emotion is not None else None for p in prompts]
     metrics = {**summarize(ordered, [p.text for p in prompts], lang, wanted), "model": str(model_dir),
                "data": str(prompts_manifest), "decoding": decoding}
-    if init_distributed("cpu").is_main:
+    if info.is_main:
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 

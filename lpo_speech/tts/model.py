@@ -15,6 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lpo_speech.errors import UserError
 from lpo_speech.tts.text import TtsTokenizer
 
@@ -51,7 +53,6 @@ def init_codec_lm(out: str | Path, tok: TtsTokenizer | None = None, *, size: str
     out = Path(out)
     if (out / "config.json").exists():
         raise UserError("already holds a model; choose a new folder", where=str(out))
-    import torch
     from transformers import LlamaForCausalLM
 
     tok = tok or TtsTokenizer()
@@ -62,17 +63,16 @@ def init_codec_lm(out: str | Path, tok: TtsTokenizer | None = None, *, size: str
     return out
 
 
-def load_codec_lm(path: str | Path, device: str = "cpu"):
+def load_codec_lm(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
     """(model in eval mode, its tokenizer) from a model folder made by init_codec_lm, import-tts-lm or
-    training: a TtsTokenizer, or an HfTtsTokenizer for an imported hub model (same interface)."""
-    import torch
-
+    training: a TtsTokenizer, or an HfTtsTokenizer for an imported hub model (same interface). Stages
+    pass the device of the placement rule and the recipe's `model.dtype` (lpo_speech.precision)."""
     from lpo_speech.adapters.causal_lm import load_pretrained
 
     tok = TtsTokenizer.load(path)  # either layout (lpo_speech.tts.text)
     from transformers import AutoModelForCausalLM
 
-    lm = load_pretrained(AutoModelForCausalLM, str(path), dtype=torch.float32).to(device).eval()
+    lm = load_pretrained(AutoModelForCausalLM, str(path), dtype=dtype).to(device).eval()
     if lm.get_output_embeddings().weight.shape[0] < tok.vocab_size:
         raise UserError(f"model vocabulary {lm.get_output_embeddings().weight.shape[0]} is smaller than its "
                         f"token table's {tok.vocab_size}", where=str(path))
@@ -91,8 +91,6 @@ def heldout_nll(model_dir: str | Path, pairs: str | Path, *, batch_size: int = 1
     """Mean per-token NLL of the chosen responses of a pair/example file (e.g. dev.jsonl) under a model,
     overall, per codec slot, for EOS and (phoneme-synchronous models) for the interleaved symbols:
     the held-out loss that tells when SFT starts to overfit."""
-    import torch
-
     from lpo_speech.adapters.base import pad_rows
     from lpo_speech.logps import linear_token_logps
     from lpo_speech.records import PreferencePair, load_jsonl
@@ -127,7 +125,6 @@ def heldout_nll(model_dir: str | Path, pairs: str | Path, *, batch_size: int = 1
 def export_checkpoint(checkpoint_dir: str | Path, like: str | Path, out: str | Path) -> Path:
     """A training checkpoint (`<run>/checkpoints/step-N`) as a model folder, with the config of `like`
     (the model the run started from), so intermediate steps can be evaluated or shipped."""
-    import torch
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM
 

@@ -53,6 +53,11 @@ Stages, each resumable and written atomically under `build_pairs.work_dir`:
                      chosen/rejected tokens end with EOS when the response terminated.
 3. data.pairs        the pairs with reference log-probs (lpo_speech.reflogps), or as they are when the
                      trainer runs the reference model itself (`reference.source: model`).
+
+Where it runs is the placement rule's (lpo_speech.distributed): the codec LM on `runtime.device` in
+`model.dtype`, judges, scorers and a neural codec on `runtime.judge_device` (a judge's own `device`
+key wins), sampling with `runtime.sampling_threads` torch threads; `runtime.json` in work_dir says so
+(printed at the start).
 """
 
 from __future__ import annotations
@@ -63,7 +68,11 @@ import random
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from lpo_speech.distributed import DistInfo, init_distributed, resolve_device
 from lpo_speech.errors import UserError
+from lpo_speech.precision import dtype_name, resolve_dtype
 from lpo_speech.records import Candidate, PreferencePair, TtsPrompt, load_jsonl, write_jsonl_atomic
 from lpo_speech.tts.recipe import SCORE_DIRECTIONS, TtsBuildPairs, TtsRecipe
 from lpo_speech.tts.text import EOS as LPO_EOS
@@ -203,11 +212,19 @@ def _brief(c: dict) -> dict:
     return {k: c["scores"][k] for k in keep if k in c["scores"]} | {"terminated": bool(c.get("terminated", True))}
 
 
+def placement(recipe: TtsRecipe) -> tuple[DistInfo, torch.dtype, torch.device]:
+    """(this process's DistInfo, the codec LM's dtype, the judge device), all by the placement rule
+    (lpo_speech.distributed): the LM on `runtime.device`, judges, scorers and a neural codec on
+    `runtime.judge_device` (null: the same device)."""
+    info = init_distributed(recipe.runtime.device)
+    judge = resolve_device(recipe.runtime.judge_device or recipe.runtime.device,
+                           where="runtime.judge_device" if recipe.runtime.judge_device else "runtime.device")
+    return info, resolve_dtype(recipe.model.dtype, info.device), judge
+
+
 def generate_candidates(recipe: TtsRecipe, prompts: list[TtsPrompt], gold: dict[str, dict],
                         quiet: bool = False) -> list[dict]:
     """Stage 1: candidates.jsonl (sharded, resumable)."""
-    import torch  # noqa: F401  (before ctranslate2)
-
     from lpo_speech.asr.perturb import build_vocabulary, perturbations
     from lpo_speech.stages import run_sharded
     from lpo_speech.tts.model import load_codec_lm
@@ -216,12 +233,14 @@ def generate_candidates(recipe: TtsRecipe, prompts: list[TtsPrompt], gold: dict[
     from lpo_speech.tts.world import render_tokens
 
     bp = recipe.build_pairs
-    lm, tok = load_codec_lm(recipe.model.path)
-    codec = tok.make_codec()
+    info, dtype, judge_device = placement(recipe)
+    lm, tok = load_codec_lm(recipe.model.path, info.device, dtype)
+    codec = tok.make_codec(judge_device)
+    threads = recipe.runtime.sampling_threads  # None: the process's (runtime.threads or torch's default)
     vocabulary = build_vocabulary([p.text for p in prompts]) if bp.perturbations else []
     # judge: null = unscored candidates (the LPO authors' pipeline: gold chosen, every candidate rejected).
-    scorer = (TtsScorer(judge=bp.judge, similarity=bp.similarity, dnsmos=bp.dnsmos, emotion=bp.emotion)
-              if bp.judge is not None else None)
+    scorer = (TtsScorer(judge=bp.judge, similarity=bp.similarity, dnsmos=bp.dnsmos, emotion=bp.emotion,
+                        device=str(judge_device)) if bp.judge is not None else None)
     refs: dict[str, Any] = {}
     from lpo_speech.tts.evaluate import load_reference
 
@@ -232,12 +251,12 @@ def generate_candidates(recipe: TtsRecipe, prompts: list[TtsPrompt], gold: dict[
             for p, synths in zip(chunk, synthesize(lm, tok, chunk, n=bp.samples, temperature=bp.temperature,
                                                    top_k=bp.top_k, top_p=bp.top_p, max_seconds=bp.max_seconds,
                                                    seconds_per_char=bp.seconds_per_char, seed=seed,
-                                                   batch_size=bp.batch_size, codec=codec)):
+                                                   batch_size=bp.batch_size, codec=codec, threads=threads)):
                 per[p.id] += [("sample", s, None) for s in synths]
         if bp.greedy:
             for p, (s,) in zip(chunk, synthesize(lm, tok, chunk, n=1, temperature=0.0, max_seconds=bp.max_seconds,
                                                  seconds_per_char=bp.seconds_per_char, batch_size=bp.batch_size,
-                                                 codec=codec)):
+                                                 codec=codec, threads=threads)):
                 per[p.id].append(("greedy", s, None))
         if bp.chosen == "gold":
             for p in chunk:
@@ -268,24 +287,32 @@ def generate_candidates(recipe: TtsRecipe, prompts: list[TtsPrompt], gold: dict[
         return out
 
     made_by = {"model": str(Path(recipe.model.path).resolve()), "gold": bp.gold and str(Path(bp.gold).resolve()),
-               **{f: getattr(bp, f) for f in CANDIDATE_SETTINGS}}
+               **{f: getattr(bp, f) for f in CANDIDATE_SETTINGS},
+               # bfloat16 samples other tokens; float32 (every run before dtypes were kept) adds no key
+               **({"dtype": dtype_name(dtype)} if dtype != torch.float32 else {})}
     return run_sharded(Path(bp.work_dir) / "candidates.jsonl", prompts, key=lambda p: p.id, process=process,
                        batch_size=bp.prompts_per_shard_step, desc="tts candidates", unit="prompt",
-                       device="cpu", quiet=quiet, settings=made_by)
+                       device=recipe.runtime.device, quiet=quiet, settings=made_by)
 
 
 def build_tts_pairs(recipe: TtsRecipe, *, quiet: bool = False) -> dict:
-    from lpo_speech.distributed import barrier, init_distributed
-    from lpo_speech.tts.model import load_codec_lm
+    from lpo_speech.distributed import barrier, record_runtime
+    from lpo_speech.stages import set_threads
     from lpo_speech.tts.synthesize import prompt_ids
+    from lpo_speech.tts.text import TtsTokenizer
 
     bp = recipe.build_pairs
     work = Path(bp.work_dir)
     work.mkdir(parents=True, exist_ok=True)
+    set_threads(recipe.runtime.threads)
+    info, dtype, judge_device = placement(recipe)
+    record_runtime("build-pairs", info, work, quiet=quiet, weights=dtype_name(dtype),
+                   judge_device=str(judge_device), threads=torch.get_num_threads(),
+                   sampling_threads=recipe.runtime.sampling_threads)
     prompts = load_jsonl(bp.prompts, TtsPrompt)
     if bp.limit:
         prompts = prompts[:bp.limit]
-    _, tok = load_codec_lm(recipe.model.path)
+    tok = TtsTokenizer.load(recipe.model.path)  # the checks below need no weights
     if (bp.perturbations or bp.chosen == "rendered") and getattr(tok, "codec", None) != WORLD_CODEC:
         raise UserError(f"perturbations and chosen: rendered speak with the offline world's voice and codec "
                         f"({WORLD_CODEC}); this model's codec is {getattr(tok, 'codec', None)!r}",
@@ -307,8 +334,7 @@ def build_tts_pairs(recipe: TtsRecipe, *, quiet: bool = False) -> dict:
                 tok.check_response(gold[p.id]["chosen_tokens"], ids[p.id], where=f"{bp.gold}: {p.id}")
     rows = generate_candidates(recipe, prompts, gold, quiet=quiet)
     pairs, stats = select_pairs(bp, rows, tok.eos_id)
-    info = init_distributed("cpu")  # under torchrun every rank selects the same pairs; one writes them
-    if info.is_main:
+    if info.is_main:  # under torchrun every rank selects the same pairs; one writes them
         write_jsonl_atomic(work / "pairs.jsonl", pairs)
     barrier()
     if not pairs:

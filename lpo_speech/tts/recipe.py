@@ -7,6 +7,7 @@ select chosen/rejected pairs (lpo_speech.tts.pairs documents each rule).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,10 @@ from lpo_speech.config import (DataConfig, LossConfig, ModelConfig, ReferenceCon
 
 # Score name -> +1 when higher is better, -1 when lower is better.
 SCORE_DIRECTIONS = {"failure": -1, "wer": -1, "cer": -1, "sim": 1, "dnsmos": 1, "emotion": 1}
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass
@@ -75,16 +80,16 @@ class TtsBuildPairs:
               "null (unscored candidates) needs chosen: gold or rendered and no score rules: keys: [], min_margins: {}, "
               "max_chosen_deficit: {}, max_chosen_cer: null, chosen_stable: false, similarity: false, "
               "dnsmos: false, emotion: null")
-        _need(all(k in SCORE_DIRECTIONS and isinstance(v, (int, float)) and v >= 0 for k, v in self.min_margins.items()),
-              "build_pairs.min_margins", f"score -> margin >= 0, scores from {sorted(SCORE_DIRECTIONS)}")
+        _need(all(k in SCORE_DIRECTIONS and _finite(v) and v >= 0 for k, v in self.min_margins.items()),
+              "build_pairs.min_margins", f"score -> finite margin >= 0, scores from {sorted(SCORE_DIRECTIONS)}")
         _need(self.margin_rule in ("all", "any"), "build_pairs.margin_rule", "all or any")
         _need("sim" not in self.keys + list(self.min_margins) or self.similarity, "build_pairs.similarity",
               "must be true when ranking on sim")
         _need("dnsmos" not in self.keys + list(self.min_margins) or self.dnsmos, "build_pairs.dnsmos",
               "must be true when ranking on dnsmos")
-        _need(all(k in SCORE_DIRECTIONS and isinstance(v, (int, float)) and v >= 0
-                  for k, v in self.max_chosen_deficit.items()),
-              "build_pairs.max_chosen_deficit", f"score -> allowed deficit >= 0, scores from {sorted(SCORE_DIRECTIONS)}")
+        _need(all(k in SCORE_DIRECTIONS and _finite(v) and v >= 0 for k, v in self.max_chosen_deficit.items()),
+              "build_pairs.max_chosen_deficit",
+              f"score -> finite allowed deficit >= 0, scores from {sorted(SCORE_DIRECTIONS)}")
         _need("emotion" not in self.keys + list(self.min_margins) + list(self.max_chosen_deficit)
               or self.emotion is not None, "build_pairs.emotion",
               "an emotion scorer is needed to rank on emotion (e.g. {type: prosody, path: ...})")

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from lpo_speech.distributed import resolve_device
 from lpo_speech.metrics import utterance_errors
 
 FAILURE_WER = 0.5
@@ -43,26 +44,38 @@ class TtsScorer:
     stability: bool = True
     lang: str = "en"
     emotion: dict[str, Any] | None = None  # emotion scorer spec (lpo_speech.judges.emotion.make_emotion_scorer)
+    # Where the judge, similarity and emotion models run: the judge device of the placement rule
+    # (lpo_speech.distributed), as a torch device string. A spec's own `device` key wins (placed by
+    # the same rule); the specs themselves stay as given, so they still name what made the scores.
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         self._judge = None
         self._sim = None
         self._emotion = None
 
+    @staticmethod
+    def _own_device(spec: dict[str, Any], what: str) -> dict[str, Any]:
+        spec = dict(spec)
+        if spec.get("device") is not None:
+            spec["device"] = str(resolve_device(str(spec["device"]), where=f"{what}.device"))
+        return spec
+
     def emotion_scorer(self):
         if self._emotion is None and self.emotion is not None:
             from lpo_speech.judges.emotion import make_emotion_scorer
 
-            self._emotion = make_emotion_scorer(self.emotion)
+            self._emotion = make_emotion_scorer(self._own_device(self.emotion, "emotion"), device=self.device)
         return self._emotion
 
-    def _asr(self):
+    def asr_judge(self):
         if self._judge is None:
             import torch  # noqa: F401  (torch before ctranslate2: both are 2-3x slower otherwise)
 
             from lpo_speech.judges.asr import make_asr_judge
 
-            spec = dict(self.judge)
+            spec = self._own_device(self.judge, "judge")
+            spec.setdefault("device", self.device)
             if spec.get("type", "faster-whisper") == "faster-whisper":
                 spec.setdefault("cpu_threads", max(1, min(4, torch.get_num_threads())))
             self._judge = make_asr_judge(spec)
@@ -75,7 +88,7 @@ class TtsScorer:
         if usable:
             sr = clips[usable[0]].sr
             assert all(clips[i].sr == sr for i in usable), "one sample rate per call"
-            for i, h in zip(usable, self._asr().transcribe([clips[i].wav for i in usable], sr)):
+            for i, h in zip(usable, self.asr_judge().transcribe([clips[i].wav for i in usable], sr)):
                 hyps[i] = h
         emo: list[dict[str, Any]] = [{} for _ in clips]
         if self.emotion is not None and any(c.emotion for c in clips):
@@ -110,7 +123,7 @@ class TtsScorer:
         if self._sim is None:
             from lpo_speech.judges.speaker import SpeakerSimilarity
 
-            self._sim = SpeakerSimilarity()
+            self._sim = SpeakerSimilarity(device=self.device)
         return round(self._sim.similarity(c.wav, c.sr, ref[0], ref[1]), 5)
 
     @staticmethod

@@ -62,12 +62,13 @@ def prompt_ids(tok: TtsTokenizer, prompt: TtsPrompt | dict, where: str = "prompt
 def synthesize(lm, tok: TtsTokenizer, prompts: list[TtsPrompt], *, n: int = 1, temperature: float = 1.0,
                top_k: int = 0, top_p: float = 1.0, max_seconds: float = 12.0, seconds_per_char: float = 0.15,
                seed: int = 0, batch_size: int = 16, group: int = 64, codec=None, progress=None,
-               threads: int | None = 1) -> list[list[Synth]]:
+               threads: int | None = None) -> list[list[Synth]]:
     """`n` syntheses per prompt (result[i][j]); temperature 0 = greedy (then n is usually 1).
 
-    `threads`: torch threads while sampling (restored after). One is the default because a decoding
-    step is many tiny ops: on a busy 2-core machine two OpenMP threads made it ~30x slower (spinning
-    threads waiting for each other), and on an idle one they gain little. None keeps the setting."""
+    `threads`: torch threads while sampling (restored after); None (the default) keeps the process's
+    setting. Stages pass `runtime.sampling_threads` (eval: `--sampling-threads`): the offline recipes
+    ask for 1, because a tiny model's decoding step is many tiny ops, and on a busy 2-core machine two
+    OpenMP threads made it ~30x slower (spinning threads waiting for each other)."""
     import torch
 
     previous = torch.get_num_threads()

@@ -148,10 +148,12 @@ class CodecIds:
             lo += size
         return out
 
-    def make_codec(self):
+    def make_codec(self, device: str | None = None):
+        """The model's codec (a neural codec's weights on `device`; Codec2 always runs on the CPU), its
+        slots checked against the model's."""
         from lpo_speech.tts.codecs import make_codec
 
-        codec = make_codec(self.codec)
+        codec = make_codec(self.codec, device=device)
         if list(codec.codebook_sizes) != list(self.codebook_sizes):
             raise UserError(f"codec {self.codec} has slots {list(codec.codebook_sizes)}, the model expects "
                             f"{self.codebook_sizes}", where="tts.codec")

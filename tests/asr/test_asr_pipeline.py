@@ -40,7 +40,11 @@ def lines(path: Path) -> list[dict]:
 def test_build_pairs_train_eval(tmp_path, lpo, whisper_tiny, asr_data):
     ov = overrides(tmp_path, whisper_tiny, asr_data)
     ov += ["build_pairs.greedy=true", "reference.source=precomputed"]  # the full path: decoding + stored log-probs
-    out = lpo("build-pairs", str(RECIPE), *ov, "build_pairs.perturbations=2", "--quiet", cwd=tmp_path)
+    out = lpo("build-pairs", str(RECIPE), *ov, "build_pairs.perturbations=2", "runtime.device=cpu",
+              "runtime.threads=1", "--quiet", cwd=tmp_path)
+    runtime = json.loads((tmp_path / "pairs" / "runtime.json").read_text())  # the stage asked the placement rule
+    assert runtime["stage"] == "build-pairs" and runtime["devices"][0].startswith("cpu")
+    assert runtime["weights"] == "float32" and runtime["threads"] == 1  # runtime.threads, set at the stage's start
     summary = json.loads((tmp_path / "pairs" / "summary.json").read_text())
     assert summary["utterances"] == 5 and summary["candidates_by_source"]["perturb"] == 10
     assert summary["candidates_by_source"]["greedy"] == 5 and summary["pairs_written"] >= 10
@@ -68,6 +72,28 @@ def test_build_pairs_train_eval(tmp_path, lpo, whisper_tiny, asr_data):
     utts = lines(tmp_path / "ev" / "base" / "utterances.jsonl")
     assert [u["id"] for u in utts] == [u["id"] for u in lines(asr_data / "test.jsonl")]
     assert "| base |" in out.stdout and "| lpo |" in out.stdout
+    assert json.loads((tmp_path / "ev" / "runtime.json").read_text())["stage"] == "eval"
+
+
+def test_eval_shards_across_processes_with_the_same_result(tmp_path, whisper_tiny, asr_data):
+    """`torchrun --nproc_per_node 2 ... eval` of an ASR model (gloo, CPU) splits the utterances and
+    writes what one process writes; the second label (the same encoder) reuses the cached states."""
+    ev = [sys.executable, "-m", "lpo_speech.cli", "eval", "--wer", "--model", str(whisper_tiny), "--model",
+          str(whisper_tiny), "--label", "a", "--label", "b", "--data", str(asr_data / "test.jsonl"), "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    subprocess.run([*ev, "--out", str(tmp_path / "one")], cwd=tmp_path, env=env, check=True, capture_output=True)
+    two = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *ev[1:]]
+    proc = subprocess.run([*two, "--out", str(tmp_path / "two")], cwd=tmp_path, env=env, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for label in ("a", "b"):
+        one = (tmp_path / "one" / label / "utterances.jsonl").read_text()
+        assert (tmp_path / "two" / label / "utterances.jsonl").read_text() == one and one.count("\n") == 3
+        assert not list((tmp_path / "two" / label).glob("utterances.jsonl.rank*"))  # parts merged and removed
+    assert json.loads((tmp_path / "two" / "metrics.json").read_text()) == json.loads(
+        (tmp_path / "one" / "metrics.json").read_text())
+    runtime = json.loads((tmp_path / "two" / "runtime.json").read_text())
+    assert runtime["processes"] == 2 and len(runtime["devices"]) == 2
 
 
 @pytest.mark.parametrize("line, expected", [

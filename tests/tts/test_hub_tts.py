@@ -131,7 +131,7 @@ def test_synthesize_respects_the_speech_block_and_eos(llasa):
     lm, tok = load_codec_lm(dst)
     lo, hi = tok.codec_offset, tok.codec_offset + N_SPEECH
     prompts = [TtsPrompt(id="a", text="The quick brown fox."), TtsPrompt(id="b", text="Hello.", emotion="sad")]
-    res = synthesize(lm, tok, prompts, n=4, temperature=1.0, max_seconds=1.6, seed=0)
+    res = synthesize(lm, tok, prompts, n=4, temperature=1.0, max_seconds=1.6, seed=0, threads=1)
     flat = [s for r in res for s in r]
     assert all(lo <= t < hi for s in flat for t in s.tokens)
     assert any(s.terminated for s in flat) and any(not s.terminated for s in flat)  # EOS 1/65 per step
@@ -149,7 +149,7 @@ def test_eval_tts_runs(llasa, tmp_path):
                         '{"id": "p2", "text": "Hello there.", "emotion": "happy"}\n')
     # Sampled, not greedy: with all logits equal, greedy picks the lowest allowed id, EOS, at once.
     m = eval_tts(str(dst), str(manifest), tmp_path / "out", dnsmos=False, max_seconds=1.0, temperature=1.0,
-                 quiet=True)
+                 quiet=True, sampling_threads=1)
     rows = [json.loads(x) for x in (tmp_path / "out" / "utterances.jsonl").read_text().splitlines()]
     assert m["n"] == 2 and 0 <= m["failure_rate"] <= 1 and [r["id"] for r in rows] == ["p1", "p2"]
     assert all((tmp_path / "out" / r["wav"]).is_file() and "hyp" in r for r in rows)
@@ -174,7 +174,7 @@ build_pairs: {{prompts: {tmp_path}/p.jsonl, work_dir: {tmp_path}/pairs, samples:
   max_chosen_cer: null, chosen_stable: false, min_margins: {{cer: 0.0}}, similarity: false, keys: [failure, cer]}}
 loss: {{type: lpo-ste}}
 train: {{out_dir: {tmp_path}/run, lr: 1.0e-3, max_steps: 1, batch_size: 2}}
-runtime: {{device: cpu}}
+runtime: {{device: cpu, sampling_threads: 1}}
 """)
     stats = load_any_recipe(recipe_path).make_pairs(quiet=True)
     pairs = load_jsonl(tmp_path / "pairs" / "pairs_ref.jsonl", PreferencePair)

@@ -111,7 +111,7 @@ def test_scorer_eval_and_pairs_carry_emotion(styled_world, tts_model, tmp_path):
     ProsodyStyleClassifier.fit(feats, [r.extra["emotion"] for r, _ in items]).save(tmp_path / "clf.json")
     spec = {"type": "prosody", "path": str(tmp_path / "clf.json")}
     kw = dict(batch_size=8, beam=1, lang="en", device="cpu", quiet=True,
-              tts={"dnsmos": False, "max_seconds": 1.0, "temperature": 0.0, "emotion": spec})
+              tts={"dnsmos": False, "max_seconds": 1.0, "temperature": 0.0, "emotion": spec, "sampling_threads": 1})
     res = evaluate([str(tts_model)], ["m"], str(styled_world / "test_style_prompts.jsonl"), str(tmp_path / "ev"), **kw)
     assert 0.0 <= res["m"]["emotion_acc"] <= 1.0 and set(res["m"]["emotion_acc_by_label"]) == {"neutral", "high", "low"}
     rows = [json.loads(x) for x in (tmp_path / "ev" / "m" / "utterances.jsonl").read_text().splitlines()]

@@ -20,8 +20,16 @@ def test_synthesize_respects_slots_guard_and_seed(tts_world, tts_model):
     out, _ = tts_world
     lm, tok = load_codec_lm(tts_model)
     prompts = load_jsonl(out / "test_prompts.jsonl", TtsPrompt)
-    res = synthesize(lm, tok, prompts, n=2, temperature=1.0, max_seconds=0.4, seed=3)
-    again = synthesize(lm, tok, prompts, n=2, temperature=1.0, max_seconds=0.4, seed=3)
+    before = torch.get_num_threads()
+    seen: list[int] = []  # torch's thread count while sampling (progress is called mid-synthesis)
+    res = synthesize(lm, tok, prompts, n=2, temperature=1.0, max_seconds=0.4, seed=3, threads=1,
+                     progress=lambda _: seen.append(torch.get_num_threads()))
+    assert seen == [1] and torch.get_num_threads() == before  # asked for: set while sampling, then restored
+    again = synthesize(lm, tok, prompts, n=2, temperature=1.0, max_seconds=0.4, seed=3, threads=1)
+    seen.clear()
+    synthesize(lm, tok, prompts[:1], n=1, temperature=1.0, max_seconds=0.08, progress=lambda _: seen.append(
+        torch.get_num_threads()))
+    assert seen == [before]  # not asked: the process's setting stays (nothing pins threads by default)
     assert [[s.tokens for s in r] for r in res] == [[s.tokens for s in r] for r in again]
     assert res[0][0].tokens != res[0][1].tokens  # two different draws
     for r in res:
@@ -39,7 +47,7 @@ def test_eval_tts_metrics_resume_and_table(tts_world, tts_model, tmp_path):
 
     out, _ = tts_world
     kw = dict(batch_size=8, beam=1, lang="en", device="cpu", quiet=True,
-              tts={"dnsmos": False, "max_seconds": 1.0, "temperature": 0.0})
+              tts={"dnsmos": False, "max_seconds": 1.0, "temperature": 0.0, "sampling_threads": 1})
     res = evaluate([str(tts_model), str(tts_model)], ["a", "b"], str(out / "test_prompts.jsonl"), str(tmp_path), **kw)
     m = res["a"]
     for key in ("wer", "wer_utt_mean", "cer", "failure_rate", "sim", "n"):
@@ -49,6 +57,9 @@ def test_eval_tts_metrics_resume_and_table(tts_world, tts_model, tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "a" / "utterances.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["test-00000", "test-00001"]
     assert all((tmp_path / "a" / r["wav"]).is_file() and r["terminated"] is False for r in rows)
+    runtime = json.loads((tmp_path / "runtime.json").read_text())  # where it ran, by the placement rule
+    assert runtime["stage"] == "eval" and runtime["devices"][0].startswith("cpu") and runtime["judge_device"] == "cpu"
+    assert runtime["weights"] == "float32" and runtime["processes"] == 1
     table = (tmp_path / "table.md").read_text()
     assert table.splitlines()[0].startswith("| model | wer | cer | wer_utt_mean | failure_rate | not_terminated_rate | sim |")
     assert "| a |" in table and "| b |" in table
@@ -81,8 +92,10 @@ def test_eval_tts_one_line_errors(tts_world, tts_model, tmp_path, lpo):
     # Resuming an eval folder with another decoding: one line naming the change, the rows kept.
     (tmp_path / "one.jsonl").write_text(json.dumps({"id": "x", "text": "Hello there."}) + "\n")
     ev = ["eval", "--wer", "--model", str(tts_model), "--data", str(tmp_path / "one.jsonl"), "--out",
-          str(tmp_path / "o4"), "--no-dnsmos", "--max-seconds", "0.5", "--quiet"]
+          str(tmp_path / "o4"), "--no-dnsmos", "--max-seconds", "0.5", "--quiet", "--threads", "1"]
     lpo(*ev, cwd=tmp_path)
+    runtime = json.loads((tmp_path / "o4" / "runtime.json").read_text())  # --threads is honoured
+    assert runtime["threads"] == 1 and "1 torch threads" in runtime["devices"][0]
     r = lpo(*ev, "--temperature", "1", cwd=tmp_path, check=False)
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "made with other settings (decoding 'greedy' -> 'sample t=1.0 top_p=1.0 seed=0')" in r.stderr
@@ -183,7 +196,7 @@ build_pairs: {{prompts: {out}/train_prompts.jsonl, gold: {out}/train.jsonl, work
   pairs_per_prompt: 2, similarity: false, keys: [failure, cer], chosen_stable: false}}
 loss: {{type: lpo-ste}}
 train: {{out_dir: {tmp_path}/run, lr: 1.0e-3, max_steps: 1, batch_size: 2}}
-runtime: {{device: cpu}}
+runtime: {{device: cpu, sampling_threads: 1}}
 """)
     recipe = load_any_recipe(recipe_path)
     stats = recipe.make_pairs(quiet=True)
@@ -197,6 +210,10 @@ runtime: {{device: cpu}}
     assert len(pairs) == stats["pairs_written"] >= 1
     assert all(p.ref_chosen_logp is not None and p.extra["chosen_source"] == "gold" for p in pairs)
     assert json.loads((tmp_path / "pairs" / "summary.json").read_text())["pairs"] == stats["pairs"]
+    # runtime.device: cpu is where it ran (the placement rule), said in the work dir
+    runtime = json.loads((tmp_path / "pairs" / "runtime.json").read_text())
+    assert runtime["stage"] == "build-pairs" and runtime["devices"][0].startswith("cpu")
+    assert runtime["judge_device"] == "cpu" and runtime["weights"] == "float32" and runtime["sampling_threads"] == 1
     run = train(load_train_recipe(recipe_path), quiet=True)
     m = read_metrics(run)
     assert len(m) == 1 and np.isfinite(m[0]["loss"])
@@ -218,7 +235,7 @@ def test_eval_shards_across_processes_with_the_same_result(tts_world, tts_model,
 
     out, _ = tts_world
     args = ["eval", "--wer", "--model", str(tts_model), "--data", str(out / "test_prompts.jsonl"), "--no-dnsmos",
-            "--max-seconds", "0.6", "--temperature", "1.0", "--seed", "5"]
+            "--max-seconds", "0.6", "--temperature", "1.0", "--seed", "5", "--sampling-threads", "1"]
     lpo(*args, "--out", str(tmp_path / "one"), cwd=tmp_path)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "lpo_speech.cli",
@@ -274,7 +291,7 @@ build_pairs: {{prompts: {out}/train_prompts.jsonl, gold: {out / "train.jsonl" if
   min_margins: {{}}, max_chosen_cer: null, chosen_stable: false, similarity: false, pairs_per_prompt: 2}}
 loss: {{type: lpo-ste}}
 train: {{out_dir: {tmp_path}/run, max_steps: 1, batch_size: 2}}
-runtime: {{device: cpu}}
+runtime: {{device: cpu, sampling_threads: 1}}
 """)
     stats = load_any_recipe(recipe_path).make_pairs(quiet=True)
     assert stats["candidates_by_source"] == {chosen: 3, "perturb": 6} and stats["pairs"] == 6
