@@ -2,7 +2,8 @@
 
 Every model in the project expects one fixed sample rate, and silently resampling (or averaging
 channels) hides data bugs, so `load_audio` refuses anything that is not already right unless the
-caller opts in with ``resample=True``. Failures are `UserError`s naming the file.
+caller opts in with ``resample=True``. Non-finite samples (a float WAV holding NaN or infinities)
+are refused too. Failures are `UserError`s naming the file.
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ def load_audio(path: str | os.PathLike, *, sample_rate: int, where: str | None =
         raise UserError(f"cannot read audio ({str(e).splitlines()[0] if str(e) else e!r})", where=loc) from None
     if audio.size == 0:
         raise UserError("audio is empty (0 samples)", where=loc)
+    finite = np.isfinite(audio)
+    if not finite.all():  # float WAVs can hold NaN / infinities; every feature and score would be NaN
+        first = int(np.argmin(finite))
+        raise UserError(f"{int(finite.size - finite.sum())} non-finite samples (NaN or infinity; first at sample "
+                        f"{first}, {first / info.samplerate:.3f} s)", where=loc)
     if sr != sample_rate:
         import soxr  # only needed when resampling
 

@@ -2,14 +2,22 @@
 
 Each command lives in its own module with `HELP`, `add_arguments(parser)` and `run(args) -> int`;
 command modules import heavy libraries inside `run`, so listing commands stays fast, and only the
-module of the command asked for is imported to run it. A `UserError` anywhere becomes one line on stderr and exit status 2.
+module of the command asked for is imported to run it. A `UserError` anywhere becomes one line on stderr and exit status 2;
+so does a command-line mistake (argparse's usage block is replaced by one line naming the flag and the
+command's `--help`), and, as a last resort, a library error about a named file (an `OSError` with a
+file name). Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import math
+import os
 import sys
+import time
+from typing import NoReturn
 
 from lpo_speech.errors import UserError
 
@@ -30,16 +38,113 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, `error: <flag>: <what> (see `lpo-speech CMD --help`)`,
+    exit status 2; `--help` is argparse's own. Subcommand parsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        where, sep, what = message.partition(": ")
+        if sep and where.startswith("argument "):  # "argument --batch-size: invalid ..." -> "--batch-size: invalid ..."
+            message = f"{where[len('argument '):]}: {what}"
+        message = " ".join(message.split())
+        _launcher_error_file(f"error: {message} (see `{self.prog} --help`)")
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a batch size, a beam width, a count of workers)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (no nan, inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def check_out_folder(out: str, flag: str = "--out") -> None:
+    """An output folder may exist (a resumed run) but must be a folder, before any work starts."""
+    from pathlib import Path
+
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"{flag} {out}: exists and is not a folder")
+    for parent in p.parents:  # `out/sub` under a file would fail at the first mkdir
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{flag} {out}: {parent} is not a folder")
+            break
+
+
+def _launcher_error_file(line: str) -> None:
+    """Under torchrun (torch.distributed.elastic), hand our one line to the launcher: it reads the file
+    named by TORCHELASTIC_ERROR_FILE and shows the line as the failed rank's `traceback :` in its
+    failure summary, instead of a pointer to its documentation. (torchrun still prints that summary,
+    and its own traceback, after any child exits non-zero: the launcher offers no way to silence it.)"""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    data = {"message": {"message": line, "errorCode": 2,
+                        "extraInfo": {"py_callstack": line, "timestamp": str(int(time.time()))}}}
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+    except OSError:
+        pass  # the launcher's summary then says "<N/A>"; our line is on stderr anyway
+
+
+def _fail(line: str) -> int:
+    """Print the one line of a user error, tell a torchrun launcher about it; exit status 2."""
+    print(line, file=sys.stderr, flush=True)
+    _launcher_error_file(line)
+    return 2
+
+
+def _library_error(e: BaseException) -> str | None:
+    """The one line for a well-known library error about a named file, or None (a bug: traceback)."""
+    if isinstance(e, OSError) and e.filename is not None:
+        what = e.strerror or type(e).__name__
+        target = f" -> {e.filename2}" if getattr(e, "filename2", None) else ""
+        return f"{e.filename}{target}: {what}"
+    if isinstance(e, UnicodeDecodeError):
+        return (f"cannot decode text as {e.encoding} (byte {e.start}: {e.reason}); "
+                "every text file lpo-speech reads is UTF-8")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lpo-speech", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="lpo-speech", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     argv = sys.argv[1:] if argv is None else argv
     # Only import the module of the command asked for (plus cheap help for the rest).
     wanted = next((a for a in argv if not a.startswith("-")), None)
+    parsers: dict[str, argparse.ArgumentParser] = {}
     for name, modname in COMMANDS.items():
         if name == wanted or wanted not in COMMANDS:  # bare `--help` lists every command's line
             mod = importlib.import_module(modname)
-            p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+            p = parsers[name] = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
             mod.add_arguments(p)
             p.set_defaults(_run=mod.run)
         else:
@@ -50,15 +155,19 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
             args.overrides = [*args.overrides, *extra]
         else:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            parsers.get(args.command, parser).error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args._run(args) or 0)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _fail(f"error: {e}")
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (OSError, UnicodeDecodeError) as e:  # last resort: a library's error about a named file
+        line = _library_error(e)
+        if line is None:
+            raise
+        return _fail(f"error: {line}")
 
 
 if __name__ == "__main__":

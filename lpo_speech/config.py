@@ -18,7 +18,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from lpo_speech.distributed import DEVICE_CHOICES, valid_device
-from lpo_speech.errors import UserError
+from lpo_speech.errors import UserError, clip, short
 from lpo_speech.logps import CODEBOOK_REDUCTIONS
 from lpo_speech.losses import LOSSES
 from lpo_speech.precision import DTYPES
@@ -51,7 +51,7 @@ class LoraSettings:
 @dataclass
 class ModelConfig:
     path: str  # local directory (save_pretrained) or hub id
-    adapter: str = "causal_lm"  # causal_lm | whisper
+    adapter: str = "causal_lm"  # causal_lm | whisper | audio_llm
     dtype: str = "auto"  # the weights' dtype: auto (bfloat16 on a GPU with bf16, else float32) | float32 | bfloat16
     gradient_checkpointing: bool = False  # activation checkpointing (recompute layers in backward)
     lora: LoraSettings | None = None  # train a LoRA adapter instead of every weight (peft)
@@ -59,7 +59,8 @@ class ModelConfig:
     codebook_reduction: str = "flat"  # flat | sum | first (see lpo_speech.logps)
     language: str | None = None  # whisper: multilingual models' language token (e.g. en); None for *.en
     task: str | None = None  # whisper: transcribe | translate; None for *.en
-    freeze_encoder: bool = False  # whisper: train the decoder only; encoder states computed once per audio
+    freeze_encoder: bool = False  # whisper, audio_llm: freeze the encoder (audio tower); its states computed once per audio
+    instruction: str | None = None  # audio_llm: the text instruction of the prompt (None: the model's own or "Transcribe the audio.")
 
     def validate(self) -> None:
         _need(self.adapter in ADAPTERS, "model.adapter", f"one of {sorted(ADAPTERS)}")
@@ -67,13 +68,18 @@ class ModelConfig:
         _need(self.num_codebooks >= 1, "model.num_codebooks", "must be >= 1")
         _need(self.codebook_reduction in CODEBOOK_REDUCTIONS, "model.codebook_reduction",
               f"one of {list(CODEBOOK_REDUCTIONS)}")
-        _need(self.adapter == "whisper" or (self.language is None and self.task is None and not self.freeze_encoder),
-              "model.language/task/freeze_encoder", "only for the whisper adapter")
+        _need(self.adapter == "whisper" or (self.language is None and self.task is None),
+              "model.language/task", "only for the whisper adapter")
+        _need(self.adapter in ("whisper", "audio_llm") or not self.freeze_encoder, "model.freeze_encoder",
+              "only for the whisper and audio_llm adapters")
+        _need(self.instruction is None or (self.adapter == "audio_llm" and bool(self.instruction.strip())),
+              "model.instruction", "a non-empty text, only for the audio_llm adapter")
         _need(self.task in (None, "transcribe", "translate"), "model.task", "transcribe or translate")
 
 
 ADAPTERS = {"causal_lm": "lpo_speech.adapters.causal_lm:CausalLMAdapter",
-            "whisper": "lpo_speech.adapters.whisper:WhisperAdapter"}
+            "whisper": "lpo_speech.adapters.whisper:WhisperAdapter",
+            "audio_llm": "lpo_speech.adapters.audio_llm:AudioLLMAdapter"}
 
 
 @dataclass
@@ -99,11 +105,12 @@ class LossConfig:
 
     def validate(self) -> None:
         _need(self.type in LOSSES, "loss.type", f"one of {sorted(LOSSES)}")
-        _need(self.beta > 0, "loss.beta", "must be > 0")
-        _need(self.r1 > 0 and self.r2 > 0, "loss.r1/r2", "must be > 0")
-        _need(self.gamma >= 0, "loss.gamma", "must be >= 0")
+        _need(0 < self.beta <= 100, "loss.beta", f"must be > 0 and <= 100, got {self.beta}")
+        _need(0 < self.r1 <= 100, "loss.r1", f"must be > 0 and <= 100, got {self.r1}")
+        _need(0 < self.r2 <= 100, "loss.r2", f"must be > 0 and <= 100, got {self.r2}")
+        _need(0 <= self.gamma <= 1000, "loss.gamma", f"must be in [0, 1000], got {self.gamma}")
         _need(0 <= self.label_smoothing < 0.5, "loss.label_smoothing", "must be in [0, 0.5)")
-        _need(self.sft_weight >= 0, "loss.sft_weight", "must be >= 0")
+        _need(0 <= self.sft_weight <= 1000, "loss.sft_weight", f"must be in [0, 1000], got {self.sft_weight}")
         _need(self.type != "sft" or self.sft_weight > 0, "loss.sft_weight", "must be > 0 for loss.type sft")
         # sft has no reference: the regularizer would silently be gamma x NLL on top of the NLL term.
         _need(self.type != "sft" or self.gamma == 0, "loss.gamma", "must be 0 for loss.type sft")
@@ -142,14 +149,16 @@ class TrainConfig:
     fsdp_reshard_after_forward: bool = True  # fsdp: free gathered weights after forward (less memory, more traffic)
 
     def validate(self) -> None:
-        _need(self.lr > 0, "train.lr", "must be > 0")
-        _need(0 <= self.min_lr <= self.lr, "train.min_lr", "must be in [0, lr]")
+        _need(0 < self.lr <= 1, "train.lr", f"must be > 0 and <= 1, got {self.lr}")
+        _need(0 <= self.min_lr <= self.lr, "train.min_lr", f"must be in [0, lr], got {self.min_lr}")
         _need(self.warmup_steps >= 0 and self.max_steps >= 0, "train.warmup_steps/max_steps", "must be >= 0")
         _need(self.epochs > 0 or self.max_steps > 0, "train.epochs", "must be > 0 when max_steps is 0")
         _need(self.batch_size >= 1 and self.grad_accum >= 1, "train.batch_size/grad_accum", "must be >= 1")
         _need(len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas), "train.adam_betas",
               "two values in [0, 1)")
-        _need(self.max_grad_norm >= 0 and self.weight_decay >= 0, "train.max_grad_norm/weight_decay", ">= 0")
+        _need(0 < self.adam_eps <= 1e-2, "train.adam_eps", f"must be > 0 and <= 0.01, got {self.adam_eps}")
+        _need(0 <= self.weight_decay <= 10, "train.weight_decay", f"must be in [0, 10], got {self.weight_decay}")
+        _need(self.max_grad_norm >= 0, "train.max_grad_norm", f"must be >= 0 (0 disables clipping), got {self.max_grad_norm}")
         _need(self.log_every >= 1 and self.save_every >= 0 and self.keep_checkpoints >= 1,
               "train.log_every/save_every/keep_checkpoints", "log_every >= 1, save_every >= 0, keep >= 1")
         _need(self.strategy in STRATEGIES, "train.strategy", f"one of {', '.join(STRATEGIES)}")
@@ -191,6 +200,93 @@ class TrainRecipe:
 
 # ------------------------------------------------------------------------------------ loading
 
+class AliasRefused(yaml.MarkedYAMLError):
+    """A YAML alias (`*name`) in a recipe or an override value."""
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses aliases outright, at the first `*name` it composes.
+
+    An alias repeats a node by reference, so nine nested aliases of ten items each ("billion laughs")
+    are a few hundred bytes of YAML and 10^9 values once anything walks, formats or hashes them (an
+    error message, a settings hash, json.dumps). No recipe needs them; refusing them here means nothing
+    downstream ever sees such a value."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise AliasRefused(problem=f"YAML aliases (*name) are not supported in recipes (found *{event.anchor})",
+                               problem_mark=event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    return clip(getattr(e, "problem", None) or (str(e).splitlines() or [type(e).__name__])[0])
+
+
+def parse_yaml(text: str, origin: str, *, file: bool = True) -> Any:
+    """YAML `text` with `RecipeLoader`; every problem is one `UserError`. `origin` names where the text
+    came from (the recipe file, or `override '...'`); for a file, errors carry its line."""
+    try:
+        return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - RecipeLoader is a SafeLoader
+    except AliasRefused as e:
+        where = f"{origin}:{e.problem_mark.line + 1}" if file else origin
+        raise UserError("YAML aliases (*name) are not supported in recipes", where=where) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{origin}:{mark.line + 1}" if mark is not None and file else origin
+        raise UserError(f"invalid YAML ({_yaml_problem(e)})", where=where) from None
+    except RecursionError:
+        raise UserError("invalid YAML (nested too deeply)", where=origin) from None
+    except ValueError as e:  # e.g. an integer literal longer than Python converts (4300 digits)
+        raise UserError(f"invalid YAML ({clip(str(e).split(':')[0])})", where=origin) from None
+
+
+def read_recipe(path: str | Path) -> dict:
+    """The raw mapping of a recipe file (safe YAML, no aliases); every problem is one `UserError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such recipe file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"not UTF-8 text (byte {e.start}: {e.reason})", where=str(path)) from None
+    except OSError as e:
+        raise UserError(f"cannot read ({e.strerror or e})", where=str(path)) from None
+    raw = parse_yaml(text, str(path))
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise UserError(f"expected a mapping of sections (model:, data:, train:, ...), got a {_kind(raw)}",
+                        where=str(path))
+    return raw
+
+
+def _kind(value: Any) -> str:
+    return {list: "list", str: "string", bool: "boolean", int: "number", float: "number"}.get(
+        type(value), type(value).__name__)
+
+
+INT_LIMIT = 2**63  # a recipe's counts and seeds fit 64 bits (torch, numpy)
+
+
+def _check_finite(value: Any, key: str) -> None:
+    """Refuse NaN and infinities anywhere in a free-form value (judge or scorer settings)."""
+    stack = [(value, key)]
+    while stack:
+        v, k = stack.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"{k}: must be a finite number, got {v}")
+        if isinstance(v, dict):
+            stack.extend((item, f"{k}.{_key_text(name)}") for name, item in v.items())
+        elif isinstance(v, list):
+            stack.extend((item, f"{k}[{i}]") for i, item in enumerate(v))
+
+
+def _key_text(k: Any) -> str:
+    return k if isinstance(k, str) and len(k) <= 80 and "\n" not in k else short(k)
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
@@ -205,15 +301,25 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if not -INT_LIMIT < value < INT_LIMIT:
+                raise ValueError(f"{key}: out of range, got {short(value)}")
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-6" as a string
             try:
-                return float(value)
+                number = float(value)
+            except OverflowError:  # an int beyond float range
+                number = math.inf
+        elif isinstance(value, str) and len(value) <= 100:  # YAML 1.1 reads "1e-6" as a string
+            try:
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):
+                raise ValueError(f"{key}: must be a finite number, got {short(value)}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -223,11 +329,18 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     elif origin is dict:
         if isinstance(value, dict):
-            return value
+            _, item = get_args(tp) or (str, Any)
+            if item is Any:  # free-form settings (a judge, a scorer): any values, but finite numbers
+                _check_finite(value, key)
+                return value
+            return {k: _coerce(v, item, f"{key}.{_key_text(k)}") for k, v in value.items()}
+    elif tp is Any:
+        _check_finite(value, key)
+        return value
     else:  # pragma: no cover - schema bug
         raise TypeError(f"unsupported recipe type {tp} at {key}")
     name = getattr(tp, "__name__", str(tp))
-    raise ValueError(f"{key}: expected {name}, got {value!r}")
+    raise ValueError(f"{key}: expected {name}, got {short(value)}")
 
 
 # Keys that moved to another section: the error says where they went.
@@ -236,14 +349,15 @@ MOVED = {("train", "device"): "write `runtime: {device: auto|cpu|cuda}` (one pla
 
 def _build(cls: Any, d: Any, prefix: str = "") -> Any:
     if not isinstance(d, dict):
-        raise ValueError(f"{prefix or 'recipe'}: expected a mapping, got {d!r}")
+        raise ValueError(f"{prefix or 'recipe'}: expected a mapping, got {short(d)}")
     hints = get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for k in d:
         if k not in names:
             if (prefix, k) in MOVED:
                 raise ValueError(f"'{prefix}.{k}' moved: {MOVED[prefix, k]}")
-            raise ValueError(f"unknown key '{prefix + '.' if prefix else ''}{k}' (known: {', '.join(sorted(names))})")
+            raise ValueError(f"unknown key '{prefix + '.' if prefix else ''}{_key_text(k)}' "
+                             f"(known: {', '.join(sorted(names))})")
     kwargs = {}
     for f in dataclasses.fields(cls):
         key = f"{prefix}.{f.name}" if prefix else f.name
@@ -257,38 +371,42 @@ def _build(cls: Any, d: Any, prefix: str = "") -> Any:
     return obj
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply `a.b.c=value` overrides (value parsed as YAML) to a raw recipe mapping."""
+def apply_overrides(raw: Any, overrides: list[str]) -> dict:
+    """Apply `a.b.c=value` overrides (value parsed as YAML, no aliases) to a raw recipe mapping."""
+    if overrides and not isinstance(raw, dict):
+        raise UserError(f"override {short(overrides[0])}: the recipe is a {_kind(raw)}; expected a mapping "
+                        "of sections (model:, data:, train:, ...)")
     for item in overrides:
         if "=" not in item:
-            raise UserError(f"override {item!r}: expected key=value, e.g. train.lr=1e-6")
+            raise UserError(f"override {short(item)}: expected key=value, e.g. train.lr=1e-6")
         key, _, text = item.partition("=")
-        node = raw
         parts = key.strip().split(".")
+        if not all(p.strip() for p in parts):
+            raise UserError(f"override {short(item)}: expected key=value with a dotted key, e.g. train.lr=1e-6")
+        node = raw
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise UserError(f"override {item!r}: '{p}' is not a section")
-        node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+                raise UserError(f"override {short(item)}: '{_key_text(p)}' is not a section")
+        node[parts[-1]] = parse_yaml(text, f"override {short(item)}", file=False) if text.strip() else None
     return raw
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None, cls: Any = TrainRecipe) -> Any:
-    """Load, override and validate a recipe; every problem is one `UserError` line naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such recipe file")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise UserError(f"invalid YAML ({getattr(e, 'problem', e)})", where=where) from None
-    raw = apply_overrides(raw, overrides or [])
+def build_recipe(cls: Any, raw: Any, path: str | Path) -> Any:
+    """Validate a raw (overridden) mapping against `cls`; a problem is one `UserError` naming `path`."""
     try:
         return _build(cls, raw)
     except ValueError as e:
         raise UserError(str(e), where=str(path)) from None
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None, cls: Any = TrainRecipe, *,
+                raw: dict | None = None) -> Any:
+    """Load, override and validate a recipe; every problem is one `UserError` line naming the file.
+    `raw`: the file's mapping when the caller has read it already (`read_recipe`); overrides apply to it."""
+    raw = read_recipe(path) if raw is None else raw
+    raw = apply_overrides(raw, overrides or [])
+    return build_recipe(cls, raw, path)
 
 
 def to_dict(recipe: Any) -> dict:

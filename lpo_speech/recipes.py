@@ -1,15 +1,18 @@
 """Which recipe schema a YAML file follows. Track recipes carry extra sections (pair building,
-evaluation); `train` reads the shared training sections from any of them."""
+evaluation); `train` reads the shared training sections from any of them.
+
+A recipe file is parsed once per load (`config.read_recipe`: safe YAML without aliases); the track is
+read from that mapping, after the `key=value` overrides, and the same mapping is validated.
+"""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from lpo_speech.config import TrainRecipe, load_recipe
-from lpo_speech.errors import UserError
+from lpo_speech.config import TrainRecipe, apply_overrides, build_recipe, read_recipe
+from lpo_speech.errors import UserError, short
 
 # `track:` key -> recipe dataclass "module:Class". The base schema has no `track` key. A track recipe
 # has `train_recipe()` (its training sections) and `make_pairs(quiet=...)` (its build-pairs stage).
@@ -19,29 +22,33 @@ TRACKS: dict[str, str] = {
 }
 
 
-def recipe_class(path: str | Path) -> Any:
-    try:
-        raw = yaml.safe_load(Path(path).read_text()) if Path(path).is_file() else None
-    except yaml.YAMLError:
-        raw = None  # load_recipe reports the YAML error with its line
+def track_class(raw: dict, path: str | Path) -> Any:
+    """The recipe dataclass for a raw recipe mapping (its `track:` key)."""
     track = raw.get("track") if isinstance(raw, dict) else None
     if track is None:
         return TrainRecipe
-    if track not in TRACKS:
-        raise UserError(f"{path}: unknown track {track!r} (known: {', '.join(sorted(TRACKS)) or 'none'})")
-    import importlib
-
+    if not isinstance(track, str) or track not in TRACKS:
+        raise UserError(f"unknown track {short(track)} (known: {', '.join(sorted(TRACKS)) or 'none'})",
+                        where=str(path))
     module, _, name = TRACKS[track].partition(":")
     return getattr(importlib.import_module(module), name)
 
 
+def recipe_class(path: str | Path) -> Any:
+    """The recipe dataclass of a recipe file (reads it; `load_any_recipe` reads it once for both)."""
+    return track_class(read_recipe(path), path)
+
+
 def load_any_recipe(path: str | Path, overrides: list[str] | None = None) -> Any:
-    return load_recipe(path, overrides, cls=recipe_class(path))
+    raw = apply_overrides(read_recipe(path), overrides or [])
+    return build_recipe(track_class(raw, path), raw, path)
+
+
+def train_view(recipe: Any) -> TrainRecipe:
+    """A loaded recipe, narrowed to what training needs (its model, data, train, loss, reference)."""
+    return recipe if isinstance(recipe, TrainRecipe) else recipe.train_recipe()
 
 
 def load_train_recipe(path: str | Path, overrides: list[str] | None = None) -> TrainRecipe:
     """Any recipe, narrowed to what training needs (its model, data, train, loss, reference)."""
-    recipe = load_any_recipe(path, overrides)
-    if not isinstance(recipe, TrainRecipe):
-        recipe = recipe.train_recipe()
-    return recipe
+    return train_view(load_any_recipe(path, overrides))

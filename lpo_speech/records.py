@@ -13,14 +13,15 @@ missing item. Formats are documented in docs/formats.md.
 from __future__ import annotations
 
 import dataclasses
-import types
 import json
+import math
 import os
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Type, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from lpo_speech.errors import UserError
+from lpo_speech.errors import UserError, clip, short
 
 Tokens = list[int]
 T = TypeVar("T", bound="Record")
@@ -56,6 +57,8 @@ class Record:
                     f"field '{f.name}': expected {_type_name(hints[f.name])}, got {json.dumps(value)[:60]}",
                     where=where or None,
                 )
+            if isinstance(value, float) and not math.isfinite(value):  # JSON's NaN / Infinity
+                raise UserError(f"field '{f.name}': must be a finite number, got {value}", where=where or None)
             if f.name in cls.REQUIRED_NONEMPTY and not (value.strip() if isinstance(value, str) else value):
                 raise UserError(f"field '{f.name}': empty", where=where or None)
             kwargs[f.name] = value
@@ -171,31 +174,51 @@ class PreferencePair(Record):
 
 # ---------------------------------------------------------------------------------------------- IO
 
-def read_jsonl(path: str | Path, cls: Type[T]) -> Iterator[T]:
-    """Lazily yield validated records; errors name `file:line`."""
+def _numbered(path: str | Path, cls: Type[T]) -> Iterator[tuple[int, T]]:
+    """(line number, validated record) for each non-blank line; errors name `file:line`."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            try:  # a UTF-8 byte-order mark is tolerated at the start of the file
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(f"not UTF-8 text (byte {e.start + 1} of the line: {e.reason})", where=where) from None
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"malformed JSON ({e.msg} at column {e.colno})", where=where) from None
-            yield cls.from_dict(obj, where)
+                obj = json.loads(line.rstrip("\r\n"))
+            except json.JSONDecodeError as e:  # msg: "Expecting value", "Unterminated string starting at", ...
+                at = "" if e.msg.endswith(" at") else " at"
+                raise UserError(f"malformed JSON ({e.msg}{at} column {e.colno})", where=where) from None
+            except RecursionError:
+                raise UserError("malformed JSON (nested too deeply)", where=where) from None
+            except ValueError as e:  # e.g. an integer longer than Python converts (4300 digits)
+                raise UserError(f"malformed JSON ({clip(str(e).split(':')[0])})", where=where) from None
+            yield lineno, cls.from_dict(obj, where)
 
 
-def load_jsonl(path: str | Path, cls: Type[T], *, unique_ids: bool = True) -> list[T]:
-    records = list(read_jsonl(path, cls))
-    if unique_ids:
-        seen: set[str] = set()
-        for i, r in enumerate(records):
-            if r.id in seen:
-                raise UserError(f"duplicate id {r.id!r}", where=f"{path}")
-            seen.add(r.id)
+def read_jsonl(path: str | Path, cls: Type[T]) -> Iterator[T]:
+    """Lazily yield validated records; errors name `file:line`. An empty file yields nothing."""
+    for _, record in _numbered(path, cls):
+        yield record
+
+
+def load_jsonl(path: str | Path, cls: Type[T], *, unique_ids: bool = True, allow_empty: bool = False) -> list[T]:
+    """Every record of a JSONL file, validated. An empty file (no record) is a `UserError` unless
+    `allow_empty` (a stage output that may legitimately hold nothing); a repeated id names the line of
+    its second occurrence."""
+    records, first = [], {}
+    for lineno, r in _numbered(path, cls):
+        if unique_ids:
+            if r.id in first:
+                raise UserError(f"duplicate id {short(r.id)} (first on line {first[r.id]})", where=f"{path}:{lineno}")
+            first[r.id] = lineno
+        records.append(r)
+    if not records and not allow_empty:
+        raise UserError(f"{path}: no records")
     return records
 
 

@@ -71,6 +71,22 @@ def test_empty(tmp_path):
         load_audio(tmp_path / "empty.wav", sample_rate=16000)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_samples(tmp_path, bad):
+    audio = _tone(16000)
+    audio[4000] = bad
+    sf.write(tmp_path / "bad.wav", audio, 16000, subtype="FLOAT")
+    with pytest.raises(UserError, match=r"bad\.wav: 1 non-finite samples \(NaN or infinity; first at sample 4000, 0\.250 s\)"):
+        load_audio(tmp_path / "bad.wav", sample_rate=16000)
+
+
+@pytest.mark.parametrize("subtype", ["PCM_U8", "PCM_24", "DOUBLE", "ULAW"])
+def test_other_sample_formats_load(tmp_path, subtype):
+    sf.write(tmp_path / "a.wav", _tone(16000), 16000, subtype=subtype)
+    audio = load_audio(tmp_path / "a.wav", sample_rate=16000)
+    assert audio.dtype == np.float32 and np.max(np.abs(audio - _tone(16000))) < 0.05
+
+
 def test_where_prefixes_message(tmp_path):
     with pytest.raises(UserError, match=r"^data/train\.jsonl:3: .*x\.wav: audio file not found$"):
         load_audio(tmp_path / "x.wav", sample_rate=16000, where="data/train.jsonl:3")

@@ -37,6 +37,14 @@ def test_overrides_and_yaml_float_strings(tmp_path):
     ("model: {path: m}\ntrain: {out_dir: run}\n", [], "missing required key 'data'"),
     ("model: [1, 2\n", [], "invalid YAML"),
     (BASE, ["nonsense"], "expected key=value"),
+    (BASE, ["loss.beta=.inf"], "loss.beta: must be a finite number, got inf"),
+    (BASE, ["train.lr=NaN"], "train.lr: must be a finite number"),
+    (BASE, ["loss.beta=101"], "loss.beta: must be > 0 and <= 100"),
+    (BASE, ["train.adam_eps=0"], "train.adam_eps: must be > 0 and <= 0.01"),
+    ("- model\n", ["train.lr=1"], "expected a mapping of sections"),
+    ("a: &x [1]\nb: *x\n", [], "r.yaml:2: YAML aliases (*name) are not supported in recipes"),
+    (BASE, ["model.path=*x"], "override 'model.path=*x': YAML aliases (*name) are not supported"),
+    (BASE, ["train.lr=[1,"], "override 'train.lr=[1,': invalid YAML"),
 ])
 def test_bad_recipes_are_one_line(tmp_path, text, overrides, message):
     with pytest.raises(UserError) as e:
@@ -76,6 +84,30 @@ def test_cli_unloadable_model(tmp_path, lpo):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1  # stopped before reading data or loading
     assert "model.path: 'no/such-model' is not a local folder" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_ranges_accept_their_bounds(tmp_path):
+    r = load_recipe(recipe(tmp_path), ["loss.beta=100", "loss.r1=100", "loss.r2=1e-3", "loss.gamma=1000",
+                                       "loss.sft_weight=0", "train.lr=1", "train.min_lr=1", "train.adam_eps=1e-2",
+                                       "train.weight_decay=10", "train.max_grad_norm=0"])
+    assert (r.loss.beta, r.train.lr, r.train.min_lr, r.train.adam_eps) == (100.0, 1.0, 1.0, 0.01)
+
+
+def test_float_strings_and_mapping_values_are_coerced(tmp_path):
+    from lpo_speech.recipes import load_any_recipe
+
+    tts = ("track: tts\nmodel: {path: m}\ndata: {pairs: p.jsonl}\ntrain: {out_dir: run}\n"
+           "build_pairs: {prompts: p.jsonl, work_dir: w, min_margins: {cer: '0.2'}}\n")
+    r = load_any_recipe(recipe(tmp_path, tts))
+    assert r.build_pairs.min_margins == {"cer": 0.2}
+    with pytest.raises(UserError, match=r"build_pairs.min_margins.cer: must be a finite number"):
+        load_any_recipe(tmp_path / "r.yaml", ["build_pairs.min_margins={cer: .nan}"])
+
+
+def test_error_values_are_truncated(tmp_path):
+    with pytest.raises(UserError) as e:
+        load_recipe(recipe(tmp_path), ["model.path=" + "[" + ",".join(["1"] * 10_000) + "]"])
+    assert "model.path: expected str, got [1, 1" in str(e.value) and len(str(e.value)) < 150
 
 
 def test_sft_refuses_the_regularizer(tmp_path):

@@ -39,6 +39,7 @@ def test_round_trip_keeps_extra_keys(tmp_path):
     ('{"id": "a", "audio": 3, "text": "x"}', "m.jsonl:2: field 'audio': expected str"),
     ('{"id": "a", "audio": "a.wav", "text": "x"', "m.jsonl:2: malformed JSON"),
     ('["not", "an", "object"]', "m.jsonl:2: expected a JSON object"),
+    ('{"id": "a", "audio": "a.wav", "text": "x', "m.jsonl:2: malformed JSON (Unterminated string starting at column"),
 ])
 def test_errors_name_file_line_field(tmp_path, line, message):
     path = write(tmp_path / "m.jsonl", ['{"id": "ok", "audio": "o.wav", "text": "fine"}', line])
@@ -62,11 +63,37 @@ def test_pair_validation(tmp_path):
 
 
 def test_duplicate_ids_and_missing_file(tmp_path):
-    path = write(tmp_path / "m.jsonl", ['{"id": "a", "text": "x"}', '{"id": "a", "text": "y"}'])
-    with pytest.raises(UserError, match="duplicate id 'a'"):
+    path = write(tmp_path / "m.jsonl", ['{"id": "a", "text": "x"}', "", '{"id": "a", "text": "y"}'])
+    with pytest.raises(UserError, match=r"m\.jsonl:3: duplicate id 'a' \(first on line 1\)"):
         load_jsonl(path, TtsPrompt)
     with pytest.raises(UserError, match="no such file"):
         list(read_jsonl(tmp_path / "nope.jsonl", TtsPrompt))
+
+
+def test_empty_file_is_an_error_unless_allowed(tmp_path):
+    path = write(tmp_path / "m.jsonl", ["", "  "])
+    with pytest.raises(UserError) as e:
+        load_jsonl(path, TtsPrompt)
+    assert str(e.value) == f"{path}: no records"
+    assert load_jsonl(path, TtsPrompt, allow_empty=True) == [] and list(read_jsonl(path, TtsPrompt)) == []
+
+
+def test_non_utf8_and_bom(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(b'{"id": "a", "text": "x"}\n{"id": "b", "text": "caf\xe9"}\n')
+    with pytest.raises(UserError, match=r"m\.jsonl:2: not UTF-8 text \(byte 25 of the line"):
+        load_jsonl(path, TtsPrompt)
+    path.write_bytes(b'\xef\xbb\xbf{"id": "a", "text": "x"}\n')  # a byte-order mark, as some editors write
+    assert load_jsonl(path, TtsPrompt)[0].id == "a"
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_refused(tmp_path, value):
+    pair = f'{{"id": "p", "prompt_tokens": [1], "chosen_tokens": [2], "rejected_tokens": [3], "ref_chosen_logp": {value}}}'
+    with pytest.raises(UserError, match=r"m\.jsonl:1: field 'ref_chosen_logp': must be a finite number"):
+        load_jsonl(write(tmp_path / "m.jsonl", [pair]), PreferencePair)
+    with pytest.raises(UserError, match=r"field 'intensity': must be a finite number"):
+        TtsPrompt.from_dict({"id": "x", "text": "hi", "intensity": float(value.lower().replace("infinity", "inf"))})
 
 
 def test_writer_resumes_without_duplicates_or_losses(tmp_path):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from lpo_speech.cli import finite_float, positive_int
+
 HELP = "precompute reference log-probs into a pair file (training then needs no reference model)"
 
 
@@ -13,8 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides")
     parser.add_argument("--in", dest="inp", required=True, help="pair JSONL without reference log-probs")
     parser.add_argument("--out", required=True, help="pair JSONL to write (atomic; resumable)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-margin", type=float, default=None,
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="pairs per forward pass (default 8)")
+    parser.add_argument("--max-margin", type=finite_float, default=None,
                         help="drop pairs with logp_ref(chosen) - logp_ref(rejected) above this (the LPO authors use 2.0)")
     parser.add_argument("--quiet", action="store_true")
 
