@@ -73,7 +73,7 @@ def main() -> None:
            "max_abs_logp_difference": diff}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=2))
-    print(f"| method | peak MB | seconds |\n|---|---|---|")
+    print("| method | peak MB | seconds |\n|---|---|---|")
     for m in ("full", "chunked"):
         print(f"| {m} | {results[m]['peak_mb']:.0f} | {results[m]['seconds']:.2f} |")
     print(f"ratio chunked/full = {out['memory_ratio_chunked_over_full']:.3f}; max |logp diff| = {diff:.2e}")

@@ -30,9 +30,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import yaml
 
-from lpo_speech.config import apply_overrides
+from lpo_speech.config import apply_overrides, read_recipe
 from lpo_speech.errors import UserError
 from lpo_speech.records import TtsPrompt, load_jsonl, write_jsonl_atomic
 from lpo_speech.stages import check_settings
@@ -167,7 +166,7 @@ def main() -> None:
     py = sys.executable
     track = TRACKS[a.track]
     recipe_path = REPO / track["recipe"]
-    recipe = apply_overrides(yaml.safe_load(recipe_path.read_text()), a.overrides)  # as the stages will see it
+    recipe = apply_overrides(read_recipe(recipe_path), a.overrides)  # as the stages will see it
     out = Path(a.out or f"runs/{a.track}_compare")
     data = Path(a.data or track["world"])
     same_overrides(out, a.overrides)

@@ -22,13 +22,12 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tts_compare import (  # noqa: E402  (the same stages, eval and manifests)
     LOSSES, REPO, TRACKS, eval_command, first_prompts, run, same_overrides, train_prompts)
 
-from lpo_speech.config import apply_overrides  # noqa: E402
+from lpo_speech.config import apply_overrides, read_recipe  # noqa: E402
 
 ON_POLICY = ["build_pairs.chosen=best", "build_pairs.temperature=0.7"]  # as tts-sync_best.md
 ARMS = ("lpo", "sft-cont")
@@ -66,7 +65,7 @@ def main() -> None:
     track = TRACKS[a.track]
     recipe_path = REPO / track["recipe"]
     overrides = [*ON_POLICY, *a.overrides]
-    recipe = apply_overrides(yaml.safe_load(recipe_path.read_text()), overrides)  # as the stages see it
+    recipe = apply_overrides(read_recipe(recipe_path), overrides)  # as the stages see it
     out = Path(a.out or f"runs/{a.track}_rounds")
     data = Path(a.data or track["world"])
     prompts = data / train_prompts(track)

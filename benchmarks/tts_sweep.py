@@ -33,13 +33,12 @@ import shutil
 import sys
 from pathlib import Path
 
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tts_compare import REPO, eval_command, every_style, run, same_overrides, train_prompts  # noqa: E402  (the same stage runner)
 from tts_compare import TRACKS as COMPARE_TRACKS  # noqa: E402  (each track's world)
 
-from lpo_speech.config import apply_overrides  # noqa: E402
+from lpo_speech.config import apply_overrides, read_recipe  # noqa: E402
 
 TRACKS = {  # recipe, dev manifest, style scorer, and label (also the run's folder) -> overrides
     "tts": ("recipes/tts/tiny.yaml", "dev_prompts.jsonl", None, {  # recipe: lpo-ste, r2 0.8, 3 epochs
@@ -161,7 +160,7 @@ def main() -> None:
         print(f"error: {pairs}: missing (run benchmarks/tts_compare.py --track {a.track} first)", file=sys.stderr)
         sys.exit(2)
     same_overrides(out, a.overrides)
-    sft = yaml.safe_load(recipe.read_text())["model"]["path"]
+    sft = read_recipe(recipe)["model"]["path"]
     held_out, eval_dir, recipe_label = scoring(a.track, data, out, compare, a.test)
     models, labels = [sft, str(compare / "lpo" / "model")], ["sft", recipe_label]
     kept = {recipe_label: json.loads((compare / "pairs" / "summary.json").read_text())["pairs"]}
@@ -187,7 +186,7 @@ def main() -> None:
                     shutil.copy2(compare / "pairs" / name, pair_dir / name)
             run_pairs = pair_dir / "pairs_ref.jsonl"
             prompts = train_prompts(COMPARE_TRACKS[a.track])
-            chosen = apply_overrides(yaml.safe_load(recipe.read_text()), [*a.overrides, *extra])["build_pairs"]["chosen"]
+            chosen = apply_overrides(read_recipe(recipe), [*a.overrides, *extra])["build_pairs"]["chosen"]
             gold = [f"build_pairs.gold={data / 'train.jsonl'}"] if chosen == "gold" else []
             run([*dist, "build-pairs", str(recipe), f"build_pairs.prompts={data / prompts}", *gold,
                  f"build_pairs.work_dir={pair_dir}", f"data.pairs={run_pairs}", *a.overrides, *extra], done=run_pairs,

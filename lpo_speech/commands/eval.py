@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from lpo_speech.commands.args import finite_float, positive_int
+
 HELP = "evaluate models' error rates (WER, CER, per-utterance WER mean) on a manifest, side by side"
 
 
@@ -14,24 +16,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", action="append", help="names for the models in the table (default: folder names)")
     parser.add_argument("--data", required=True, help="ASR manifest (JSONL: id, audio, text)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
-    parser.add_argument("--lang", default="en", help="normalization: en (words) or zh (characters)")
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--beam", type=positive_int, default=1, help="beam size (1 = greedy)")
+    parser.add_argument("--lang", default="en", choices=("en", "zh", "cjk", "ja"),
+                        help="normalization: en (words) or zh/cjk/ja (characters)")
     parser.add_argument("--device", default="auto",
                         help="auto (default: cuda:LOCAL_RANK when CUDA is present, else cpu), cpu, cuda or cuda:N")
     parser.add_argument("--judge-device", help="where judges, scorers and a neural codec run (default: --device)")
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
                         help="the models' weights (auto: bfloat16 on a GPU that supports it, else float32)")
-    parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads per process (default: torch's)")
-    parser.add_argument("--sampling-threads", type=int, metavar="N",
+    parser.add_argument("--threads", type=positive_int, metavar="N", help="torch CPU threads per process (default: torch's)")
+    parser.add_argument("--sampling-threads", type=positive_int, metavar="N",
                         help="torch CPU threads while a TTS model samples (default: --threads / torch's); "
                              "1 is fastest for the tiny offline models")
     parser.add_argument("--quiet", action="store_true")
     tts = parser.add_argument_group("TTS models (codec LM; --data is then a prompt manifest: id, text)")
-    tts.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
-    tts.add_argument("--top-p", type=float, default=1.0)
+    tts.add_argument("--temperature", type=finite_float, default=0.0, help="0 = greedy (default); > 0 samples")
+    tts.add_argument("--top-p", type=finite_float, default=1.0)
     tts.add_argument("--seed", type=int, default=0)
-    tts.add_argument("--max-seconds", type=float, default=12.0, help="length guard per utterance (default 12)")
+    tts.add_argument("--max-seconds", type=finite_float, default=12.0, help="length guard per utterance (default 12)")
     tts.add_argument("--ref-audio", help="reference voice for prompts without speaker_audio")
     tts.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS (the slowest score)")
     tts.add_argument("--emotion-scorer", metavar="TYPE:WHERE",
@@ -40,12 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lpo_speech.errors import UserError
     from lpo_speech.evaluate import evaluate, markdown_table
 
-    for flag, n in (("--threads", args.threads), ("--sampling-threads", args.sampling_threads)):
-        if n is not None and n < 1:
-            raise UserError(f"{flag} {n}: expected at least 1")
     results = evaluate(args.model, args.label, args.data, args.out, batch_size=args.batch_size, beam=args.beam,
                        lang=args.lang, device=args.device, dtype=args.dtype, quiet=args.quiet, threads=args.threads,
                        tts={"temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,

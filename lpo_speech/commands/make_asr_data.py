@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lpo_speech.cli import non_negative_int, positive_int
+from lpo_speech.commands.args import non_negative_int, positive_int
 
 HELP = "synthesize ASR train/test manifests + 16 kHz wavs offline (piper + espeak-ng, resumable)"
 
@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lpo_speech.cli import check_out_folder
+    from lpo_speech.commands.args import check_out_folder
     from lpo_speech.data.synth import make_asr_data
 
     check_out_folder(args.out)

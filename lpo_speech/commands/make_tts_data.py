@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lpo_speech.cli import finite_float, non_negative_int, positive_int
+from lpo_speech.commands.args import finite_float, non_negative_int, positive_int
 
 HELP = "synthesize a piper corpus, encode it with Codec2 700C into codec-LM examples + prompt manifests (resumable)"
 
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch  # noqa: F401  (before ctranslate2)
 
-    from lpo_speech.cli import check_out_folder
+    from lpo_speech.commands.args import check_out_folder
     from lpo_speech.errors import UserError
     from lpo_speech.tts.world import make_tts_data
 

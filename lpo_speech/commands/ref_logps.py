@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lpo_speech.cli import finite_float, positive_int
+from lpo_speech.commands.args import finite_float, positive_int
 
 HELP = "precompute reference log-probs into a pair file (training then needs no reference model)"
 

@@ -36,12 +36,12 @@ def run(args: argparse.Namespace) -> int:
 
         raise UserError("--plan-gpus, --plan-gpu-gb and --plan-model go with --plan")
     from lpo_speech.hub import preflight
-    from lpo_speech.recipes import load_any_recipe, load_train_recipe
+    from lpo_speech.recipes import load_any_recipe, train_view
     from lpo_speech.trainer import train
 
-    preflight(load_any_recipe(args.recipe, args.overrides), "train", args.recipe)
-    recipe = load_train_recipe(args.recipe, args.overrides)
-    run_dir = train(recipe, resume=args.resume, quiet=args.quiet)
+    recipe = load_any_recipe(args.recipe, args.overrides)  # parsed once
+    preflight(recipe, "train", args.recipe)
+    run_dir = train(train_view(recipe), resume=args.resume, quiet=args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:  # one line for the run, not one per process
         print(f"trained model: {run_dir / 'model'}  (curves: {run_dir / 'training_curves.png'})")
     return 0

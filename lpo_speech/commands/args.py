@@ -1,0 +1,56 @@
+"""argparse value types and checks shared by the command modules: a bad flag value is one line naming
+the flag (lpo_speech.cli turns argparse's errors into one line)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from lpo_speech.errors import UserError
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a batch size, a beam width, a count of workers)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (no nan, inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def check_out_folder(out: str, flag: str = "--out") -> None:
+    """An output folder may exist (a resumed run) but must be a folder, before any work starts."""
+    from pathlib import Path
+
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"{flag} {out}: exists and is not a folder")
+    for parent in p.parents:  # `out/sub` under a file would fail at the first mkdir
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{flag} {out}: {parent} is not a folder")
+            break
