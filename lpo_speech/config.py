@@ -129,6 +129,7 @@ class ReferenceConfig:
 class TrainConfig:
     out_dir: str
     seed: int = 0
+    seeds: list[int] = field(default_factory=list)  # [s1, s2, ...]: one run per seed, then their average (a model soup)
     lr: float = 1e-6
     min_lr: float = 0.0  # cosine floor
     warmup_steps: int = 0
@@ -161,6 +162,8 @@ class TrainConfig:
         _need(self.max_grad_norm >= 0, "train.max_grad_norm", f"must be >= 0 (0 disables clipping), got {self.max_grad_norm}")
         _need(self.log_every >= 1 and self.save_every >= 0 and self.keep_checkpoints >= 1,
               "train.log_every/save_every/keep_checkpoints", "log_every >= 1, save_every >= 0, keep >= 1")
+        _need(len(set(self.seeds)) == len(self.seeds) and len(self.seeds) != 1, "train.seeds",
+              "empty (one run with train.seed) or two or more distinct seeds")
         _need(self.strategy in STRATEGIES, "train.strategy", f"one of {', '.join(STRATEGIES)}")
         _need(self.master_dtype in DTYPES, "train.master_dtype", "float32 or bfloat16")
         _need(self.strategy == "fsdp" or not self.fsdp_cpu_offload, "train.fsdp_cpu_offload", "needs strategy fsdp")

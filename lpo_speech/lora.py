@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from lpo_speech.distributed import resolve_device
 from lpo_speech.errors import UserError
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -74,7 +75,7 @@ def fold_adapter(pair_model) -> None:
 
 
 def merge_adapter(adapter_dir: str | Path, out: str | Path, *, base: str | None = None,
-                  dtype: torch.dtype | None = None) -> Path:
+                  dtype: torch.dtype | None = None, device: str = "auto") -> Path:
     """`lpo-speech merge --adapter`: the base model with the saved adapter folded in, written as a plain
     model folder by the track's adapter (so tokenizer/processor files come along)."""
     from peft import PeftModel
@@ -90,7 +91,7 @@ def merge_adapter(adapter_dir: str | Path, out: str | Path, *, base: str | None 
     if not base:
         raise UserError("the adapter names no base model: pass --base", where=str(adapter_dir / ADAPTER_CONFIG))
     track = adapter_for_model(base)
-    pair_model = track.load(base, torch.device("cpu"), dtype or torch.float32)
+    pair_model = track.load(base, resolve_device(device, where="--device"), dtype or torch.float32)
     try:
         pair_model.set_hf_model(PeftModel.from_pretrained(pair_model.hf_model, str(adapter_dir)))
     except (OSError, ValueError, RuntimeError) as e:

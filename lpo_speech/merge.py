@@ -60,8 +60,12 @@ def _config(model: Path) -> dict:
 
 
 def merge_models(models: list[str | Path], out: str | Path, *, base: str | Path | None = None,
-                 weight: float = 1.0, overwrite: bool = False) -> Path:
-    """Average `models` (same architecture, same files) into `out`; see the module docstring."""
+                 weight: float = 1.0, overwrite: bool = False, device: str = "auto") -> Path:
+    """Average `models` (same architecture, same files) into `out`; see the module docstring. The
+    arithmetic runs on `device` (the placement rule: the GPU when there is one)."""
+    from lpo_speech.distributed import resolve_device
+
+    dev = resolve_device(device, where="--device")
     models = [Path(m) for m in models]
     out = Path(out)
     if len(models) < 2 and base is None:
@@ -99,11 +103,11 @@ def merge_models(models: list[str | Path], out: str | Path, *, base: str | Path 
                         raise UserError(f"non-float tensor {key!r} differs between runs", where=str(name))
                     merged[key] = t0
                     continue
-                mean = torch.stack([r[key].float() for r in runs]).mean(0)
+                mean = torch.stack([r[key].to(dev, torch.float32) for r in runs]).mean(0)
                 if start is not None:
-                    s = start[key].float()
+                    s = start[key].to(dev, torch.float32)
                     mean = s + weight * (mean - s)
-                merged[key] = mean.to(t0.dtype).contiguous()
+                merged[key] = mean.to("cpu", t0.dtype).contiguous()
             if extra := [k for r, m in zip(runs[1:], models[1:]) for k in r if k not in runs[0]]:
                 raise UserError(f"tensor {extra[0]!r} is not in {first / name}", where=str(name))
             save_file(merged, str(tmp / name), metadata={"format": "pt"})

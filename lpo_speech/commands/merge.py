@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="merged = base + weight * (mean - base); 1.0 (default) is the plain mean")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="with --adapter: dtype of the merged weights (default float32)")
+    parser.add_argument("--device", default="auto",
+                        help="where the arithmetic runs: auto (default: cuda:LOCAL_RANK when CUDA is present, else cpu), "
+                             "cpu, cuda or cuda:N")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
 
@@ -37,11 +40,12 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         if out.exists() and any(out.iterdir()) and not args.overwrite:
             raise UserError("exists and is not empty (pass --overwrite to replace it)", where=str(out))
-        merge_adapter(args.adapter, out, base=args.base, dtype=DTYPES[args.dtype])
+        merge_adapter(args.adapter, out, base=args.base, dtype=DTYPES[args.dtype], device=args.device)
         print(f"merged adapter {args.adapter} into its base -> {out}")
         return 0
     from lpo_speech.merge import merge_models
 
-    out = merge_models(args.model, args.out, base=args.base, weight=args.weight, overwrite=args.overwrite)
+    out = merge_models(args.model, args.out, base=args.base, weight=args.weight, overwrite=args.overwrite,
+                       device=args.device)
     print(f"merged {len(args.model)} models -> {out}")
     return 0

@@ -37,11 +37,16 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--plan-gpus, --plan-gpu-gb and --plan-model go with --plan")
     from lpo_speech.hub import preflight
     from lpo_speech.recipes import load_any_recipe, train_view
+    from lpo_speech.soup import train_soup
     from lpo_speech.trainer import train
 
     recipe = load_any_recipe(args.recipe, args.overrides)  # parsed once
     preflight(recipe, "train", args.recipe)
-    run_dir = train(train_view(recipe), resume=args.resume, quiet=args.quiet)
+    recipe = train_view(recipe)
+    run = train_soup if recipe.train.seeds else train  # train.seeds: one run per seed, then their average
+    run_dir = run(recipe, resume=args.resume, quiet=args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:  # one line for the run, not one per process
-        print(f"trained model: {run_dir / 'model'}  (curves: {run_dir / 'training_curves.png'})")
+        curves = run_dir / ("seed-*" if recipe.train.seeds else "") / "training_curves.png"
+        soup = f"the average of {len(recipe.train.seeds)} runs; " if recipe.train.seeds else ""
+        print(f"trained model: {run_dir / 'model'}  ({soup}curves: {curves})")
     return 0
