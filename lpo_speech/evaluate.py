@@ -5,7 +5,10 @@ ASR models (speech-seq2seq) transcribe an ASR manifest. Each model writes
 torchrun, merged in manifest order) and `<out>/<label>/metrics.json`; the run writes
 `<out>/metrics.json` (the metrics of a single model, or {label: metrics} for several), `<out>/table.md`
 and `<out>/runtime.json` (where it ran: every rank's device, dtype, judge device, threads; printed at
-the start). Normalization and the WER conventions: lpo_speech.metrics.
+the start, written with the results). Every model's inputs (each row's audio, the model's config) are
+checked, and each earlier `<label>/utterances.jsonl` compared with what would make it now (model and
+manifest by content, decoding: lpo_speech.stages), before anything is written; a rerun made another
+way stops in one line unless `--overwrite`. Normalization and the WER conventions: lpo_speech.metrics.
 """
 
 from __future__ import annotations
@@ -17,40 +20,94 @@ import torch
 
 from lpo_speech.audio import load_audio
 from lpo_speech.distributed import init_distributed, record_runtime, resolve_device
-from lpo_speech.errors import UserError
+from lpo_speech.errors import UserError, clip
 from lpo_speech.metrics import corpus_scores, utterance_errors
 from lpo_speech.precision import dtype_name, resolve_dtype
 from lpo_speech.records import AsrUtterance, load_jsonl, resolve_audio
-from lpo_speech.stages import check_settings, run_sharded, set_threads
+from lpo_speech.stages import (OVERWRITE_HINT, check_settings, created_outputs, input_file, model_folder, run_sharded,
+                               set_threads)
 
-ASR_MODEL_TYPES = {"whisper", "speech-encoder-decoder"}
+ASR_MODEL_TYPES = {"whisper", "speech-encoder-decoder", "qwen2_audio"}  # qwen2_audio: lpo_speech.adapters.audio_llm
 
 
-def model_type(path: str) -> str:
+# The layout of an utterance row and how it is computed: raise it when either changes, so rows made by
+# older code are not resumed as if this code had made them.
+SCHEMA = 1
+
+
+def model_config(path: str) -> dict:
     cfg = Path(path) / "config.json"
     if not cfg.is_file():
         raise UserError(f"{path}: not a model directory (no config.json)")
-    return json.loads(cfg.read_text()).get("model_type", "")
+    try:
+        d = json.loads(cfg.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot load model: config.json is not a valid JSON file ({clip(str(e), 80)})",
+                        where=str(path)) from None
+    if not isinstance(d, dict):
+        raise UserError("cannot load model: config.json is not a JSON object", where=str(path))
+    return d
+
+
+def model_type(path: str) -> str:
+    return model_config(path).get("model_type", "")
+
+
+def model_kind(path: str) -> str:
+    """"asr" (a speech-seq2seq model or audio LLM) or "tts" (a codec LM), from config.json alone."""
+    cfg = model_config(path)
+    if cfg.get("model_type", "") in ASR_MODEL_TYPES:
+        return "asr"
+    if "tts" in cfg:
+        return "tts"
+    raise UserError(f"{path}: model type {cfg.get('model_type', '')!r} has no evaluator (ASR: whisper, qwen2_audio)")
+
+
+def check_asr_manifest(manifest: str) -> list[AsrUtterance]:
+    """The manifest's rows, every audio checked (readable, mono, 16 kHz, finite: lpo_speech.audio)."""
+    utts = load_jsonl(manifest, AsrUtterance)
+    for u in utts:
+        load_audio(resolve_audio(manifest, u.audio), sample_rate=16_000, where=f"{manifest}: id {u.id}")
+    return utts
+
+
+def check_asr_eval(model: str, manifest: str, out_dir: str | Path, *, beam: int = 1, lang: str = "en",
+                   device: str = "auto", dtype: str = "auto", overwrite: bool = False,
+                   utterances: list[AsrUtterance] | None = None, **_ignored) -> tuple[list[AsrUtterance], dict]:
+    """What eval_asr checks before it writes anything or loads weights: the manifest and every row's
+    audio (`utterances`: rows already checked by check_asr_manifest), and an earlier output in
+    `out_dir` (other model, data or settings stop in one line unless `overwrite`).
+    Returns (utterances, the settings that make a row: lpo_speech.stages)."""
+    info = init_distributed(device)
+    weights = resolve_dtype(dtype, info.device, where="--dtype")
+    utts = utterances if utterances is not None else check_asr_manifest(manifest)
+    # bfloat16 decodes other transcripts; float32 (every run before dtypes were kept) adds no key.
+    settings = {"model": model_folder(model), "data": input_file(manifest), "schema": SCHEMA, "beam": beam,
+                "lang": lang, **({"dtype": dtype_name(weights)} if weights != torch.float32 else {})}
+    if not overwrite:
+        check_settings(Path(out_dir) / "utterances.jsonl", settings, record=False, hint=OVERWRITE_HINT)
+    return utts, settings
 
 
 def eval_asr(model: str, manifest: str, out_dir: Path, *, batch_size: int = 8, beam: int = 1, lang: str = "en",
-             device: str = "auto", dtype: str = "auto", quiet: bool = False, state_cache: dict | None = None) -> dict:
+             device: str = "auto", dtype: str = "auto", quiet: bool = False, state_cache: dict | None = None,
+             overwrite: bool = False, utterances: list[AsrUtterance] | None = None) -> dict:
     """`device` by the placement rule (lpo_speech.distributed), `dtype` by lpo_speech.precision.
     `state_cache` maps (encoder fingerprint, utterance id) to encoder states, shared between the
     models of one evaluation in a process: models with identical encoders run it once per utterance
-    (under torchrun each rank gets the same utterances for every model, so sharing still works)."""
-    from lpo_speech.asr.decode import AsrDecoder
+    (under torchrun each rank gets the same utterances for every model, so sharing still works).
+    `overwrite`: discard an earlier output made another way instead of stopping; `utterances`: the
+    manifest's rows already checked (check_asr_manifest)."""
+    from lpo_speech.asr.decode import make_asr_decoder
 
-    utts = load_jsonl(manifest, AsrUtterance)
     info = init_distributed(device)
     weights = resolve_dtype(dtype, info.device, where="--dtype")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)
     out = out_dir / "utterances.jsonl"
-    # bfloat16 decodes other transcripts; float32 (every run before dtypes were kept) adds no key.
-    settings = {"model": str(Path(model).resolve()), "beam": beam, "lang": lang,
-                **({"dtype": dtype_name(weights)} if weights != torch.float32 else {})}
-    check_settings(out, settings)  # before the model loads: a folder made another way stops at once
-    decoder = AsrDecoder(model, info.device, dtype=weights)
+    # Before the model loads: a bad row or a folder made another way stops at once, nothing written.
+    utts, settings = check_asr_eval(model, manifest, out_dir, beam=beam, lang=lang, device=device, dtype=dtype,
+                                    overwrite=overwrite, utterances=utterances)
+    decoder = make_asr_decoder(model, info.device, dtype=weights)  # Whisper or an audio LLM, by model type
     cache = {} if state_cache is None else state_cache
     fingerprint = decoder.encoder_fingerprint()
 
@@ -68,12 +125,14 @@ def eval_asr(model: str, manifest: str, out_dir: Path, *, batch_size: int = 8, b
             rows.append({"id": u.id, "ref": u.text, "hyp": hyp, "wer": errs["wer"], "cer": errs["cer"]})
         return rows
 
-    ordered = run_sharded(out, utts, key=lambda u: u.id, process=process, batch_size=batch_size,
-                          desc=f"eval {out_dir.name}", unit="utt", device=device, quiet=quiet, settings=settings)
-    metrics = {**corpus_scores([r["ref"] for r in ordered], [r["hyp"] for r in ordered], lang),
-               "model": model, "data": str(manifest), "decoding": "greedy" if beam == 1 else f"beam {beam}"}
-    if info.is_main:
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    with created_outputs(out_dir):  # settings recorded (after the model loaded) and rows written here
+        ordered = run_sharded(out, utts, key=lambda u: u.id, process=process, batch_size=batch_size,
+                              desc=f"eval {out_dir.name}", unit="utt", device=device, quiet=quiet, settings=settings,
+                              overwrite=overwrite, also=[out_dir / "metrics.json"])
+        metrics = {**corpus_scores([r["ref"] for r in ordered], [r["hyp"] for r in ordered], lang),
+                   "model": model, "data": str(manifest), "decoding": "greedy" if beam == 1 else f"beam {beam}"}
+        if info.is_main:
+            (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
@@ -89,10 +148,14 @@ def markdown_table(results: dict[str, dict]) -> str:
 
 
 def evaluate(models: list[str], labels: list[str] | None, manifest: str, out: str, *, threads: int | None = None,
-             **kw) -> dict[str, dict]:
+             overwrite: bool = False, **kw) -> dict[str, dict]:
     """Every model on `manifest`, side by side. `kw`: eval_asr's options (device, dtype, batch_size,
     ...); `tts`: eval_tts's own (sampling, judge_device, sampling_threads, ...); `threads`: torch CPU
-    threads of each process (None: torch's default)."""
+    threads of each process (None: torch's default). Every model's inputs are checked, and every
+    earlier output in `out` compared, before anything is written (`overwrite`: discard those made
+    another way instead of stopping); a failure leaves nothing it created behind unless it holds rows."""
+    from lpo_speech.tts.evaluate import check_tts_eval, eval_tts  # codec-LM TTS: synthesize the prompt manifest
+
     labels = labels or [Path(m).name or m for m in models]
     if len(labels) != len(models) or len(set(labels)) != len(labels):
         raise UserError("--label: give one distinct label per --model")
@@ -102,22 +165,30 @@ def evaluate(models: list[str], labels: list[str] | None, manifest: str, out: st
     device = kw.get("device", "auto")
     info = init_distributed(device, where="--device")
     judge = tts_kw.get("judge_device")
-    record_runtime("eval", info, out_dir, quiet=kw.get("quiet", False),
-                   weights=dtype_name(resolve_dtype(kw.get("dtype", "auto"), info.device, where="--dtype")),
-                   judge_device=str(resolve_device(judge or device, where="--judge-device" if judge else "--device")),
-                   threads=torch.get_num_threads(), sampling_threads=tts_kw.get("sampling_threads"))
-    results, state_cache = {}, {}
-    for model, label in zip(models, labels):
-        if model_type(model) in ASR_MODEL_TYPES:
-            results[label] = eval_asr(model, manifest, out_dir / label, state_cache=state_cache, **kw)
-        elif (Path(model) / "config.json").is_file() and "tts" in json.loads((Path(model) / "config.json").read_text()):
-            from lpo_speech.tts.evaluate import eval_tts  # codec-LM TTS: synthesize the prompt manifest
-
-            results[label] = eval_tts(model, manifest, out_dir / label, **kw, **tts_kw)
+    weights = dtype_name(resolve_dtype(kw.get("dtype", "auto"), info.device, where="--dtype"))
+    judge_at = str(resolve_device(judge or device, where="--judge-device" if judge else "--device"))
+    kinds = [model_kind(m) for m in models]
+    utts = None  # an ASR manifest's rows, their audio checked once for every ASR model
+    for model, label, kind in zip(models, labels, kinds):
+        if kind == "asr":
+            utts, _ = check_asr_eval(model, manifest, out_dir / label, overwrite=overwrite, utterances=utts, **kw)
         else:
-            raise UserError(f"{model}: model type {model_type(model)!r} has no evaluator (ASR: whisper)")
-    summary = next(iter(results.values())) if len(results) == 1 else results
-    if info.is_main:  # under torchrun (sharded eval) one process writes
-        (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
-        (out_dir / "table.md").write_text(markdown_table(results))
+            check_tts_eval(model, manifest, out_dir / label, overwrite=overwrite, **kw, **tts_kw)
+    where = dict(weights=weights, judge_device=judge_at, threads=torch.get_num_threads(),
+                 sampling_threads=tts_kw.get("sampling_threads"))
+    record_runtime("eval", info, quiet=kw.get("quiet", False), **where)  # said now, written with the results
+    with created_outputs(out_dir, *(out_dir / label for label in labels)):
+        results, state_cache = {}, {}
+        for model, label, kind in zip(models, labels, kinds):
+            if kind == "asr":
+                results[label] = eval_asr(model, manifest, out_dir / label, state_cache=state_cache,
+                                          overwrite=overwrite, utterances=utts, **kw)
+            else:
+                results[label] = eval_tts(model, manifest, out_dir / label, overwrite=overwrite, **kw, **tts_kw)
+        summary = next(iter(results.values())) if len(results) == 1 else results
+        if info.is_main:  # under torchrun (sharded eval) one process writes
+            (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+            (out_dir / "table.md").write_text(markdown_table(results))
+        # runtime.json describes the run that made metrics.json: a failed rerun leaves the earlier one.
+        record_runtime("eval", info, out_dir, quiet=True, **where)
     return results

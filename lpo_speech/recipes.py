@@ -15,7 +15,7 @@ from lpo_speech.config import TrainRecipe, apply_overrides, build_recipe, read_r
 from lpo_speech.errors import UserError, short
 
 # `track:` key -> recipe dataclass "module:Class". The base schema has no `track` key. A track recipe
-# has `train_recipe()` (its training sections) and `make_pairs(quiet=...)` (its build-pairs stage).
+# has `train_recipe()` (its training sections) and `make_pairs(quiet=..., overwrite=...)` (its build-pairs stage).
 TRACKS: dict[str, str] = {
     "asr": "lpo_speech.asr.recipe:AsrRecipe",
     "tts": "lpo_speech.tts.recipe:TtsRecipe",

@@ -5,9 +5,10 @@ Every record is a dataclass with `to_dict` / `from_dict`. `from_dict` validates 
 of output. Keys a record does not know are kept in `extra` and written back unchanged.
 
 Long stages write through `JsonlWriter`: lines go to `<file>.partial`, flushed one by one; `close()`
-renames it to `<file>` only when the stage is complete. A rerun skips the ids already in `.partial`
-(a torn last line from a crash is dropped), so an interrupted stage resumes with no duplicated and no
-missing item. Formats are documented in docs/formats.md.
+renames it to `<file>` only when the stage is complete (or, when `<file>` was already finished, merges
+the new lines into it atomically). A rerun skips the ids already in `<file>` and `.partial` (a torn
+last line from a crash is dropped), so an interrupted stage resumes with no duplicated and no missing
+item, and a finished file is never renamed or truncated by a rerun. Formats are documented in docs/formats.md.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,10 +229,14 @@ def write_jsonl_atomic(path: str | Path, records: list[Record] | list[dict]) -> 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r.to_dict() if isinstance(r, Record) else r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(r.to_dict() if isinstance(r, Record) else r, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:  # a failed write leaves neither half a file nor its temp file
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class JsonlWriter:
@@ -241,6 +247,10 @@ class JsonlWriter:
             if item.id in w.done: continue
             w.write(record)
     # out exists only once the loop finished; a crash leaves out.partial to resume from.
+
+    A finished `out` is never renamed, truncated or rewritten in place: its ids count as done, new
+    lines go to `out.partial`, and a complete close merges the two into `out` atomically (temp file,
+    then rename). So a rerun that fails leaves the finished file byte for byte as it was.
     """
 
     def __init__(self, path: str | Path):
@@ -248,8 +258,10 @@ class JsonlWriter:
         self.partial = self.path.with_name(self.path.name + ".partial")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.done: set[str] = set()
-        if self.path.exists():  # finished earlier: reopen for resume of nothing
-            os.replace(self.path, self.partial)
+        self._finished = self.path.exists()
+        if self._finished:  # only read: the file stays as it is unless a complete close extends it
+            with self.path.open("rb") as f:
+                self.done.update(json.loads(raw)["id"] for raw in f if raw.strip())
         if self.partial.exists():
             self._recover()
         self._f = self.partial.open("a", encoding="utf-8")
@@ -280,8 +292,28 @@ class JsonlWriter:
         self._f.flush()
         os.fsync(self._f.fileno())
         self._f.close()
-        if complete:
+        empty = self.partial.stat().st_size == 0
+        if not complete:
+            if empty:  # nothing to resume from: leave no empty file behind
+                self.partial.unlink(missing_ok=True)
+            return
+        if not self._finished:
             os.replace(self.partial, self.path)
+        elif empty:
+            self.partial.unlink()
+        else:  # finished lines first, then the new ones, swapped in at once
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            with tmp.open("wb") as f:
+                with self.path.open("rb") as part:
+                    shutil.copyfileobj(part, f)
+                    if part.tell() and (part.seek(-1, os.SEEK_END), part.read(1))[1] != b"\n":
+                        f.write(b"\n")  # a hand-edited last line without its newline stays a line
+                with self.partial.open("rb") as part:
+                    shutil.copyfileobj(part, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+            self.partial.unlink()
 
     def __enter__(self) -> "JsonlWriter":
         return self

@@ -1,8 +1,10 @@
 """Precompute reference log-probs into the pair file, so training holds no reference model.
 
-Sharded across processes and resumable (lpo_speech.stages). Optional filter from the LPO authors'
-pipeline: drop pairs whose reference already prefers the chosen side by more than `max_margin`
-(logp_ref(chosen) - logp_ref(rejected) > max_margin): they carry little signal.
+Sharded across processes and resumable (lpo_speech.stages): the rows are guarded by fingerprints of the
+model and the pair file, so a rerun never mixes two runs, and every pair's audio is checked before
+anything is written. Optional filter from the LPO authors' pipeline: drop pairs whose reference
+already prefers the chosen side by more than `max_margin` (logp_ref(chosen) - logp_ref(rejected) >
+max_margin): they carry little signal.
 """
 
 from __future__ import annotations
@@ -14,15 +16,21 @@ from pathlib import Path
 import torch
 
 from lpo_speech.adapters import load_adapter
+from lpo_speech.audio import load_audio
 from lpo_speech.config import TrainRecipe
 from lpo_speech.distributed import barrier, init_distributed, record_runtime
 from lpo_speech.errors import UserError
 from lpo_speech.lora import adapter_disabled
 from lpo_speech.policy import load_policy
-from lpo_speech.precision import autocast, dtype_name
-from lpo_speech.records import PreferencePair, load_jsonl, rebase_audio, write_jsonl_atomic
-from lpo_speech.stages import run_sharded, settings_path
+from lpo_speech.precision import autocast, dtype_name, resolve_dtype
+from lpo_speech.records import PreferencePair, load_jsonl, rebase_audio, resolve_audio, write_jsonl_atomic
+from lpo_speech.stages import (OVERWRITE_HINT, check_settings, created_outputs, input_file, model_folder,
+                               record_settings, run_sharded, settings_path)
 from lpo_speech.trainer import ref_logp_mode
+
+# The layout of a scored row and how it is computed: raise it when either changes, so an output made by
+# older code is not resumed as if this code had made it.
+SCHEMA = 1
 
 
 def _batch_order(p: PreferencePair) -> tuple:
@@ -33,13 +41,49 @@ def _batch_order(p: PreferencePair) -> tuple:
     return (len(p.prompt_tokens or []) + max(len(p.chosen_tokens or []), len(p.rejected_tokens or [])),)
 
 
+def check_pair_audio(pairs: list[PreferencePair], in_path: Path) -> None:
+    """Every distinct audio of a pair file readable, mono, 16 kHz and finite (lpo_speech.audio), before
+    anything is written; errors name the pair file's line, as the adapters' own would mid-stage."""
+    seen: set[Path] = set()
+    for i, p in enumerate(pairs, 1):
+        if p.audio is None:
+            continue
+        path = resolve_audio(in_path, p.audio)
+        if path not in seen:
+            seen.add(path)
+            load_audio(path, sample_rate=16_000, where=f"{in_path}:{i}")
+
+
+def ref_logps_settings(recipe: TrainRecipe, in_path: str | Path, dtype: torch.dtype) -> dict:
+    """What makes a pair's reference log-probs: the model (by content), the pair file (by content), the
+    reduction, dtype, LoRA wrapping, the model's prompt options when set, and SCHEMA."""
+    m = recipe.model
+    return {"model": model_folder(m.path), "pairs": input_file(in_path), "mode": ref_logp_mode(recipe),
+            "dtype": dtype_name(dtype), "lora": asdict(m.lora) if m.lora else None, "schema": SCHEMA,
+            **{k: getattr(m, k) for k in ("language", "task", "instruction") if getattr(m, k, None) is not None}}
+
+
 def compute_ref_logps(recipe: TrainRecipe, in_path: str | Path, out_path: str | Path, *, batch_size: int = 8,
-                      max_margin: float | None = None, quiet: bool = False) -> dict[str, int]:
+                      max_margin: float | None = None, quiet: bool = False, overwrite: bool = False,
+                      restart_if_changed: bool = False) -> dict[str, int]:
+    """Write `out_path`: the pairs of `in_path` with reference log-probs. Rows are scored into
+    `<out>.scored` (sharded, resumable) and written to `out_path` at the end, with
+    `<out>.settings.json` (what made it). A rerun into an output made from other inputs or settings
+    stops in one line, unless `overwrite` (start over) or `restart_if_changed` (build-pairs: the pair
+    file is its own, rewritten whenever its selection rules change)."""
     info = init_distributed(recipe.runtime.device)
     in_path, out_path = Path(in_path), Path(out_path)
     pairs = load_jsonl(in_path, PreferencePair)
     if not pairs:
         raise UserError("no pairs", where=str(in_path))
+    check_pair_audio(pairs, in_path)  # every input checked before the model loads and anything is written
+    dtype = resolve_dtype(recipe.model.dtype, info.device)
+    scored_path = out_path.with_name(out_path.name + ".scored")
+    scored_settings = ref_logps_settings(recipe, in_path, dtype)
+    made_by = {**scored_settings, "max_margin": max_margin}
+    if not (overwrite or restart_if_changed):  # an earlier output of other inputs stops before the model loads
+        check_settings(out_path, scored_settings, path=settings_path(scored_path), record=False, hint=OVERWRITE_HINT)
+        check_settings(out_path, made_by, record=False, hint=OVERWRITE_HINT)
     adapter = load_adapter(recipe.model)
     adapter.average = recipe.loss.average_logps
     # The policy exactly as the trainer loads it (dtype, LoRA, master copy): these are its step-0 log-probs.
@@ -69,17 +113,19 @@ def compute_ref_logps(recipe: TrainRecipe, in_path: str | Path, out_path: str | 
                          "ref_logp_dtype": dtype_name(dtype)})
         return rows
 
-    scored_path = out_path.with_name(out_path.name + ".scored")
-    scored = run_sharded(scored_path, pairs, key=lambda p: p.id, process=process, batch_size=batch_size,
-                         desc="ref-logps", unit="pair", device=recipe.runtime.device, quiet=quiet,
-                         order=_batch_order,
-                         settings={"model": str(Path(recipe.model.path).resolve()), "mode": mode,
-                                   "dtype": dtype_name(dtype), "lora": asdict(recipe.model.lora) if recipe.model.lora else None})
-    kept = [s for s in scored
-            if max_margin is None or s["ref_chosen_logp"] - s["ref_rejected_logp"] <= max_margin]
-    barrier()  # every rank has read the scored file
-    if info.is_main:
-        write_jsonl_atomic(out_path, kept)
-        scored_path.unlink(missing_ok=True)
-        settings_path(scored_path).unlink(missing_ok=True)
+    with created_outputs(out_path.parent):
+        # With overwrite (or a changed pair file under restart_if_changed) the finished output and its
+        # record go too, so a run that then stops midway resumes without asking again.
+        scored = run_sharded(scored_path, pairs, key=lambda p: p.id, process=process, batch_size=batch_size,
+                             desc="ref-logps", unit="pair", device=recipe.runtime.device, quiet=quiet,
+                             order=_batch_order, settings=scored_settings, overwrite=overwrite,
+                             restart_if_changed=restart_if_changed, also=[out_path, settings_path(out_path)])
+        kept = [s for s in scored
+                if max_margin is None or s["ref_chosen_logp"] - s["ref_rejected_logp"] <= max_margin]
+        barrier()  # every rank has read the scored file
+        if info.is_main:
+            write_jsonl_atomic(out_path, kept)
+            record_settings(out_path, made_by)
+            scored_path.unlink(missing_ok=True)
+            settings_path(scored_path).unlink(missing_ok=True)
     return {"pairs": len(pairs), "kept": len(kept), "dropped_margin": len(scored) - len(kept)}

@@ -11,7 +11,9 @@ Stages, each resumable and written atomically under `build_pairs.work_dir`:
   3. data.pairs        the same pairs with reference log-probs (lpo_speech.reflogps), optionally
                        dropping those whose reference margin exceeds `max_ref_margin`.
 summary.json counts what each rule kept; runtime.json says where it ran (every rank's device, the
-model's dtype, threads; printed at the start).
+model's dtype, threads; printed at the start, written with the results). Every audio of the manifest is checked, and what an
+earlier run left in work_dir compared (model and manifest by content, lpo_speech.stages), before
+anything is written: a rerun from other inputs stops in one line unless `overwrite` (--overwrite).
 """
 
 from __future__ import annotations
@@ -32,26 +34,48 @@ from lpo_speech.precision import dtype_name, resolve_dtype
 from lpo_speech.records import (AsrUtterance, Candidate, PreferencePair, load_jsonl, rebase_audio, resolve_audio,
                                 write_jsonl_atomic)
 from lpo_speech.reflogps import compute_ref_logps
-from lpo_speech.stages import run_sharded, set_threads
+from lpo_speech.stages import (OVERWRITE_HINT, check_settings, created_outputs, input_file, model_folder, run_sharded,
+                               set_threads, settings_path)
 
-# What makes a candidate (with the model): a rerun into the same work_dir must keep these
-# (lpo_speech.stages.check_settings); the selection rules may change freely.
+# What makes a candidate (with the model and the manifest): a rerun into the same work_dir must keep
+# these (lpo_speech.stages.check_settings); the selection rules may change freely.
 CANDIDATE_SETTINGS = ("lang", "greedy", "samples", "temperature", "top_p", "beams", "perturbations", "perturb_rate",
                       "seed")
+# The layout of a candidates row and how it is made: raise it when either changes, so candidates made
+# by older code are not resumed as if this code had made them.
+SCHEMA = 1
 
 
-def generate_candidates(recipe: AsrRecipe, utts: list[AsrUtterance], quiet: bool = False) -> list[dict]:
+def uses_model(recipe: AsrRecipe) -> bool:
+    """Whether any candidate is decoded by the model (perturbations alone need none)."""
+    bp = recipe.build_pairs
+    return bool(bp.greedy or bp.samples or bp.beams)
+
+
+def candidate_settings(recipe: AsrRecipe, dtype: torch.dtype) -> dict:
+    """What made candidates.jsonl (lpo_speech.stages): the model and the manifest by content, the
+    candidate settings, the model's prompt options when set (Whisper's language/task, an audio LLM's
+    instruction), the schema and a non-float32 decoding dtype."""
+    bp, m = recipe.build_pairs, recipe.model
+    return {"model": model_folder(m.path), "manifest": input_file(bp.manifest), "schema": SCHEMA,
+            **{f: getattr(bp, f) for f in CANDIDATE_SETTINGS},
+            **{k: getattr(m, k) for k in ("language", "task", "instruction") if getattr(m, k, None) is not None},
+            # bfloat16 decodes other candidates; float32 (every run before dtypes were kept) adds no key
+            **({"dtype": dtype_name(dtype)} if uses_model(recipe) and dtype != torch.float32 else {})}
+
+
+def generate_candidates(recipe: AsrRecipe, utts: list[AsrUtterance], quiet: bool = False,
+                        overwrite: bool = False) -> list[dict]:
     bp = recipe.build_pairs
     vocabulary = build_vocabulary([u.text for u in utts], bp.lang)
     # This rank's device by the placement rule (under torchrun: cuda:LOCAL_RANK), weights in model.dtype.
     info = init_distributed(recipe.runtime.device)
     dtype = resolve_dtype(recipe.model.dtype, info.device)
     decoder = None
-    if bp.greedy or bp.samples or bp.beams:
-        from lpo_speech.asr.decode import AsrDecoder
+    if uses_model(recipe):
+        from lpo_speech.asr.decode import make_asr_decoder
 
-        decoder = AsrDecoder(recipe.model.path, info.device, dtype=dtype, language=recipe.model.language,
-                             task=recipe.model.task)
+        decoder = make_asr_decoder(recipe.model.path, info.device, dtype=dtype, model_cfg=recipe.model)
 
     def process(batch: list[AsrUtterance]) -> list[dict]:
         hyps: dict[str, list[tuple[str, str]]] = {u.id: [] for u in batch}
@@ -83,12 +107,11 @@ def generate_candidates(recipe: AsrRecipe, utts: list[AsrUtterance], quiet: bool
             rows.append({"id": u.id, "audio": u.audio, "reference": u.text, "candidates": cands})
         return rows
 
-    made_by = {"model": str(Path(recipe.model.path).resolve()), **{f: getattr(bp, f) for f in CANDIDATE_SETTINGS},
-               # bfloat16 decodes other candidates; float32 (every run before dtypes were kept) adds no key
-               **({"dtype": dtype_name(dtype)} if decoder is not None and dtype != torch.float32 else {})}
+    # After the model loaded (a broken one leaves no record behind): settings recorded, earlier output
+    # discarded with overwrite.
     return run_sharded(Path(bp.work_dir) / "candidates.jsonl", utts, key=lambda u: u.id, process=process,
                        batch_size=bp.batch_size, desc="candidates", unit="utt", device=recipe.runtime.device,
-                       quiet=quiet, settings=made_by)
+                       quiet=quiet, settings=candidate_settings(recipe, dtype), overwrite=overwrite)
 
 
 def select_pairs(recipe: AsrRecipe, rows: list[dict]) -> tuple[list[PreferencePair], dict]:
@@ -133,31 +156,44 @@ def select_pairs(recipe: AsrRecipe, rows: list[dict]) -> tuple[list[PreferencePa
     return pairs, stats
 
 
-def build_asr_pairs(recipe: AsrRecipe, *, quiet: bool = False) -> dict:
+def build_asr_pairs(recipe: AsrRecipe, *, quiet: bool = False, overwrite: bool = False) -> dict:
+    """`overwrite`: discard candidates (and reference log-probs) made from another model, manifest or
+    settings instead of stopping, once the new inputs are checked."""
     bp = recipe.build_pairs
     work = Path(bp.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
     set_threads(recipe.runtime.threads)
     info = init_distributed(recipe.runtime.device)  # before any model: each rank on its own device
-    record_runtime("build-pairs", info, work, quiet=quiet,
-                   weights=dtype_name(resolve_dtype(recipe.model.dtype, info.device)), threads=torch.get_num_threads())
+    dtype = resolve_dtype(recipe.model.dtype, info.device)
+    # Every input checked before anything is written: the manifest, then every audio (readable, mono,
+    # 16 kHz, finite), then what an earlier run left in work_dir.
     utts = load_jsonl(bp.manifest, AsrUtterance)
-    for u in utts:  # fail fast, before a long stage: every audio readable, mono, 16 kHz
+    for u in utts:
         load_audio(resolve_audio(bp.manifest, u.audio), sample_rate=16_000, where=f"{bp.manifest}: id {u.id}")
-    rows = generate_candidates(recipe, utts, quiet=quiet)
-    pairs, stats = select_pairs(recipe, rows)
-    if info.is_main:  # under torchrun every rank selects the same pairs; one writes them
-        write_jsonl_atomic(work / "pairs.jsonl", pairs)
-    barrier()
-    if recipe.reference.source == "model":  # the trainer runs the reference itself: no precomputation
+    if not overwrite:
+        check_settings(work / "candidates.jsonl", candidate_settings(recipe, dtype), record=False, hint=OVERWRITE_HINT)
+    where = dict(weights=dtype_name(dtype), threads=torch.get_num_threads())
+    record_runtime("build-pairs", info, quiet=quiet, **where)  # said now, written with the results
+    with created_outputs(work, Path(recipe.data.pairs).parent):
+        rows = generate_candidates(recipe, utts, quiet=quiet, overwrite=overwrite)
+        pairs, stats = select_pairs(recipe, rows)
+        if info.is_main:  # under torchrun every rank selects the same pairs; one writes them
+            write_jsonl_atomic(work / "pairs.jsonl", pairs)
+        barrier()
+        if recipe.reference.source == "model":  # the trainer runs the reference itself: no precomputation
+            if info.is_main:
+                rebased = [rebase_audio(p, work, Path(recipe.data.pairs).parent) for p in pairs]
+                write_jsonl_atomic(recipe.data.pairs, rebased)
+                settings_path(recipe.data.pairs).unlink(missing_ok=True)  # it holds no reference log-probs now
+            stats.update(dropped_ref_margin=0, pairs_written=len(pairs))
+        else:
+            # pairs.jsonl is this stage's own and changes with the selection rules: reference log-probs of
+            # an earlier selection are recomputed, not refused.
+            ref = compute_ref_logps(recipe.train_recipe(), work / "pairs.jsonl", recipe.data.pairs,
+                                    batch_size=bp.batch_size, max_margin=bp.max_ref_margin, quiet=quiet,
+                                    overwrite=overwrite, restart_if_changed=True)
+            stats.update(dropped_ref_margin=ref["dropped_margin"], pairs_written=ref["kept"])
         if info.is_main:
-            rebased = [rebase_audio(p, work, Path(recipe.data.pairs).parent) for p in pairs]
-            write_jsonl_atomic(recipe.data.pairs, rebased)
-        stats.update(dropped_ref_margin=0, pairs_written=len(pairs))
-    else:
-        ref = compute_ref_logps(recipe.train_recipe(), work / "pairs.jsonl", recipe.data.pairs,
-                                batch_size=bp.batch_size, max_margin=bp.max_ref_margin, quiet=quiet)
-        stats.update(dropped_ref_margin=ref["dropped_margin"], pairs_written=ref["kept"])
-    if info.is_main:
-        (work / "summary.json").write_text(json.dumps(stats, indent=2))
+            (work / "summary.json").write_text(json.dumps(stats, indent=2))
+        # runtime.json describes the run that made summary.json: a failed rerun leaves the earlier one.
+        record_runtime("build-pairs", info, work, quiet=True, **where)
     return stats

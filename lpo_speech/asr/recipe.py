@@ -54,7 +54,7 @@ class AsrRecipe:
 
     def validate(self) -> None:
         _need(self.track == "asr", "track", "asr")
-        _need(self.model.adapter == "whisper", "model.adapter", "whisper for the ASR track")
+        _need(self.model.adapter in ("whisper", "audio_llm"), "model.adapter", "whisper or audio_llm for the ASR track")
         _need(self.build_pairs.max_ref_margin is None or self.reference.source == "precomputed",
               "build_pairs.max_ref_margin", "needs reference.source: precomputed (the filter uses stored log-probs)")
 
@@ -62,7 +62,7 @@ class AsrRecipe:
         return TrainRecipe(model=self.model, data=self.data, train=self.train, loss=self.loss, reference=self.reference,
                            runtime=self.runtime)
 
-    def make_pairs(self, *, quiet: bool = False) -> dict:
+    def make_pairs(self, *, quiet: bool = False, overwrite: bool = False) -> dict:
         from lpo_speech.asr.pairs import build_asr_pairs
 
-        return build_asr_pairs(self, quiet=quiet)
+        return build_asr_pairs(self, quiet=quiet, overwrite=overwrite)

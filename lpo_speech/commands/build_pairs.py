@@ -11,6 +11,10 @@ HELP = "sample and score candidates, select chosen/rejected pairs, precompute re
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="a track recipe (track: asr or tts) with a build_pairs section")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe fields")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over: discard the candidates (and reference log-probs) in build_pairs.work_dir "
+                             "made from another model, manifest or settings, once the new inputs are checked "
+                             "(default: such a rerun stops)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -23,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     preflight(recipe, "build-pairs", args.recipe)
     if not hasattr(recipe, "make_pairs"):
         raise UserError(f"{args.recipe}: no `track:` key; build-pairs needs a track recipe (track: asr or tts)")
-    stats = recipe.make_pairs(quiet=args.quiet)
+    stats = recipe.make_pairs(quiet=args.quiet, overwrite=args.overwrite)
     print(json.dumps(stats, indent=2))
     ref = "with reference log-probs" if recipe.reference.source == "precomputed" else "(reference run by the trainer)"
     print(f"pairs {ref}: {recipe.data.pairs}")

@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampling-threads", type=positive_int, metavar="N",
                         help="torch CPU threads while a TTS model samples (default: --threads / torch's); "
                              "1 is fastest for the tiny offline models")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over: discard each model's earlier results in --out made from another model, "
+                             "--data or settings, once the new inputs are checked (default: such a rerun stops)")
     parser.add_argument("--quiet", action="store_true")
     tts = parser.add_argument_group("TTS models (codec LM; --data is then a prompt manifest: id, text)")
     tts.add_argument("--temperature", type=finite_float, default=0.0, help="0 = greedy (default); > 0 samples")
@@ -47,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     results = evaluate(args.model, args.label, args.data, args.out, batch_size=args.batch_size, beam=args.beam,
                        lang=args.lang, device=args.device, dtype=args.dtype, quiet=args.quiet, threads=args.threads,
+                       overwrite=args.overwrite,
                        tts={"temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
                             "ref_audio": args.ref_audio, "dnsmos": not args.no_dnsmos, "max_seconds": args.max_seconds,
                             "emotion": _emotion_spec(args.emotion_scorer), "judge_device": args.judge_device,

@@ -6,8 +6,10 @@ lpo_speech.tts.scoring: the ASR judge's transcript against the text (WER/CER, lp
 normalization), speaker similarity to the prompt's `speaker_audio` (or `ref_audio`), DNSMOS, and
 the stability flags. The codec LM runs on `device` in `dtype`, the judge, scorers and a neural codec
 on `judge_device` (the placement rule of lpo_speech.distributed). Writes `<out>/utterances.jsonl` (one
-line per prompt; resumable: an interrupted run continues with the prompts not yet written; sharded
-across processes under torchrun) and `<out>/metrics.json`:
+line per prompt; resumable: an interrupted run continues with the prompts not yet written, and only
+from the same model, prompts and settings, compared by content (lpo_speech.stages); sharded across
+processes under torchrun) and `<out>/metrics.json`. Every prompt and reference voice is checked before
+anything is written. Metrics:
 
   wer            corpus WER of the judge transcripts
   wer_utt_mean   mean per-utterance WER (the Seed-TTS-eval convention)
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +40,7 @@ import numpy as np
 from lpo_speech.distributed import init_distributed
 from lpo_speech.errors import UserError
 from lpo_speech.records import TtsPrompt, load_jsonl, resolve_audio
-from lpo_speech.stages import run_sharded
+from lpo_speech.stages import OVERWRITE_HINT, check_settings, created_outputs, input_file, model_folder, run_sharded
 
 REF_SR = 16_000
 
@@ -59,22 +62,38 @@ def load_reference(manifest: str | Path, prompt: TtsPrompt, ref_audio: str | Non
     return cache[key]
 
 
-def eval_tts(model_dir: str, prompts_manifest: str, out_dir: str | Path, *, temperature: float = 0.0,
-             top_p: float = 1.0, seed: int = 0, batch_size: int = 16, judge: dict | None = None,
-             dnsmos: bool = True, ref_audio: str | None = None, lang: str = "en", device: str = "auto",
-             judge_device: str | None = None, dtype: str = "auto", sampling_threads: int | None = None,
-             max_seconds: float = 12.0, emotion: dict | None = None, quiet: bool = False, **_ignored: Any) -> dict:
-    """`device`, `judge_device` (None: the device): placed by lpo_speech.distributed's rule; `dtype`
-    (auto, float32, bfloat16) by lpo_speech.precision; `sampling_threads`: torch threads while
-    sampling (None: the process's)."""
-    import torch  # (before ctranslate2)
+# The layout of an utterance row and how it is computed: raise it when either changes, so rows made by
+# older code are not resumed as if this code had made them.
+SCHEMA = 1
 
-    from lpo_speech.audio import save_wav
+
+@dataclass
+class TtsEvalInputs:
+    """What check_tts_eval checked: the prompts, each prompt's reference voice (or None), the settings
+    that make a row (lpo_speech.stages), the weights' dtype, the judge device and the decoding."""
+
+    prompts: list[TtsPrompt]
+    ref_of: dict[str, tuple[np.ndarray, int] | None]
+    settings: dict
+    weights: Any
+    judge_at: Any
+    decoding: str
+
+
+def check_tts_eval(model_dir: str, prompts_manifest: str, out_dir: str | Path, *, temperature: float = 0.0,
+                   top_p: float = 1.0, seed: int = 0, judge: dict | None = None, dnsmos: bool = True,
+                   ref_audio: str | None = None, lang: str = "en", device: str = "auto",
+                   judge_device: str | None = None, dtype: str = "auto", max_seconds: float = 12.0,
+                   emotion: dict | None = None, overwrite: bool = False, **_ignored: Any) -> TtsEvalInputs:
+    """What eval_tts checks before it writes anything or loads weights: the options, every prompt
+    against the model's tokenizer, every reference voice, and an earlier output in `out_dir` (other
+    model, data or settings stop in one line unless `overwrite`)."""
+    import torch
+
     from lpo_speech.distributed import resolve_device
     from lpo_speech.precision import dtype_name, resolve_dtype
-    from lpo_speech.tts.model import load_codec_lm
-    from lpo_speech.tts.scoring import Clip, TtsScorer, summarize
-    from lpo_speech.tts.synthesize import prompt_ids, synthesize
+    from lpo_speech.tts.synthesize import prompt_ids
+    from lpo_speech.tts.text import TtsTokenizer
 
     if _ignored.get("beam", 1) not in (None, 1):
         raise UserError("--beam: TTS models decode greedily or by sampling (use --temperature)")
@@ -82,27 +101,59 @@ def eval_tts(model_dir: str, prompts_manifest: str, out_dir: str | Path, *, temp
     weights = resolve_dtype(dtype, info.device, where="--dtype")
     judge_at = resolve_device(judge_device or device, where="--judge-device" if judge_device else "--device")
     prompts = load_jsonl(prompts_manifest, TtsPrompt)
-    lm, tok = load_codec_lm(model_dir, info.device, weights)
+    tok = TtsTokenizer.load(model_dir)  # the model's token table (config.json): no weights needed
     for i, p in enumerate(prompts, 1):  # every prompt error before any synthesis, one line each
         prompt_ids(tok, p, where=f"{prompts_manifest}:{i}")
     refs: dict[str, tuple[np.ndarray, int]] = {}
     ref_of = {p.id: load_reference(prompts_manifest, p, ref_audio, refs) for p in prompts}
-    codec = tok.make_codec(judge_at)
+    decoding = "greedy" if temperature == 0 else f"sample t={temperature} top_p={top_p} seed={seed}"
+    # What shapes a row: a rerun into the same folder (a resumed eval) must keep it.
+    settings = {"model": model_folder(model_dir), "data": input_file(prompts_manifest), "schema": SCHEMA,
+                "decoding": decoding, "max_seconds": max_seconds,
+                "judge": judge or {"type": "faster-whisper", "model": "bundled"}, "dnsmos": dnsmos,
+                "emotion": emotion, "ref_audio": input_file(ref_audio, legacy=ref_audio) if ref_audio else ref_audio,
+                "lang": lang,
+                # bfloat16 samples other tokens; float32 (every run before dtypes were kept) adds no key
+                **({"dtype": dtype_name(weights)} if weights != torch.float32 else {})}
+    if not overwrite:
+        check_settings(Path(out_dir) / "utterances.jsonl", settings, record=False, hint=OVERWRITE_HINT)
+    return TtsEvalInputs(prompts, ref_of, settings, weights, judge_at, decoding)
+
+
+def eval_tts(model_dir: str, prompts_manifest: str, out_dir: str | Path, *, temperature: float = 0.0,
+             top_p: float = 1.0, seed: int = 0, batch_size: int = 16, judge: dict | None = None,
+             dnsmos: bool = True, ref_audio: str | None = None, lang: str = "en", device: str = "auto",
+             judge_device: str | None = None, dtype: str = "auto", sampling_threads: int | None = None,
+             max_seconds: float = 12.0, emotion: dict | None = None, quiet: bool = False, overwrite: bool = False,
+             **_ignored: Any) -> dict:
+    """`device`, `judge_device` (None: the device): placed by lpo_speech.distributed's rule; `dtype`
+    (auto, float32, bfloat16) by lpo_speech.precision; `sampling_threads`: torch threads while
+    sampling (None: the process's); `overwrite`: discard an earlier output made another way (its
+    rows, wavs and metrics) instead of stopping."""
+    import torch  # noqa: F401  (before ctranslate2)
+
+    from lpo_speech.audio import save_wav
+    from lpo_speech.tts.model import load_codec_lm
+    from lpo_speech.tts.scoring import Clip, TtsScorer, summarize
+    from lpo_speech.tts.synthesize import synthesize
+
+    # Before the weights load: a bad prompt or voice, or a folder made another way, stops at once.
+    checked = check_tts_eval(model_dir, prompts_manifest, out_dir, temperature=temperature, top_p=top_p, seed=seed,
+                             judge=judge, dnsmos=dnsmos, ref_audio=ref_audio, lang=lang, device=device,
+                             judge_device=judge_device, dtype=dtype, max_seconds=max_seconds, emotion=emotion,
+                             overwrite=overwrite, **_ignored)
+    prompts, ref_of = checked.prompts, checked.ref_of
+    info = init_distributed(device)
+    lm, tok = load_codec_lm(model_dir, info.device, checked.weights)
+    codec = tok.make_codec(checked.judge_at)
     scorer = TtsScorer(judge=judge or {"type": "faster-whisper", "model": "bundled"}, dnsmos=dnsmos, lang=lang,
-                       emotion=emotion, device=str(judge_at))
+                       emotion=emotion, device=str(checked.judge_at))
     if emotion is not None:  # every asked-for label must be one the scorer knows, before any synthesis
         from lpo_speech.judges.emotion import emotion_scores
 
         emotion_scores(scorer.emotion_scorer(), [None] * len(prompts), 16000, [p.text for p in prompts],
                        [p.emotion.strip().lower() if p.emotion else None for p in prompts])
     out_dir = Path(out_dir)
-    (out_dir / "wavs").mkdir(parents=True, exist_ok=True)
-    decoding = "greedy" if temperature == 0 else f"sample t={temperature} top_p={top_p} seed={seed}"
-    # What shapes a row: a rerun into the same folder (a resumed eval) must keep it.
-    made_by = {"model": str(Path(model_dir).resolve()), "decoding": decoding, "max_seconds": max_seconds,
-               "judge": scorer.judge, "dnsmos": dnsmos, "emotion": emotion, "ref_audio": ref_audio, "lang": lang,
-               # bfloat16 samples other tokens; float32 (every run before dtypes were kept) adds no key
-               **({"dtype": dtype_name(weights)} if weights != torch.float32 else {})}
 
     def process(chunk: list[TtsPrompt]) -> list[dict]:
         # The seed of a chunk follows from its first prompt, so any process count and any resume
@@ -123,16 +174,20 @@ def eval_tts(model_dir: str, prompts_manifest: str, out_dir: str | Path, *, temp
                         **({"error": syn.error} if syn.error else {})})
         return out
 
-    # Sharded across processes under torchrun (lpo_speech.stages): resumable, merged in prompt order.
-    rows = {r["id"]: r for r in run_sharded(out_dir / "utterances.jsonl", prompts, key=lambda p: p.id,
-                                             process=process, batch_size=batch_size, desc=f"eval {out_dir.name}",
-                                             unit="utt", device=device, quiet=quiet, settings=made_by)}
-    ordered = [rows[p.id] for p in prompts]
-    wanted = [p.emotion.strip().lower() if p.emotion and emotion is not None else None for p in prompts]
-    metrics = {**summarize(ordered, [p.text for p in prompts], lang, wanted), "model": str(model_dir),
-               "data": str(prompts_manifest), "decoding": decoding}
-    if info.is_main:
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    # Sharded across processes under torchrun (lpo_speech.stages): resumable, merged in prompt order; the
+    # settings are recorded there, after the model loaded.
+    with created_outputs(out_dir):
+        rows = {r["id"]: r for r in run_sharded(out_dir / "utterances.jsonl", prompts, key=lambda p: p.id,
+                                                 process=process, batch_size=batch_size, desc=f"eval {out_dir.name}",
+                                                 unit="utt", device=device, quiet=quiet, settings=checked.settings,
+                                                 overwrite=overwrite,
+                                                 also=[out_dir / "wavs", out_dir / "metrics.json"])}
+        ordered = [rows[p.id] for p in prompts]
+        wanted = [p.emotion.strip().lower() if p.emotion and emotion is not None else None for p in prompts]
+        metrics = {**summarize(ordered, [p.text for p in prompts], lang, wanted), "model": str(model_dir),
+                   "data": str(prompts_manifest), "decoding": checked.decoding}
+        if info.is_main:
+            (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 

@@ -57,7 +57,9 @@ Stages, each resumable and written atomically under `build_pairs.work_dir`:
 Where it runs is the placement rule's (lpo_speech.distributed): the codec LM on `runtime.device` in
 `model.dtype`, judges, scorers and a neural codec on `runtime.judge_device` (a judge's own `device`
 key wins), sampling with `runtime.sampling_threads` torch threads; `runtime.json` in work_dir says so
-(printed at the start).
+(printed at the start, written with the results). Every input is checked, and what an earlier run left in work_dir compared
+(model, prompts and gold by content, lpo_speech.stages), before anything is written: a rerun from
+other inputs stops in one line unless `overwrite` (--overwrite).
 """
 
 from __future__ import annotations
@@ -83,6 +85,9 @@ from lpo_speech.tts.world import WORLD_CODEC
 CANDIDATE_SETTINGS = ("samples", "greedy", "perturbations", "perturb_rate", "temperature", "top_k", "top_p",
                       "max_seconds", "seconds_per_char", "chosen", "judge", "similarity", "dnsmos", "emotion", "seed")
 UNSTABLE_FLAGS = ("failure", "undecodable", "duration_out_of_range", "long_silence", "no_speech")
+# The layout of a candidates row and how it is made: raise it when either changes, so candidates made
+# by older code are not resumed as if this code had made them.
+SCHEMA = 1
 
 
 def _value(scores: dict, key: str) -> float:
@@ -222,8 +227,21 @@ def placement(recipe: TtsRecipe) -> tuple[DistInfo, torch.dtype, torch.device]:
     return info, resolve_dtype(recipe.model.dtype, info.device), judge
 
 
+def candidate_settings(recipe: TtsRecipe, dtype: torch.dtype) -> dict:
+    """What made candidates.jsonl (lpo_speech.stages): the model, the prompts and the gold file by
+    content, the candidate settings, the schema and a non-float32 sampling dtype."""
+    from lpo_speech.stages import input_file, model_folder
+
+    bp = recipe.build_pairs
+    return {"model": model_folder(recipe.model.path), "prompts": input_file(bp.prompts), "schema": SCHEMA,
+            "gold": input_file(bp.gold, legacy=str(Path(bp.gold).resolve())) if bp.gold else bp.gold,
+            **{f: getattr(bp, f) for f in CANDIDATE_SETTINGS},
+            # bfloat16 samples other tokens; float32 (every run before dtypes were kept) adds no key
+            **({"dtype": dtype_name(dtype)} if dtype != torch.float32 else {})}
+
+
 def generate_candidates(recipe: TtsRecipe, prompts: list[TtsPrompt], gold: dict[str, dict],
-                        quiet: bool = False) -> list[dict]:
+                        quiet: bool = False, overwrite: bool = False) -> list[dict]:
     """Stage 1: candidates.jsonl (sharded, resumable)."""
     from lpo_speech.asr.perturb import build_vocabulary, perturbations
     from lpo_speech.stages import run_sharded
@@ -286,29 +304,28 @@ def generate_candidates(recipe: TtsRecipe, prompts: list[TtsPrompt], gold: dict[
                         "candidates": cands})
         return out
 
-    made_by = {"model": str(Path(recipe.model.path).resolve()), "gold": bp.gold and str(Path(bp.gold).resolve()),
-               **{f: getattr(bp, f) for f in CANDIDATE_SETTINGS},
-               # bfloat16 samples other tokens; float32 (every run before dtypes were kept) adds no key
-               **({"dtype": dtype_name(dtype)} if dtype != torch.float32 else {})}
+    # After the model loaded (a broken one leaves no record behind): settings recorded, earlier output
+    # discarded with overwrite.
     return run_sharded(Path(bp.work_dir) / "candidates.jsonl", prompts, key=lambda p: p.id, process=process,
                        batch_size=bp.prompts_per_shard_step, desc="tts candidates", unit="prompt",
-                       device=recipe.runtime.device, quiet=quiet, settings=made_by)
+                       device=recipe.runtime.device, quiet=quiet, settings=candidate_settings(recipe, dtype),
+                       overwrite=overwrite)
 
 
-def build_tts_pairs(recipe: TtsRecipe, *, quiet: bool = False) -> dict:
+def build_tts_pairs(recipe: TtsRecipe, *, quiet: bool = False, overwrite: bool = False) -> dict:
+    """`overwrite`: discard candidates (and reference log-probs) made from another model, prompt file,
+    gold file or settings instead of stopping, once the new inputs are checked. Every input (prompts,
+    gold, reference voices, what an earlier run left in work_dir) is checked before anything is written."""
     from lpo_speech.distributed import barrier, record_runtime
-    from lpo_speech.stages import set_threads
+    from lpo_speech.stages import OVERWRITE_HINT, check_settings, created_outputs, set_threads, settings_path
+    from lpo_speech.tts.evaluate import load_reference
     from lpo_speech.tts.synthesize import prompt_ids
     from lpo_speech.tts.text import TtsTokenizer
 
     bp = recipe.build_pairs
     work = Path(bp.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
     set_threads(recipe.runtime.threads)
     info, dtype, judge_device = placement(recipe)
-    record_runtime("build-pairs", info, work, quiet=quiet, weights=dtype_name(dtype),
-                   judge_device=str(judge_device), threads=torch.get_num_threads(),
-                   sampling_threads=recipe.runtime.sampling_threads)
     prompts = load_jsonl(bp.prompts, TtsPrompt)
     if bp.limit:
         prompts = prompts[:bp.limit]
@@ -332,23 +349,39 @@ def build_tts_pairs(recipe: TtsRecipe, *, quiet: bool = False) -> dict:
         for p in prompts:  # gold of another layout (plain vs phoneme-synchronous) fails here, not mid-run
             if p.id in gold:
                 tok.check_response(gold[p.id]["chosen_tokens"], ids[p.id], where=f"{bp.gold}: {p.id}")
-    rows = generate_candidates(recipe, prompts, gold, quiet=quiet)
-    pairs, stats = select_pairs(bp, rows, tok.eos_id)
-    if info.is_main:  # under torchrun every rank selects the same pairs; one writes them
-        write_jsonl_atomic(work / "pairs.jsonl", pairs)
-    barrier()
-    if not pairs:
-        stats.update(dropped_ref_margin=0, pairs_written=0)
-    elif recipe.reference.source == "model":  # the trainer runs the reference itself
-        if info.is_main:
-            write_jsonl_atomic(recipe.data.pairs, pairs)
-        stats.update(dropped_ref_margin=0, pairs_written=len(pairs))
-    else:
-        from lpo_speech.reflogps import compute_ref_logps
+    if bp.similarity:  # every reference voice readable (finite, mono) before the long stage
+        refs: dict[str, Any] = {}
+        for p in prompts:
+            load_reference(bp.prompts, p, None, refs)
+    if not overwrite:
+        check_settings(work / "candidates.jsonl", candidate_settings(recipe, dtype), record=False, hint=OVERWRITE_HINT)
+    where = dict(weights=dtype_name(dtype), judge_device=str(judge_device), threads=torch.get_num_threads(),
+                 sampling_threads=recipe.runtime.sampling_threads)
+    record_runtime("build-pairs", info, quiet=quiet, **where)  # said now, written with the results
+    with created_outputs(work, Path(recipe.data.pairs).parent):
+        rows = generate_candidates(recipe, prompts, gold, quiet=quiet, overwrite=overwrite)
+        pairs, stats = select_pairs(bp, rows, tok.eos_id)
+        if info.is_main:  # under torchrun every rank selects the same pairs; one writes them
+            write_jsonl_atomic(work / "pairs.jsonl", pairs)
+        barrier()
+        if not pairs:
+            stats.update(dropped_ref_margin=0, pairs_written=0)
+        elif recipe.reference.source == "model":  # the trainer runs the reference itself
+            if info.is_main:
+                write_jsonl_atomic(recipe.data.pairs, pairs)
+                settings_path(recipe.data.pairs).unlink(missing_ok=True)  # it holds no reference log-probs now
+            stats.update(dropped_ref_margin=0, pairs_written=len(pairs))
+        else:
+            from lpo_speech.reflogps import compute_ref_logps
 
-        ref = compute_ref_logps(recipe.train_recipe(), work / "pairs.jsonl", recipe.data.pairs,
-                                batch_size=bp.batch_size, max_margin=bp.max_ref_margin, quiet=quiet)
-        stats.update(dropped_ref_margin=ref["dropped_margin"], pairs_written=ref["kept"])
-    if info.is_main:
-        (work / "summary.json").write_text(json.dumps(stats, indent=2) + "\n")
+            # pairs.jsonl is this stage's own and changes with the selection rules: reference log-probs
+            # of an earlier selection are recomputed, not refused.
+            ref = compute_ref_logps(recipe.train_recipe(), work / "pairs.jsonl", recipe.data.pairs,
+                                    batch_size=bp.batch_size, max_margin=bp.max_ref_margin, quiet=quiet,
+                                    overwrite=overwrite, restart_if_changed=True)
+            stats.update(dropped_ref_margin=ref["dropped_margin"], pairs_written=ref["kept"])
+        if info.is_main:
+            (work / "summary.json").write_text(json.dumps(stats, indent=2) + "\n")
+        # runtime.json describes the run that made summary.json: a failed rerun leaves the earlier one.
+        record_runtime("build-pairs", info, work, quiet=True, **where)
     return stats

@@ -124,7 +124,7 @@ class TtsRecipe:
         return TrainRecipe(model=self.model, data=self.data, train=self.train, loss=self.loss, reference=self.reference,
                            runtime=self.runtime)
 
-    def make_pairs(self, *, quiet: bool = False) -> dict:
+    def make_pairs(self, *, quiet: bool = False, overwrite: bool = False) -> dict:
         from lpo_speech.tts.pairs import build_tts_pairs
 
-        return build_tts_pairs(self, quiet=quiet)
+        return build_tts_pairs(self, quiet=quiet, overwrite=overwrite)
