@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "init-codec-lm": "lpo_speech.commands.init_codec_lm",
     "train-style-classifier": "lpo_speech.commands.train_style_classifier",
     "import-whisper-ct2": "lpo_speech.commands.import_whisper_ct2",
+    "init-audio-llm": "lpo_speech.commands.init_audio_llm",
     "import-tts-lm": "lpo_speech.commands.import_tts_lm",
     "build-pairs": "lpo_speech.commands.build_pairs",
     "ref-logps": "lpo_speech.commands.ref_logps",

@@ -10,13 +10,18 @@ HELP = "synthesize a piper corpus, encode it with Codec2 700C into codec-LM exam
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="output folder (train/dev/test.jsonl, *_prompts.jsonl, ref/)")
+    parser.add_argument("--out", required=True,
+                        help="output folder (train/dev/test.jsonl, *_prompts.jsonl including the out-of-domain "
+                             "ood_*_prompts.jsonl, ref/)")
     parser.add_argument("--n-train", type=non_negative_int, default=2600, help="training utterances (default 2600)")
     parser.add_argument("--n-dev", type=non_negative_int, default=100, help="development utterances (default 100)")
     parser.add_argument("--n-test", type=non_negative_int, default=200, help="held-out utterances (default 200)")
     parser.add_argument("--seed", type=int, default=0, help="sentence seed (default 0)")
     parser.add_argument("--style-share", type=finite_float, default=0.0,
                         help="share of train items rendered in a non-neutral style (high, low; default 0)")
+    parser.add_argument("--natural-share", type=finite_float, default=0.0,
+                        help="share of train items whose sentence is natural English from the package's natural "
+                             "train pool instead of the grammar (default 0)")
     parser.add_argument("--limit", action="append", default=[], metavar="SPLIT=N",
                         help="synthesize only the first N items of SPLIT (train, dev, test, test_style); the "
                              "splits stay those of the full sizes, so held-out sentences stay held out (repeatable)")
@@ -47,6 +52,6 @@ def run(args: argparse.Namespace) -> int:
 
     stats = make_tts_data(args.out, args.n_train, args.n_test, n_dev=args.n_dev, seed=args.seed, style_share=args.style_share, limits=limits,
                           workers=args.workers, ceiling=not args.no_ceiling, progress=not args.quiet,
-                          phoneme_sync=args.phoneme_sync)
+                          phoneme_sync=args.phoneme_sync, natural_share=args.natural_share)
     print(json.dumps(stats, indent=2))
     return 0

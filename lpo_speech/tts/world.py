@@ -18,6 +18,11 @@
   style_prompts.jsonl   the train sentences with a balanced requested style (no gold): the prompts
                         the emotion track samples its pairs from
   dev_style_prompts.jsonl  the dev sentences the same way: where emotion-track settings are compared
+  ood_dev_prompts.jsonl, ood_test_prompts.jsonl  out-of-domain held-out prompts: natural sentences of
+                        the dev / test pools of lpo_speech.data.natural (outside the grammar every other
+                        file speaks), neutral; the phoneme prompt says any English sentence
+  ood_dev_style_prompts.jsonl, ood_test_style_prompts.jsonl  the same sentences, item i in style
+                        STYLE_CYCLE[i % 3], as test_style_prompts.jsonl (no gold: prompts only)
   train_rare_styles.jsonl  train.jsonl with only the first RARE_STYLE_ITEMS items of each non-neutral
                         style (all neutral items): the emotion track's SFT data, where expressive
                         speech is as scarce as in most corpora (a 10% share is learned fully)
@@ -34,7 +39,9 @@ span, rounded to the 40 ms grid). It needs the `onnx` package (piper's alignment
 Styles (lpo_speech.tts.styles): a share `style_share` of the train items (drawn per item from the seed)
 is rendered in a non-neutral style, split evenly; dev and test items are neutral. A small share is the
 point: like most TTS corpora, the SFT model sees few expressive examples, which is what the emotion
-track then aligns. Sentences come from lpo_speech.data.sentences; the splits share no sentence. Synthesis runs in
+track then aligns. Sentences come from lpo_speech.data.sentences; the splits share no sentence;
+`natural_share` > 0 (`--natural-share`, default 0) replaces that share of the train sentences (drawn
+per item) by natural sentences of lpo_speech.data.natural's train pool. Synthesis runs in
 `workers` processes; each split is written through a resumable JsonlWriter, so an interrupted run
 continues where it stopped (same arguments required: they are stored in make_tts_data.json).
 """
@@ -144,7 +151,8 @@ def split_sentences(n_train: int, n_dev: int, n_test: int, seed: int) -> dict[st
 
 def make_tts_data(out_dir: str | Path, n_train: int, n_test: int, *, n_dev: int = 0, seed: int = 0,
                   style_share: float = 0.0, limits: dict[str, int] | None = None, workers: int = 2,
-                  ceiling: bool = True, progress: bool = True, phoneme_sync: bool = False) -> dict[str, Any]:
+                  ceiling: bool = True, progress: bool = True, phoneme_sync: bool = False,
+                  natural_share: float = 0.0) -> dict[str, Any]:
     """Build (or finish building) the TTS world in `out_dir`; returns counts, seconds and the ceiling.
 
     `limits` ({split: k}, splits train/dev/test/test_style) synthesizes only the first k items of a
@@ -154,6 +162,9 @@ def make_tts_data(out_dir: str | Path, n_train: int, n_test: int, *, n_dev: int 
         raise UserError(f"item counts must be >= 0 and not all 0 (n_train={n_train}, n_dev={n_dev}, n_test={n_test})")
     if not 0.0 <= style_share <= 1.0:
         raise UserError(f"--style-share {style_share} outside [0, 1]")
+    from lpo_speech.data.natural import check_share, held_out, mix_natural
+
+    check_share(natural_share)
     limits = dict(limits or {})
     for name, k in limits.items():
         if name not in ("train", "dev", "test", "test_style") or not isinstance(k, int) or k < 0:
@@ -162,7 +173,8 @@ def make_tts_data(out_dir: str | Path, n_train: int, n_test: int, *, n_dev: int 
     out.mkdir(parents=True, exist_ok=True)
     config = {"n_train": n_train, "n_dev": n_dev, "n_test": n_test, "seed": seed, "voice": "piper:joe",
               "codec": WORLD_CODEC, "style_share": style_share, **({"limits": limits} if limits else {}),
-              **({"phoneme_sync": True} if phoneme_sync else {})}
+              **({"phoneme_sync": True} if phoneme_sync else {}),
+              **({"natural_share": natural_share} if natural_share else {})}  # only when used: old worlds match
     check_settings(out, config, path=out / "make_tts_data.json")
     tok = TtsTokenizer(phoneme_sync=phoneme_sync)
     tok.save(out / "tokenizer.json")
@@ -174,6 +186,7 @@ def make_tts_data(out_dir: str | Path, n_train: int, n_test: int, *, n_dev: int 
 
     start, made = time.monotonic(), {}
     splits = split_sentences(n_train, n_dev, n_test, seed)
+    splits["train"] = mix_natural(splits["train"], [f"train-{i:05d}" for i in range(n_train)], natural_share, seed)
     with (ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(tok.to_dict(),))
           if workers > 1 else contextlib.nullcontext()) as pool:
         if pool is None:
@@ -191,6 +204,12 @@ def make_tts_data(out_dir: str | Path, n_train: int, n_test: int, *, n_dev: int 
     for name, split, prefix in (("style_prompts.jsonl", "train", "style"), ("dev_style_prompts.jsonl", "dev", "dev_style")):
         if splits[split]:
             write_style_prompts(out / name, prefix, splits[split])
+    for held in ("dev", "test"):  # prompt files only (no synthesis): cheap, so always written
+        texts = held_out(held, seed)
+        write_jsonl_atomic(out / f"ood_{held}_prompts.jsonl",
+                           [{"id": f"ood_{held}-{i:05d}", "text": t, "emotion": "neutral", "speaker_audio": REF_PATH}
+                            for i, t in enumerate(texts)])
+        write_style_prompts(out / f"ood_{held}_style_prompts.jsonl", f"ood_{held}_style", texts)
     stats: dict[str, Any] = {**made, "seconds": round(time.monotonic() - start, 1)}
     if ceiling and splits["test"]:
         stats["ceiling"] = measure_ceiling(out, progress=progress)

@@ -89,3 +89,115 @@ def test_make_asr_data_interrupted_and_resumed(tmp_path):
 
     with pytest.raises(UserError, match="other settings"):
         make_asr_data(out, 6, 3, seed=0, styles=["espeak"], workers=1, progress=False)
+
+
+# ---- out-of-domain held-out sets and natural text in training ------------------------------------
+
+def test_ood_conditions_are_disjoint_from_training():
+    """Every out-of-domain plan differs from every training item in voice, speed, noise or room."""
+    from lpo_speech.tts.styles import STYLES as TTS_STYLES
+
+    assert not {v.lower() for v in synth.OOD_ESPEAK_VOICES} & {v.lower() for v in synth.ESPEAK_VOICES}
+    assert not {v.lower() for v in synth.OOD_ESPEAK_VARIANTS} & {v.lower() for v in synth.ESPEAK_VARIANTS}
+    assert not set(synth.OOD_CONDITIONS) & set(synth.STYLES)
+    tts_scales = {s.length_scale for s in TTS_STYLES.values()}
+    plans = synth.plan_ood_split([TEXT] * 350, "ood_dev", 0)
+    assert {p["source"] for p in plans} == set(synth.OOD_CONDITIONS)
+    for p in plans:
+        cond = p["source"]
+        if cond == "espeak-accent":
+            assert p["voice"] in synth.OOD_ESPEAK_VOICES
+        elif cond == "espeak-variant":
+            assert p["variant"] in synth.OOD_ESPEAK_VARIANTS
+        elif cond in ("piper-fast", "piper-slow"):
+            assert not 0.85 <= p["length_scale"] <= 1.2 and p["length_scale"] not in tts_scales
+            if cond == "piper-slow":  # timbre/rhythm noise beyond training's 0.4-0.9 / 0.5-1.0
+                assert p["noise_scale"] > 0.9 and p["noise_w_scale"] > 1.0
+        elif cond == "piper+brown":
+            assert p["snr_db"] < 0.0  # training: white/pink noise at 0-12 dB
+        elif cond == "piper+babble":
+            from lpo_speech.data.natural import pool
+
+            assert 3 <= len(p["talkers"]) <= 6 and {t["text"] for t in p["talkers"]} <= set(pool("train"))
+        elif cond == "piper+hall":
+            assert p["rt60"] > 1.2  # training rooms: rt60 0.4-1.2 s
+    assert plans == synth.plan_ood_split([TEXT] * 350, "ood_dev", 0)
+    counts = [sum(p["source"] == c for p in plans[:20]) for c in synth.OOD_CONDITIONS]
+    assert max(counts) - min(counts) <= 1  # balanced in any prefix
+    with pytest.raises(UserError, match="unknown out-of-domain condition 'opera'"):
+        synth.plan_ood_split([TEXT], "ood_dev", 0, ["opera"])
+
+
+def test_brown_noise_and_babble_mix_at_their_snr():
+    rng = np.random.default_rng(0)
+    speech = synth.synth_espeak("Please do not open the window.")
+    for snr in (-20.0, 5.0):
+        noisy = synth.add_noise(speech, snr, rng, brown=True)
+        noise = noisy - speech
+        assert 10 * np.log10(np.mean(speech**2) / np.mean(noise**2)) == pytest.approx(snr, abs=0.01)
+        spec = np.abs(np.fft.rfft(noise)) ** 2
+        cut = int(len(spec) * 200 / (SAMPLE_RATE / 2))  # brown: most power below 200 Hz
+        assert spec[:cut].sum() > 0.9 * spec.sum()
+    # white and pink draw and shape exactly as before the brown option (existing data reproduces)
+    base = np.random.default_rng(3).standard_normal(len(speech))
+    spec = np.fft.rfft(base)
+    spec[1:] /= np.sqrt(np.arange(1, len(spec)))
+    pink = np.fft.irfft(spec, n=len(speech))
+    pink *= np.sqrt(np.mean(speech**2) / (np.mean(pink**2) * 10 ** 0.5))
+    assert np.array_equal(synth.add_noise(speech, 5.0, np.random.default_rng(3), pink=True),
+                          (speech + pink).astype(np.float32))
+    talkers = [synth.synth_espeak("The rain starts soon."), synth.synth_espeak("We go home.", variant="f2")]
+    mixed = synth.add_babble(speech, talkers, 3.0, rng)
+    assert len(mixed) == len(speech)
+    assert 10 * np.log10(np.mean(speech**2) / np.mean((mixed - speech) ** 2)) == pytest.approx(3.0, abs=0.01)
+
+
+def test_make_ood_asr_data_every_condition_resumed(tmp_path):
+    """One utterance per condition through the CLI, a lost wav redone alone, settings checked."""
+    from lpo_speech.data.natural import pool
+
+    out = tmp_path / "asr"
+    n = len(synth.OOD_CONDITIONS)
+    assert cli_main(["make-asr-data", "--out", str(out), "--ood", "--n-ood-dev", str(n), "--n-ood-test", "1",
+                     "--workers", "1"]) == 0
+    assert not (out / "train.jsonl").exists()  # --ood makes only the held-out sets
+    dev, test = _lines(out / "ood_dev.jsonl"), _lines(out / "ood_test.jsonl")
+    assert [r["source"] for r in dev] == list(synth.OOD_CONDITIONS) and len(test) == 1
+    assert {r["text"] for r in dev} <= set(pool("dev")) and {r["text"] for r in test} <= set(pool("test"))
+    for rec in dev + test:
+        plan = synth.plan_ood_item(rec["id"], rec["text"], rec["source"], 0)
+        assert {k: rec[k] for k in plan if k not in ("talkers",)} == {k: v for k, v in plan.items() if k != "talkers"}
+        audio = load_audio(out / rec["audio"], sample_rate=SAMPLE_RATE)  # 16 kHz mono, or an error
+        assert audio.ndim == 1 and _rms(audio) > 0.01 and len(audio) / SAMPLE_RATE > 0.5
+    assert next(r for r in dev if r["source"] == "piper+babble")["talkers"] >= 3
+
+    (out / "ood_dev.jsonl").rename(out / "ood_dev.jsonl.partial")  # as if killed before the rename
+    os.remove(out / dev[3]["audio"])
+    kept = os.stat(out / dev[0]["audio"]).st_mtime_ns
+    stats = synth.make_ood_asr_data(out, n, 1, workers=1, progress=False)
+    assert stats["ood_dev"] == 1 and stats["ood_test"] == 0
+    assert _lines(out / "ood_dev.jsonl") == dev and os.stat(out / dev[0]["audio"]).st_mtime_ns == kept
+    with pytest.raises(UserError, match="other settings"):
+        synth.make_ood_asr_data(out, n, 2, workers=1, progress=False)
+    with pytest.raises(UserError, match="natural test pool holds"):
+        synth.make_ood_asr_data(tmp_path / "x", 1, 10_000, workers=1, progress=False)
+    assert cli_main(["make-asr-data", "--out", str(tmp_path / "y"), "--n-ood-dev", "3"]) == 2
+
+
+def test_make_asr_data_natural_share(tmp_path):
+    from lpo_speech.data.natural import pool
+    from lpo_speech.data.sentences import make_splits
+
+    out = tmp_path / "asr"
+    assert cli_main(["make-asr-data", "--out", str(out), "--n-train", "3", "--n-test", "1", "--natural-share", "1",
+                     "--workers", "1"]) == 0
+    train, test = _lines(out / "train.jsonl"), _lines(out / "test.jsonl")
+    assert {r["text"] for r in train} <= set(pool("train")) and len({r["text"] for r in train}) == 3
+    assert [r["text"] for r in test] == make_splits(3, 1, 0)[1]  # the held-out split stays the grammar's
+    assert json.loads((out / "make_asr_data.json").read_text())["natural_share"] == 1.0
+    with pytest.raises(UserError, match="other settings"):
+        make_asr_data(out, 3, 1, seed=0, workers=1, progress=False)
+    with pytest.raises(UserError, match="outside"):
+        make_asr_data(tmp_path / "x", 3, 1, natural_share=-0.1, workers=1, progress=False)
+    make_asr_data(tmp_path / "z", 0, 0, workers=1, progress=False)  # default: settings as before the option
+    assert set(json.loads((tmp_path / "z" / "make_asr_data.json").read_text())) == {"n_train", "n_test", "seed", "styles"}

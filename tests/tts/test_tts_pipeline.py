@@ -238,8 +238,9 @@ def test_eval_shards_across_processes_with_the_same_result(tts_world, tts_model,
             "--max-seconds", "0.6", "--temperature", "1.0", "--seed", "5", "--sampling-threads", "1"]
     lpo(*args, "--out", str(tmp_path / "one"), cwd=tmp_path)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "lpo_speech.cli",
-                    *args, "--out", str(tmp_path / "two")], cwd=tmp_path, check=True, capture_output=True, env=env)
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "lpo_speech.cli",
+                          *args, "--out", str(tmp_path / "two")], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
     label = Path(tts_model).name
     one = (tmp_path / "one" / label / "utterances.jsonl").read_text().splitlines()
     two = (tmp_path / "two" / label / "utterances.jsonl").read_text().splitlines()
