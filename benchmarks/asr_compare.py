@@ -39,7 +39,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from lpo_speech.adapters import load_adapter
-    from lpo_speech.demo import _run, asr_stage
+    from lpo_speech.demo import asr_stage
+    from lpo_speech.steps import run_command
     from lpo_speech.evaluate import evaluate, markdown_table
     from lpo_speech.recipes import load_train_recipe
     from lpo_speech.trainer import read_metrics, train
@@ -72,7 +73,7 @@ def main() -> None:
     confirm = {}
     if args.confirm:  # the sentence generator is prefix-stable: a longer test split extends the first one
         cdata = out / "confirm" / "data"
-        _run(["make-asr-data", "--out", str(cdata), "--n-train", str(args.n_train),
+        run_command(["make-asr-data", "--out", str(cdata), "--n-train", str(args.n_train),
               "--n-test", str(args.n_test + args.confirm)], done=cdata / "test.jsonl")
         rows = (cdata / "test.jsonl").read_text().splitlines()[args.n_test:]
         (cdata / "confirm.jsonl").write_text("\n".join(rows) + "\n")

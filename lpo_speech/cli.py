@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "train": "lpo_speech.commands.train",
     "merge": "lpo_speech.commands.merge",
     "eval": "lpo_speech.commands.eval",
+    "study": "lpo_speech.commands.study",
 }
 
 

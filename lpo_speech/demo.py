@@ -22,11 +22,11 @@ emotion  the phoneme-synchronous SFT model that saw few styled utterances
 from __future__ import annotations
 
 import json
-import shlex
 import time
 from pathlib import Path
 
 from lpo_speech.errors import UserError
+from lpo_speech.steps import run_command, train_command
 
 REPO = Path(__file__).resolve().parents[1]
 ASR_RECIPE = REPO / "recipes" / "asr" / "whisper-tiny-offline.yaml"
@@ -38,37 +38,17 @@ STYLE_CLASSIFIER = REPO / "assets" / "style-classifier.json"
 TRACKS = ("asr", "tts", "emotion")
 
 
-def _run(args: list[str], done: Path | None = None) -> None:
-    from lpo_speech.cli import main
-
-    shown = "lpo-speech " + " ".join(shlex.quote(a) for a in args)
-    if done is not None and done.exists():
-        print(f"\n== skip (done: {done}) {shown}", flush=True)
-        return
-    print(f"\n== {shown}", flush=True)
-    t0 = time.perf_counter()
-    rc = main(args)
-    if rc != 0:
-        raise UserError(f"demo stage failed (exit {rc}): {shown}")
-    print(f"== done in {time.perf_counter() - t0:.0f} s", flush=True)
-
-
-def _train(recipe: Path, overrides: list[str], run_dir: Path) -> None:
-    resume = ["--resume"] if (run_dir / "checkpoints").exists() else []
-    _run(["train", str(recipe), *overrides, *resume], done=run_dir / "model" / "model.safetensors")
-
-
 def asr_stage(out: Path, *, n_train: int, n_test: int, recipe: Path = ASR_RECIPE) -> dict:
     asr = out / "asr"
     paths = [f"model.path={asr / 'base'}", f"build_pairs.manifest={asr / 'data' / 'train.jsonl'}",
              f"build_pairs.work_dir={asr / 'pairs'}", f"data.pairs={asr / 'pairs' / 'pairs_ref.jsonl'}",
              f"train.out_dir={asr / 'lpo'}"]
-    _run(["make-asr-data", "--out", str(asr / "data"), "--n-train", str(n_train), "--n-test", str(n_test)],
+    run_command(["make-asr-data", "--out", str(asr / "data"), "--n-train", str(n_train), "--n-test", str(n_test)],
          done=asr / "data" / "test.jsonl")
-    _run(["import-whisper-ct2", "bundled", str(asr / "base")], done=asr / "base" / "model.safetensors")
-    _run(["build-pairs", str(recipe), *paths], done=asr / "pairs" / "pairs_ref.jsonl")
-    _train(recipe, paths, asr / "lpo")
-    _run(["eval", "--wer", "--model", str(asr / "base"), "--model", str(asr / "lpo" / "model"), "--label", "base",
+    run_command(["import-whisper-ct2", "bundled", str(asr / "base")], done=asr / "base" / "model.safetensors")
+    run_command(["build-pairs", str(recipe), *paths], done=asr / "pairs" / "pairs_ref.jsonl")
+    train_command(recipe, paths, asr / "lpo")
+    run_command(["eval", "--wer", "--model", str(asr / "base"), "--model", str(asr / "lpo" / "model"), "--label", "base",
           "--label", "lpo", "--data", str(asr / "data" / "test.jsonl"), "--out", str(asr / "eval")],
          done=asr / "eval" / "table.md")
     metrics = json.loads((asr / "eval" / "metrics.json").read_text())
@@ -89,7 +69,7 @@ def tts_world(out: Path, *, n_prompts: int, n_test: int, sft: Path = TTS_SFT, tr
             "--n-test", str(world["n_test"]), "--seed", str(world["seed"]), "--style-share", str(world["style_share"]),
             "--limit", f"train={n_prompts}", "--limit", "dev=0", "--limit", f"test={n_test}",
             "--limit", f"test_style={n_test}", "--no-ceiling", *(["--phoneme-sync"] if world.get("phoneme_sync") else [])]
-    _run(args, done=data / "test_style_prompts.jsonl")
+    run_command(args, done=data / "test_style_prompts.jsonl")
     return data
 
 
@@ -97,10 +77,10 @@ def _align(stage: Path, recipe: Path, sft: Path, paths: list[str], heldout: Path
     """build-pairs -> train -> eval (SFT vs LPO on `heldout`) for a TTS recipe; (metrics, pair summary)."""
     paths = [f"model.path={sft}", f"build_pairs.work_dir={stage / 'pairs'}",
              f"data.pairs={stage / 'pairs' / 'pairs_ref.jsonl'}", f"train.out_dir={stage / 'lpo'}", *paths]
-    _run(["build-pairs", str(recipe), *paths], done=stage / "pairs" / "pairs_ref.jsonl")
-    _train(recipe, paths, stage / "lpo")
+    run_command(["build-pairs", str(recipe), *paths], done=stage / "pairs" / "pairs_ref.jsonl")
+    train_command(recipe, paths, stage / "lpo")
     # One sampling thread, as the recipes' runtime.sampling_threads: the tiny models sample fastest so.
-    _run(["eval", "--wer", "--model", str(sft), "--model", str(stage / "lpo" / "model"), "--label", "sft", "--label",
+    run_command(["eval", "--wer", "--model", str(sft), "--model", str(stage / "lpo" / "model"), "--label", "sft", "--label",
           "lpo", "--data", str(heldout), "--out", str(stage / "eval"), "--sampling-threads", "1", *eval_extra],
          done=stage / "eval" / "table.md")
     return (json.loads((stage / "eval" / "metrics.json").read_text()),
