@@ -24,7 +24,8 @@ from lpo_speech.losses import LOSSES
 from lpo_speech.precision import DTYPES
 
 
-def _need(cond: bool, key: str, msg: str) -> None:
+def require(cond: bool, key: str, msg: str) -> None:
+    """A recipe check: `key: msg` as a ValueError (build_recipe turns it into one located UserError)."""
     if not cond:
         raise ValueError(f"{key}: {msg}")
 
@@ -40,12 +41,12 @@ class LoraSettings:
     save: str = "merged"  # what the run's model/ holds: merged (full weights) | adapter (peft folder) | both
 
     def validate(self) -> None:
-        _need(self.r >= 1, "model.lora.r", "must be >= 1")
-        _need(self.alpha > 0 and math.isfinite(self.alpha), "model.lora.alpha", "must be > 0")
-        _need(0 <= self.dropout < 1, "model.lora.dropout", "must be in [0, 1)")
-        _need(bool(self.target_modules) and all(isinstance(t, str) and t for t in self.target_modules),
+        require(self.r >= 1, "model.lora.r", "must be >= 1")
+        require(self.alpha > 0 and math.isfinite(self.alpha), "model.lora.alpha", "must be > 0")
+        require(0 <= self.dropout < 1, "model.lora.dropout", "must be in [0, 1)")
+        require(bool(self.target_modules) and all(isinstance(t, str) and t for t in self.target_modules),
               "model.lora.target_modules", "module names, e.g. [q_proj, v_proj], or [all-linear]")
-        _need(self.save in ("merged", "adapter", "both"), "model.lora.save", "merged, adapter or both")
+        require(self.save in ("merged", "adapter", "both"), "model.lora.save", "merged, adapter or both")
 
 
 @dataclass
@@ -63,18 +64,18 @@ class ModelConfig:
     instruction: str | None = None  # audio_llm: the text instruction of the prompt (None: the model's own or "Transcribe the audio.")
 
     def validate(self) -> None:
-        _need(self.adapter in ADAPTERS, "model.adapter", f"one of {sorted(ADAPTERS)}")
-        _need(self.dtype in ("auto", *DTYPES), "model.dtype", "auto, float32 or bfloat16")
-        _need(self.num_codebooks >= 1, "model.num_codebooks", "must be >= 1")
-        _need(self.codebook_reduction in CODEBOOK_REDUCTIONS, "model.codebook_reduction",
+        require(self.adapter in ADAPTERS, "model.adapter", f"one of {sorted(ADAPTERS)}")
+        require(self.dtype in ("auto", *DTYPES), "model.dtype", "auto, float32 or bfloat16")
+        require(self.num_codebooks >= 1, "model.num_codebooks", "must be >= 1")
+        require(self.codebook_reduction in CODEBOOK_REDUCTIONS, "model.codebook_reduction",
               f"one of {list(CODEBOOK_REDUCTIONS)}")
-        _need(self.adapter == "whisper" or (self.language is None and self.task is None),
+        require(self.adapter == "whisper" or (self.language is None and self.task is None),
               "model.language/task", "only for the whisper adapter")
-        _need(self.adapter in ("whisper", "audio_llm") or not self.freeze_encoder, "model.freeze_encoder",
+        require(self.adapter in ("whisper", "audio_llm") or not self.freeze_encoder, "model.freeze_encoder",
               "only for the whisper and audio_llm adapters")
-        _need(self.instruction is None or (self.adapter == "audio_llm" and bool(self.instruction.strip())),
+        require(self.instruction is None or (self.adapter == "audio_llm" and bool(self.instruction.strip())),
               "model.instruction", "a non-empty text, only for the audio_llm adapter")
-        _need(self.task in (None, "transcribe", "translate"), "model.task", "transcribe or translate")
+        require(self.task in (None, "transcribe", "translate"), "model.task", "transcribe or translate")
 
 
 ADAPTERS = {"causal_lm": "lpo_speech.adapters.causal_lm:CausalLMAdapter",
@@ -89,7 +90,7 @@ class DataConfig:
     length_buckets: bool = True  # batch pairs of similar length to cut padding
 
     def validate(self) -> None:
-        _need(self.max_length >= 2, "data.max_length", "must be >= 2")
+        require(self.max_length >= 2, "data.max_length", "must be >= 2")
 
 
 @dataclass
@@ -104,16 +105,16 @@ class LossConfig:
     average_logps: bool = True  # length-average sequence log-probs (the LPO authors' setting)
 
     def validate(self) -> None:
-        _need(self.type in LOSSES, "loss.type", f"one of {sorted(LOSSES)}")
-        _need(0 < self.beta <= 100, "loss.beta", f"must be > 0 and <= 100, got {self.beta}")
-        _need(0 < self.r1 <= 100, "loss.r1", f"must be > 0 and <= 100, got {self.r1}")
-        _need(0 < self.r2 <= 100, "loss.r2", f"must be > 0 and <= 100, got {self.r2}")
-        _need(0 <= self.gamma <= 1000, "loss.gamma", f"must be in [0, 1000], got {self.gamma}")
-        _need(0 <= self.label_smoothing < 0.5, "loss.label_smoothing", "must be in [0, 0.5)")
-        _need(0 <= self.sft_weight <= 1000, "loss.sft_weight", f"must be in [0, 1000], got {self.sft_weight}")
-        _need(self.type != "sft" or self.sft_weight > 0, "loss.sft_weight", "must be > 0 for loss.type sft")
+        require(self.type in LOSSES, "loss.type", f"one of {sorted(LOSSES)}")
+        require(0 < self.beta <= 100, "loss.beta", f"must be > 0 and <= 100, got {self.beta}")
+        require(0 < self.r1 <= 100, "loss.r1", f"must be > 0 and <= 100, got {self.r1}")
+        require(0 < self.r2 <= 100, "loss.r2", f"must be > 0 and <= 100, got {self.r2}")
+        require(0 <= self.gamma <= 1000, "loss.gamma", f"must be in [0, 1000], got {self.gamma}")
+        require(0 <= self.label_smoothing < 0.5, "loss.label_smoothing", "must be in [0, 0.5)")
+        require(0 <= self.sft_weight <= 1000, "loss.sft_weight", f"must be in [0, 1000], got {self.sft_weight}")
+        require(self.type != "sft" or self.sft_weight > 0, "loss.sft_weight", "must be > 0 for loss.type sft")
         # sft has no reference: the regularizer would silently be gamma x NLL on top of the NLL term.
-        _need(self.type != "sft" or self.gamma == 0, "loss.gamma", "must be 0 for loss.type sft")
+        require(self.type != "sft" or self.gamma == 0, "loss.gamma", "must be 0 for loss.type sft")
 
 
 @dataclass
@@ -122,7 +123,7 @@ class ReferenceConfig:
     path: str | None = None  # reference model for source=model (default: model.path)
 
     def validate(self) -> None:
-        _need(self.source in ("precomputed", "model"), "reference.source", "precomputed or model")
+        require(self.source in ("precomputed", "model"), "reference.source", "precomputed or model")
 
 
 @dataclass
@@ -150,23 +151,23 @@ class TrainConfig:
     fsdp_reshard_after_forward: bool = True  # fsdp: free gathered weights after forward (less memory, more traffic)
 
     def validate(self) -> None:
-        _need(0 < self.lr <= 1, "train.lr", f"must be > 0 and <= 1, got {self.lr}")
-        _need(0 <= self.min_lr <= self.lr, "train.min_lr", f"must be in [0, lr], got {self.min_lr}")
-        _need(self.warmup_steps >= 0 and self.max_steps >= 0, "train.warmup_steps/max_steps", "must be >= 0")
-        _need(self.epochs > 0 or self.max_steps > 0, "train.epochs", "must be > 0 when max_steps is 0")
-        _need(self.batch_size >= 1 and self.grad_accum >= 1, "train.batch_size/grad_accum", "must be >= 1")
-        _need(len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas), "train.adam_betas",
+        require(0 < self.lr <= 1, "train.lr", f"must be > 0 and <= 1, got {self.lr}")
+        require(0 <= self.min_lr <= self.lr, "train.min_lr", f"must be in [0, lr], got {self.min_lr}")
+        require(self.warmup_steps >= 0 and self.max_steps >= 0, "train.warmup_steps/max_steps", "must be >= 0")
+        require(self.epochs > 0 or self.max_steps > 0, "train.epochs", "must be > 0 when max_steps is 0")
+        require(self.batch_size >= 1 and self.grad_accum >= 1, "train.batch_size/grad_accum", "must be >= 1")
+        require(len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas), "train.adam_betas",
               "two values in [0, 1)")
-        _need(0 < self.adam_eps <= 1e-2, "train.adam_eps", f"must be > 0 and <= 0.01, got {self.adam_eps}")
-        _need(0 <= self.weight_decay <= 10, "train.weight_decay", f"must be in [0, 10], got {self.weight_decay}")
-        _need(self.max_grad_norm >= 0, "train.max_grad_norm", f"must be >= 0 (0 disables clipping), got {self.max_grad_norm}")
-        _need(self.log_every >= 1 and self.save_every >= 0 and self.keep_checkpoints >= 1,
+        require(0 < self.adam_eps <= 1e-2, "train.adam_eps", f"must be > 0 and <= 0.01, got {self.adam_eps}")
+        require(0 <= self.weight_decay <= 10, "train.weight_decay", f"must be in [0, 10], got {self.weight_decay}")
+        require(self.max_grad_norm >= 0, "train.max_grad_norm", f"must be >= 0 (0 disables clipping), got {self.max_grad_norm}")
+        require(self.log_every >= 1 and self.save_every >= 0 and self.keep_checkpoints >= 1,
               "train.log_every/save_every/keep_checkpoints", "log_every >= 1, save_every >= 0, keep >= 1")
-        _need(len(set(self.seeds)) == len(self.seeds) and len(self.seeds) != 1, "train.seeds",
+        require(len(set(self.seeds)) == len(self.seeds) and len(self.seeds) != 1, "train.seeds",
               "empty (one run with train.seed) or two or more distinct seeds")
-        _need(self.strategy in STRATEGIES, "train.strategy", f"one of {', '.join(STRATEGIES)}")
-        _need(self.master_dtype in DTYPES, "train.master_dtype", "float32 or bfloat16")
-        _need(self.strategy == "fsdp" or not self.fsdp_cpu_offload, "train.fsdp_cpu_offload", "needs strategy fsdp")
+        require(self.strategy in STRATEGIES, "train.strategy", f"one of {', '.join(STRATEGIES)}")
+        require(self.master_dtype in DTYPES, "train.master_dtype", "float32 or bfloat16")
+        require(self.strategy == "fsdp" or not self.fsdp_cpu_offload, "train.fsdp_cpu_offload", "needs strategy fsdp")
 
 
 STRATEGIES = ("ddp", "fsdp")
@@ -182,11 +183,11 @@ class RuntimeConfig:
     sampling_threads: int | None = None  # torch CPU threads while sampling codec tokens (null: threads)
 
     def validate(self) -> None:
-        _need(self.device in DEVICE_CHOICES, "runtime.device", "auto, cpu or cuda")
-        _need(self.judge_device is None or valid_device(self.judge_device), "runtime.judge_device",
+        require(self.device in DEVICE_CHOICES, "runtime.device", "auto, cpu or cuda")
+        require(self.judge_device is None or valid_device(self.judge_device), "runtime.judge_device",
               "null, auto, cpu, cuda or cuda:N")
-        _need(self.threads is None or self.threads >= 1, "runtime.threads", "null or >= 1")
-        _need(self.sampling_threads is None or self.sampling_threads >= 1, "runtime.sampling_threads", "null or >= 1")
+        require(self.threads is None or self.threads >= 1, "runtime.threads", "null or >= 1")
+        require(self.sampling_threads is None or self.sampling_threads >= 1, "runtime.sampling_threads", "null or >= 1")
 
 
 @dataclass

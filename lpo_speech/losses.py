@@ -113,11 +113,11 @@ def preference_loss(
     ref_chosen_logps: Tensor,
     ref_rejected_logps: Tensor,
     *,
-    loss_type: str = "lpo-ste",
+    loss_type: str = "lpo-ste",  # defaults are the recipe's (config.LossConfig; a test keeps them equal)
     beta: float = 0.2,
     r1: float = 1.0,
-    r2: float = 1.0,
-    gamma: float = 0.0,
+    r2: float = 0.8,
+    gamma: float = 5.0,
     label_smoothing: float = 0.0,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Per-example preference losses (regularizer included) and detached metrics.

@@ -15,11 +15,22 @@ from lpo_speech.config import TrainRecipe, apply_overrides, build_recipe, read_r
 from lpo_speech.errors import UserError, short
 
 # `track:` key -> recipe dataclass "module:Class". The base schema has no `track` key. A track recipe
-# has `train_recipe()` (its training sections) and `make_pairs(quiet=..., overwrite=...)` (its build-pairs stage).
+# has `train_recipe()` (its training sections).
 TRACKS: dict[str, str] = {
     "asr": "lpo_speech.asr.recipe:AsrRecipe",
     "tts": "lpo_speech.tts.recipe:TtsRecipe",
 }
+# `track:` key -> its build-pairs stage "module:function(recipe, quiet=, overwrite=) -> stats". Kept apart
+# from the recipe classes so a track's pair builder may import its recipe without a cycle.
+PAIR_BUILDERS: dict[str, str] = {
+    "asr": "lpo_speech.asr.pairs:build_asr_pairs",
+    "tts": "lpo_speech.tts.pairs:build_tts_pairs",
+}
+
+
+def _named(spec: str) -> Any:
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def track_class(raw: dict, path: str | Path) -> Any:
@@ -30,8 +41,7 @@ def track_class(raw: dict, path: str | Path) -> Any:
     if not isinstance(track, str) or track not in TRACKS:
         raise UserError(f"unknown track {short(track)} (known: {', '.join(sorted(TRACKS)) or 'none'})",
                         where=str(path))
-    module, _, name = TRACKS[track].partition(":")
-    return getattr(importlib.import_module(module), name)
+    return _named(TRACKS[track])
 
 
 def recipe_class(path: str | Path) -> Any:
@@ -52,3 +62,11 @@ def train_view(recipe: Any) -> TrainRecipe:
 def load_train_recipe(path: str | Path, overrides: list[str] | None = None) -> TrainRecipe:
     """Any recipe, narrowed to what training needs (its model, data, train, loss, reference)."""
     return train_view(load_any_recipe(path, overrides))
+
+
+def build_pairs(recipe: Any, *, quiet: bool = False, overwrite: bool = False) -> dict:
+    """Run a track recipe's build-pairs stage (sample, score, pair, reference log-probs); returns its stats."""
+    track = getattr(recipe, "track", None)
+    if track not in PAIR_BUILDERS:
+        raise UserError("build-pairs needs a track recipe (track: asr or tts); this one has no `track:` key")
+    return _named(PAIR_BUILDERS[track])(recipe, quiet=quiet, overwrite=overwrite)

@@ -12,7 +12,9 @@ import torch
 from lpo_speech.losses import LOSSES, preference_loss
 
 
-def run(x1, x2, **kw):
+def run(x1, x2, gamma=0.0, **kw):
+    """The loss on float64 inputs with zero reference; the regularizer is off unless a test sets gamma."""
+    kw["gamma"] = gamma
     x1 = torch.tensor(x1, dtype=torch.float64, requires_grad=True)
     x2 = torch.tensor(x2, dtype=torch.float64, requires_grad=True)
     zero = torch.zeros_like(x1)
@@ -74,9 +76,10 @@ def test_regularizer_added_only_below_zero():
 
 
 def test_gamma_zero_is_off():
-    _, _, a, _ = run([-0.5], [-1.0], loss_type="lpo-ste", beta=0.5, gamma=0.0)
-    _, _, b, m = run([-0.5], [-1.0], loss_type="lpo-ste", beta=0.5)
-    assert a.item() == b.item() and m["reg"].item() == 0.0
+    _, _, a, m = run([-0.5], [-1.0], loss_type="lpo-ste", beta=0.5, gamma=0.0)
+    _, _, b, m5 = run([-0.5], [-1.0], loss_type="lpo-ste", beta=0.5, gamma=5.0)
+    assert m["reg"].item() == 0.0 and m5["reg"].item() == pytest.approx(2.5)  # 5 * relu(0.5)
+    assert b.item() == pytest.approx(a.item() + 2.5)
 
 
 @pytest.mark.parametrize("beta, r1, r2", [(0.5, 1.0, 3.0), (0.2, 1.0, 0.8), (0.1, 2.0, 0.5)])
@@ -141,3 +144,15 @@ def test_bad_arguments():
         preference_loss(z, z, z, z, loss_type="nope")
     with pytest.raises(ValueError, match="beta"):
         preference_loss(z, z, z, z, beta=0.0)
+
+
+def test_function_defaults_are_the_recipe_defaults():
+    import inspect
+
+    from lpo_speech.config import LossConfig
+
+    params = inspect.signature(preference_loss).parameters
+    cfg = LossConfig()
+    for name in ("beta", "r1", "r2", "gamma", "label_smoothing"):
+        assert params[name].default == getattr(cfg, name), name
+    assert params["loss_type"].default == cfg.type

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lpo_speech.config import (DataConfig, LossConfig, ModelConfig, ReferenceConfig, RuntimeConfig, TrainConfig,
-                                TrainRecipe, _need)
+                                TrainRecipe, require)
 
 
 @dataclass
@@ -28,17 +28,17 @@ class AsrBuildPairs:
     seed: int = 0
 
     def validate(self) -> None:
-        _need(self.lang in ("en", "zh"), "build_pairs.lang", "en or zh")
-        _need(self.samples >= 0 and self.beams >= 0 and self.perturbations >= 0, "build_pairs.samples/beams/perturbations",
+        require(self.lang in ("en", "zh"), "build_pairs.lang", "en or zh")
+        require(self.samples >= 0 and self.beams >= 0 and self.perturbations >= 0, "build_pairs.samples/beams/perturbations",
               "must be >= 0")
-        _need(self.greedy or self.samples or self.beams or self.perturbations, "build_pairs",
+        require(self.greedy or self.samples or self.beams or self.perturbations, "build_pairs",
               "no candidate source: enable greedy, samples, beams or perturbations")
-        _need(self.temperature > 0 and 0 < self.top_p <= 1, "build_pairs.temperature/top_p", "temperature > 0, top_p in (0, 1]")
-        _need(0 < self.perturb_rate <= 1, "build_pairs.perturb_rate", "must be in (0, 1]")
-        _need(self.chosen in ("reference", "best"), "build_pairs.chosen", "reference or best")
-        _need(self.min_margin >= 0 and self.max_pairs_per_utterance >= 1, "build_pairs.min_margin/max_pairs_per_utterance",
+        require(self.temperature > 0 and 0 < self.top_p <= 1, "build_pairs.temperature/top_p", "temperature > 0, top_p in (0, 1]")
+        require(0 < self.perturb_rate <= 1, "build_pairs.perturb_rate", "must be in (0, 1]")
+        require(self.chosen in ("reference", "best"), "build_pairs.chosen", "reference or best")
+        require(self.min_margin >= 0 and self.max_pairs_per_utterance >= 1, "build_pairs.min_margin/max_pairs_per_utterance",
               "margin >= 0, at least one pair")
-        _need(self.batch_size >= 1, "build_pairs.batch_size", "must be >= 1")
+        require(self.batch_size >= 1, "build_pairs.batch_size", "must be >= 1")
 
 
 @dataclass
@@ -53,16 +53,11 @@ class AsrRecipe:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def validate(self) -> None:
-        _need(self.track == "asr", "track", "asr")
-        _need(self.model.adapter in ("whisper", "audio_llm"), "model.adapter", "whisper or audio_llm for the ASR track")
-        _need(self.build_pairs.max_ref_margin is None or self.reference.source == "precomputed",
+        require(self.track == "asr", "track", "asr")
+        require(self.model.adapter in ("whisper", "audio_llm"), "model.adapter", "whisper or audio_llm for the ASR track")
+        require(self.build_pairs.max_ref_margin is None or self.reference.source == "precomputed",
               "build_pairs.max_ref_margin", "needs reference.source: precomputed (the filter uses stored log-probs)")
 
     def train_recipe(self) -> TrainRecipe:
         return TrainRecipe(model=self.model, data=self.data, train=self.train, loss=self.loss, reference=self.reference,
                            runtime=self.runtime)
-
-    def make_pairs(self, *, quiet: bool = False, overwrite: bool = False) -> dict:
-        from lpo_speech.asr.pairs import build_asr_pairs
-
-        return build_asr_pairs(self, quiet=quiet, overwrite=overwrite)

@@ -21,13 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from lpo_speech.errors import UserError
     from lpo_speech.hub import preflight
-    from lpo_speech.recipes import load_any_recipe
+    from lpo_speech.recipes import build_pairs, load_any_recipe
 
     recipe = load_any_recipe(args.recipe, args.overrides)
     preflight(recipe, "build-pairs", args.recipe)
-    if not hasattr(recipe, "make_pairs"):
+    if getattr(recipe, "track", None) is None:
         raise UserError(f"{args.recipe}: no `track:` key; build-pairs needs a track recipe (track: asr or tts)")
-    stats = recipe.make_pairs(quiet=args.quiet, overwrite=args.overwrite)
+    stats = build_pairs(recipe, quiet=args.quiet, overwrite=args.overwrite)
     print(json.dumps(stats, indent=2))
     ref = "with reference log-probs" if recipe.reference.source == "precomputed" else "(reference run by the trainer)"
     print(f"pairs {ref}: {recipe.data.pairs}")

@@ -52,7 +52,7 @@ def _to_16k(audio: np.ndarray, sr: int) -> np.ndarray:
     return audio if sr == SAMPLE_RATE else soxr.resample(audio, sr, SAMPLE_RATE).astype(np.float32)
 
 
-def _load_piper(alignments: bool = False) -> Any:
+def load_piper(alignments: bool = False) -> Any:
     """The joe voice with a one-thread onnx session (PiperVoice.load would start one per core).
 
     Parallelism comes from worker processes; extra onnx threads only fight them for the cores.
@@ -91,7 +91,7 @@ def synth_piper(text: str, *, length_scale: float | None = None, noise_scale: fl
     """
     from piper import SynthesisConfig
 
-    voice = _load_piper()
+    voice = load_piper()
     cfg = SynthesisConfig(length_scale=length_scale, noise_scale=noise_scale, noise_w_scale=noise_w_scale)
     chunks = list(voice.synthesize(text, cfg))
     if not chunks:
@@ -107,7 +107,7 @@ def synth_piper_aligned(text: str, *, length_scale: float | None = None) -> tupl
     their time to the first and last phoneme of their sentence, and a joining space lasts 0 s."""
     from piper import SynthesisConfig
 
-    voice = _load_piper(alignments=True)
+    voice = load_piper(alignments=True)
     chunks = list(voice.synthesize(text, SynthesisConfig(length_scale=length_scale), include_alignments=True))
     if not chunks:
         raise ValueError(f"piper produced no audio for {text!r}")

@@ -25,7 +25,7 @@ class AsrJudge(Protocol):
     def transcribe(self, wavs: list[np.ndarray], sr: int) -> list[str]: ...
 
 
-def _to_16k(wavs: list[np.ndarray], sr: int, what: str = "asr input") -> list[np.ndarray]:
+def to_16k(wavs: list[np.ndarray], sr: int, what: str = "asr input") -> list[np.ndarray]:
     """Mono float32 at 16 kHz in [-1, 1]; every ASR here (and emotion2vec) expects exactly that."""
     out = []
     for i, w in enumerate(wavs):
@@ -42,7 +42,7 @@ def _to_16k(wavs: list[np.ndarray], sr: int, what: str = "asr input") -> list[np
     return out
 
 
-def _load_error(what: str, name: str, e: Exception) -> UserError:
+def load_error(what: str, name: str, e: Exception) -> UserError:
     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
     return UserError(f"cannot load {what}: {first}", where=str(name))
 
@@ -62,7 +62,7 @@ def _faster_whisper(model: str, device: str, device_index: int, compute_type: st
         return WhisperModel(path, device=device, device_index=device_index, compute_type=compute_type,
                             cpu_threads=cpu_threads)
     except Exception as e:  # bad path / hub name without network: a user error, one line
-        raise _load_error("faster-whisper model", model, e) from None
+        raise load_error("faster-whisper model", model, e) from None
 
 
 class FasterWhisperJudge:
@@ -83,7 +83,7 @@ class FasterWhisperJudge:
         self.temperature = float(temperature)
 
     def transcribe(self, wavs: list[np.ndarray], sr: int) -> list[str]:
-        wavs = _to_16k(wavs, sr)
+        wavs = to_16k(wavs, sr)
         m = _faster_whisper(self.model, self.device, self.device_index, self.compute_type, self.cpu_threads)
         language = self.language if m.model.is_multilingual else None
         texts = []
@@ -108,7 +108,7 @@ def _hf_whisper(path: str, device: str):
         processor = WhisperProcessor.from_pretrained(path)
         model = WhisperForConditionalGeneration.from_pretrained(path)
     except Exception as e:
-        raise _load_error("transformers Whisper", path, e) from None
+        raise load_error("transformers Whisper", path, e) from None
     return processor, model.to(device).eval()
 
 
@@ -123,7 +123,7 @@ class TransformersWhisperJudge:
     def transcribe(self, wavs: list[np.ndarray], sr: int) -> list[str]:
         import torch
 
-        wavs = _to_16k(wavs, sr)
+        wavs = to_16k(wavs, sr)
         processor, model = _hf_whisper(self.path, self.device)
         gen: dict[str, Any] = {"num_beams": self.num_beams, "max_new_tokens": self.max_new_tokens}
         if self.language and getattr(model.generation_config, "is_multilingual", False):
@@ -154,7 +154,7 @@ def _funasr(model: str, options_json: str):
     try:
         return AutoModel(model=model, disable_update=True, disable_pbar=True, **options)
     except Exception as e:
-        raise _load_error("FunASR model", model, e) from None
+        raise load_error("FunASR model", model, e) from None
 
 
 class FunAsrJudge:
@@ -170,7 +170,7 @@ class FunAsrJudge:
             raise UserError(f"FunASR options must be plain JSON values: {e}", where=self.model) from None
 
     def transcribe(self, wavs: list[np.ndarray], sr: int) -> list[str]:
-        wavs = _to_16k(wavs, sr)
+        wavs = to_16k(wavs, sr)
         todo = [i for i, w in enumerate(wavs) if w.size]
         texts = [""] * len(wavs)
         if not todo:

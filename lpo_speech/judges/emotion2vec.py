@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from lpo_speech.errors import UserError
-from lpo_speech.judges.asr import _load_error, _to_16k
+from lpo_speech.judges.asr import load_error, to_16k
 
 SR = 16000
 
@@ -59,7 +59,7 @@ def _emotion2vec(model: str, options_json: str):
     try:
         m = AutoModel(model=path, disable_update=True, disable_pbar=True, **options)
     except Exception as e:
-        raise _load_error("emotion2vec model", model, e) from None
+        raise load_error("emotion2vec model", model, e) from None
     tokenizer = m.kwargs.get("tokenizer")
     raw = [str(t) for t in getattr(tokenizer, "token_list", None) or []]
     raw = [t for t in raw if not t.startswith("unuse")]
@@ -104,7 +104,7 @@ class Emotion2vecScorer:
 
     def probabilities(self, wavs: list[np.ndarray], sr: int, texts: list[str] | None = None) -> np.ndarray:
         m, raw, labels, min_len = self._load()
-        clips = _to_16k(wavs, sr, "emotion input")
+        clips = to_16k(wavs, sr, "emotion input")
         out = np.full((len(clips), len(labels)), 1.0 / len(labels))
         todo = [i for i, a in enumerate(clips) if a.size]
         if not todo:

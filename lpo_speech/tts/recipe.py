@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lpo_speech.config import (DataConfig, LossConfig, ModelConfig, ReferenceConfig, RuntimeConfig, TrainConfig,
-                                TrainRecipe, _need)
+                                TrainRecipe, require)
 
 # Score name -> +1 when higher is better, -1 when lower is better.
 SCORE_DIRECTIONS = {"failure": -1, "wer": -1, "cer": -1, "sim": 1, "dnsmos": 1, "emotion": 1}
@@ -58,47 +58,47 @@ class TtsBuildPairs:
     seed: int = 0
 
     def validate(self) -> None:
-        _need(self.samples >= 0 and self.perturbations >= 0, "build_pairs.samples/perturbations", "must be >= 0")
-        _need(self.samples > 0 or self.greedy or self.perturbations > 0, "build_pairs.samples/greedy/perturbations",
+        require(self.samples >= 0 and self.perturbations >= 0, "build_pairs.samples/perturbations", "must be >= 0")
+        require(self.samples > 0 or self.greedy or self.perturbations > 0, "build_pairs.samples/greedy/perturbations",
               "need a candidate source (samples >= 1, greedy or perturbations >= 1)")
-        _need(0 < self.perturb_rate <= 1, "build_pairs.perturb_rate", "must be in (0, 1]")
-        _need(self.perturbations == 0 or self.chosen in ("gold", "rendered"), "build_pairs.perturbations",
+        require(0 < self.perturb_rate <= 1, "build_pairs.perturb_rate", "must be in (0, 1]")
+        require(self.perturbations == 0 or self.chosen in ("gold", "rendered"), "build_pairs.perturbations",
               "perturbation-based candidates are rendered like the gold: they need chosen: gold or rendered")
-        _need(self.limit >= 0, "build_pairs.limit", "must be >= 0")
-        _need(self.temperature > 0 and 0 < self.top_p <= 1 and self.top_k >= 0, "build_pairs.temperature/top_p/top_k",
+        require(self.limit >= 0, "build_pairs.limit", "must be >= 0")
+        require(self.temperature > 0 and 0 < self.top_p <= 1 and self.top_k >= 0, "build_pairs.temperature/top_p/top_k",
               "temperature > 0, top_p in (0, 1], top_k >= 0")
-        _need(self.max_seconds > 0 and self.seconds_per_char > 0, "build_pairs.max_seconds/seconds_per_char", "> 0")
-        _need(self.chosen in ("best", "gold", "rendered"), "build_pairs.chosen", "best, gold or rendered")
-        _need(self.chosen != "gold" or self.gold is not None, "build_pairs.gold", "needed for chosen: gold")
-        _need(self.selection in ("lexicographic", "pareto"), "build_pairs.selection", "lexicographic or pareto")
-        _need(all(k in SCORE_DIRECTIONS for k in self.keys) and (bool(self.keys) or self.judge is None),
+        require(self.max_seconds > 0 and self.seconds_per_char > 0, "build_pairs.max_seconds/seconds_per_char", "> 0")
+        require(self.chosen in ("best", "gold", "rendered"), "build_pairs.chosen", "best, gold or rendered")
+        require(self.chosen != "gold" or self.gold is not None, "build_pairs.gold", "needed for chosen: gold")
+        require(self.selection in ("lexicographic", "pareto"), "build_pairs.selection", "lexicographic or pareto")
+        require(all(k in SCORE_DIRECTIONS for k in self.keys) and (bool(self.keys) or self.judge is None),
               "build_pairs.keys", f"non-empty, from {sorted(SCORE_DIRECTIONS)}")
         unscored = (self.chosen in ("gold", "rendered") and not self.keys and not self.min_margins and not self.max_chosen_deficit
                     and self.max_chosen_cer is None and not self.chosen_stable and not self.similarity
                     and not self.dnsmos and self.emotion is None)
-        _need(self.judge is not None or unscored, "build_pairs.judge",
+        require(self.judge is not None or unscored, "build_pairs.judge",
               "null (unscored candidates) needs chosen: gold or rendered and no score rules: keys: [], min_margins: {}, "
               "max_chosen_deficit: {}, max_chosen_cer: null, chosen_stable: false, similarity: false, "
               "dnsmos: false, emotion: null")
-        _need(all(k in SCORE_DIRECTIONS and _finite(v) and v >= 0 for k, v in self.min_margins.items()),
+        require(all(k in SCORE_DIRECTIONS and _finite(v) and v >= 0 for k, v in self.min_margins.items()),
               "build_pairs.min_margins", f"score -> finite margin >= 0, scores from {sorted(SCORE_DIRECTIONS)}")
-        _need(self.margin_rule in ("all", "any"), "build_pairs.margin_rule", "all or any")
-        _need("sim" not in self.keys + list(self.min_margins) or self.similarity, "build_pairs.similarity",
+        require(self.margin_rule in ("all", "any"), "build_pairs.margin_rule", "all or any")
+        require("sim" not in self.keys + list(self.min_margins) or self.similarity, "build_pairs.similarity",
               "must be true when ranking on sim")
-        _need("dnsmos" not in self.keys + list(self.min_margins) or self.dnsmos, "build_pairs.dnsmos",
+        require("dnsmos" not in self.keys + list(self.min_margins) or self.dnsmos, "build_pairs.dnsmos",
               "must be true when ranking on dnsmos")
-        _need(all(k in SCORE_DIRECTIONS and _finite(v) and v >= 0 for k, v in self.max_chosen_deficit.items()),
+        require(all(k in SCORE_DIRECTIONS and _finite(v) and v >= 0 for k, v in self.max_chosen_deficit.items()),
               "build_pairs.max_chosen_deficit",
               f"score -> finite allowed deficit >= 0, scores from {sorted(SCORE_DIRECTIONS)}")
-        _need("emotion" not in self.keys + list(self.min_margins) + list(self.max_chosen_deficit)
+        require("emotion" not in self.keys + list(self.min_margins) + list(self.max_chosen_deficit)
               or self.emotion is not None, "build_pairs.emotion",
               "an emotion scorer is needed to rank on emotion (e.g. {type: prosody, path: ...})")
-        _need(self.emotion is None or self.emotion.get("type") in ("prosody", "emotion2vec"), "build_pairs.emotion.type",
+        require(self.emotion is None or self.emotion.get("type") in ("prosody", "emotion2vec"), "build_pairs.emotion.type",
               "prosody or emotion2vec")
-        _need(self.max_length_ratio is None or self.max_length_ratio >= 1, "build_pairs.max_length_ratio",
+        require(self.max_length_ratio is None or self.max_length_ratio >= 1, "build_pairs.max_length_ratio",
               "null or >= 1 (longer / shorter duration of the pair)")
-        _need(self.max_chosen_cer is None or self.max_chosen_cer >= 0, "build_pairs.max_chosen_cer", ">= 0")
-        _need(self.pairs_per_prompt >= 1 and self.batch_size >= 1 and self.prompts_per_shard_step >= 1,
+        require(self.max_chosen_cer is None or self.max_chosen_cer >= 0, "build_pairs.max_chosen_cer", ">= 0")
+        require(self.pairs_per_prompt >= 1 and self.batch_size >= 1 and self.prompts_per_shard_step >= 1,
               "build_pairs.pairs_per_prompt/batch_size/prompts_per_shard_step", "must be >= 1")
 
 
@@ -115,16 +115,11 @@ class TtsRecipe:
     offline_twin: str | None = None  # a recipe that runs without hub access; named when the hub is unreachable
 
     def validate(self) -> None:
-        _need(self.track == "tts", "track", "tts")
-        _need(self.offline_twin is None or self.offline_twin.endswith((".yaml", ".yml")), "offline_twin",
+        require(self.track == "tts", "track", "tts")
+        require(self.offline_twin is None or self.offline_twin.endswith((".yaml", ".yml")), "offline_twin",
               "a recipe file (.yaml)")
-        _need(self.model.adapter == "causal_lm", "model.adapter", "causal_lm for the TTS track")
+        require(self.model.adapter == "causal_lm", "model.adapter", "causal_lm for the TTS track")
 
     def train_recipe(self) -> TrainRecipe:
         return TrainRecipe(model=self.model, data=self.data, train=self.train, loss=self.loss, reference=self.reference,
                            runtime=self.runtime)
-
-    def make_pairs(self, *, quiet: bool = False, overwrite: bool = False) -> dict:
-        from lpo_speech.tts.pairs import build_tts_pairs
-
-        return build_tts_pairs(self, quiet=quiet, overwrite=overwrite)

@@ -112,9 +112,9 @@ def piper_symbols() -> list[str]:
 
 def phonemize(text: str) -> list[str]:
     """espeak IPA symbols of `text` via piper's voice; sentences joined by a space."""
-    from lpo_speech.data.synth import _load_piper
+    from lpo_speech.data.synth import load_piper
 
-    sentences = _load_piper().phonemize(text)
+    sentences = load_piper().phonemize(text)
     out: list[str] = []
     for s in sentences:
         if out and s:

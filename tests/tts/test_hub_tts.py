@@ -158,7 +158,7 @@ def test_eval_tts_runs(llasa, tmp_path):
 def test_build_pairs_and_train_on_the_import(llasa, tmp_path):
     """The imported folder works as a recipe's model unchanged, and the trained model keeps its tokenizer."""
     from lpo_speech.records import PreferencePair, load_jsonl
-    from lpo_speech.recipes import load_any_recipe, load_train_recipe
+    from lpo_speech.recipes import build_pairs, load_any_recipe, load_train_recipe
     from lpo_speech.trainer import train
     from lpo_speech.tts.model import load_codec_lm
 
@@ -176,7 +176,7 @@ loss: {{type: lpo-ste}}
 train: {{out_dir: {tmp_path}/run, lr: 1.0e-3, max_steps: 1, batch_size: 2}}
 runtime: {{device: cpu, sampling_threads: 1}}
 """)
-    stats = load_any_recipe(recipe_path).make_pairs(quiet=True)
+    stats = build_pairs(load_any_recipe(recipe_path), quiet=True)
     pairs = load_jsonl(tmp_path / "pairs" / "pairs_ref.jsonl", PreferencePair)
     assert stats["prompts"] == 2 and len(pairs) == stats["pairs_written"] >= 1
     _, tok = load_codec_lm(dst)
@@ -192,7 +192,7 @@ runtime: {{device: cpu, sampling_threads: 1}}
 
     rendered = ["build_pairs.chosen=rendered", "build_pairs.perturbations=1", f"build_pairs.work_dir={tmp_path}/pp"]
     with pytest.raises(UserError, match="offline world's voice and codec .codec2:700C.; this model's codec is 'hf:"):
-        load_any_recipe(recipe_path, rendered).make_pairs(quiet=True)
+        build_pairs(load_any_recipe(recipe_path, rendered), quiet=True)
     assert not (tmp_path / "pp" / "candidates.jsonl").exists()
 
 

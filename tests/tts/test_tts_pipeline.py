@@ -182,7 +182,7 @@ def test_select_pairs_rules_and_summary():
 
 def test_build_pairs_gold_then_lpo_train(tts_world, tts_model, tmp_path):
     """The recipe path end to end: candidates -> pairs -> reference log-probs -> one LPO step."""
-    from lpo_speech.recipes import load_any_recipe, load_train_recipe
+    from lpo_speech.recipes import build_pairs, load_any_recipe, load_train_recipe
     from lpo_speech.trainer import read_metrics, train
 
     out, _ = tts_world
@@ -199,7 +199,7 @@ train: {{out_dir: {tmp_path}/run, lr: 1.0e-3, max_steps: 1, batch_size: 2}}
 runtime: {{device: cpu, sampling_threads: 1}}
 """)
     recipe = load_any_recipe(recipe_path)
-    stats = recipe.make_pairs(quiet=True)
+    stats = build_pairs(recipe, quiet=True)
     assert stats["prompts"] == 2 and stats["candidates"] == 6 and stats["candidates_by_source"] == {"sample": 4, "gold": 2}
     rows = [json.loads(x) for x in (tmp_path / "pairs" / "candidates.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["train-00000", "train-00001"]
@@ -276,7 +276,7 @@ def test_perturbation_candidates_are_the_wrong_words_rendered_like_the_gold(tts_
     + Codec2 rendering of other words, rejected without any judge against the gold (`chosen: gold`) or
     against the prompt's own text rendered the same way now (`chosen: rendered`, no gold file)."""
     from lpo_speech.metrics import normalize
-    from lpo_speech.recipes import load_any_recipe
+    from lpo_speech.recipes import build_pairs, load_any_recipe
     from lpo_speech.tts.text import TtsTokenizer
     from lpo_speech.tts.world import render_tokens
 
@@ -294,7 +294,7 @@ loss: {{type: lpo-ste}}
 train: {{out_dir: {tmp_path}/run, max_steps: 1, batch_size: 2}}
 runtime: {{device: cpu, sampling_threads: 1}}
 """)
-    stats = load_any_recipe(recipe_path).make_pairs(quiet=True)
+    stats = build_pairs(load_any_recipe(recipe_path), quiet=True)
     assert stats["candidates_by_source"] == {chosen: 3, "perturb": 6} and stats["pairs"] == 6
     gold = {p.id: p for p in load_jsonl(out / "train.jsonl", PreferencePair)}
     tok = TtsTokenizer.load(out / "tokenizer.json")
