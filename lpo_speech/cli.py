@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "import-whisper-ct2": "lpo_speech.commands.import_whisper_ct2",
     "init-audio-llm": "lpo_speech.commands.init_audio_llm",
     "import-tts-lm": "lpo_speech.commands.import_tts_lm",
+    "sft-pairs": "lpo_speech.commands.sft_pairs",
     "build-pairs": "lpo_speech.commands.build_pairs",
     "ref-logps": "lpo_speech.commands.ref_logps",
     "train": "lpo_speech.commands.train",

@@ -333,3 +333,18 @@ def rebase_audio(pair: "PreferencePair", from_dir: Path, to_dir: Path) -> "Prefe
     if pair.audio and not Path(pair.audio).is_absolute():
         pair.audio = os.path.relpath(Path(from_dir) / pair.audio, to_dir)
     return pair
+
+
+def write_sft_examples(manifest: str | Path, out: str | Path) -> int:
+    """An ASR manifest ({id, audio, text}) as chosen-only SFT examples ({id, prompt_id, audio, chosen_text},
+    audio relative to `out`'s folder) for `loss.type: sft`, the first stage of SFT-then-preference
+    pipelines; written atomically. Returns the count."""
+    import os
+
+    out = Path(out)
+    utts = load_jsonl(str(manifest), AsrUtterance)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pairs = [PreferencePair(id=u.id, prompt_id=u.id, audio=os.path.relpath(resolve_audio(str(manifest), u.audio), out.parent),
+                            chosen_text=u.text) for u in utts]
+    write_jsonl_atomic(out, pairs)
+    return len(pairs)

@@ -114,3 +114,12 @@ def test_bad_study_files_are_one_line(tmp_path, body, message):
                        text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and message in p.stderr, p.stderr
     assert sorted(x.name for x in tmp_path.iterdir()) == ["s.yaml"]  # nothing left behind
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "studies").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_study_loads_and_names_valid_recipes(path, lpo, tmp_path):
+    """--dry-run loads the study and validates every variant's recipe up front, running nothing."""
+    proc = lpo("study", str(path), "--dry-run", cwd=REPO)
+    lines = proc.stdout.splitlines()
+    assert lines and all(line.startswith("lpo-speech ") for line in lines)
+    assert sum(" train " in f" {line} " for line in lines) >= 3

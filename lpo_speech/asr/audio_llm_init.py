@@ -141,19 +141,3 @@ def init_audio_llm(out: str | Path, *, size: str = "test", seed: int = 0, proces
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
-
-
-def write_sft_examples(manifest: str | Path, out: str | Path) -> int:
-    """An ASR manifest ({id, audio, text}) as chosen-only SFT examples ({id, prompt_id, audio, chosen_text},
-    audio relative to `out`'s folder) for `loss.type: sft`; written atomically. Returns the count."""
-    import os
-
-    from lpo_speech.records import AsrUtterance, PreferencePair, load_jsonl, resolve_audio, write_jsonl_atomic
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    utts = load_jsonl(str(manifest), AsrUtterance)
-    pairs = [PreferencePair(id=u.id, prompt_id=u.id, audio=os.path.relpath(resolve_audio(str(manifest), u.audio), out.parent),
-                            chosen_text=u.text) for u in utts]
-    write_jsonl_atomic(out, pairs)
-    return len(pairs)

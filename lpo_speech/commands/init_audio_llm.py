@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lpo_speech.asr.audio_llm_init import build_processor, init_audio_llm, write_sft_examples
+    from lpo_speech.asr.audio_llm_init import build_processor, init_audio_llm
+    from lpo_speech.records import write_sft_examples
     from lpo_speech.commands.args import check_out_folder
     check_out_folder(args.out, "OUT")
     encoder = None if args.encoder == "none" else args.encoder
