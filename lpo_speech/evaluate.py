@@ -156,9 +156,12 @@ def evaluate(models: list[str], labels: list[str] | None, manifest: str, out: st
     another way instead of stopping); a failure leaves nothing it created behind unless it holds rows."""
     from lpo_speech.tts.evaluate import check_tts_eval, eval_tts  # codec-LM TTS: synthesize the prompt manifest
 
+    from lpo_speech.hub import local_model
+
     labels = labels or [Path(m).name or m for m in models]
     if len(labels) != len(models) or len(set(labels)) != len(labels):
         raise UserError("--label: give one distinct label per --model")
+    models = [local_model(m) for m in models]  # a hub id: its snapshot in the Hugging Face cache
     out_dir = Path(out)
     tts_kw = kw.pop("tts", None) or {}  # TTS-only options (sampling, reference voice, DNSMOS, judge device)
     set_threads(threads)

@@ -318,7 +318,7 @@ def _read_config(path: str):
     hint = f"pass --plan-model PRESET to plan with a stand-in ({', '.join(PRESETS)})"
     if Path(path).exists() and not (Path(path) / "config.json").is_file():
         raise UserError(f"model.path: {path}/config.json: no such file; {hint}")
-    if not Path(path).exists() and not hub_reachable(path):  # asked first: transformers retries for ~20 s
+    if not Path(path).exists() and not hub_reachable(path, "config"):  # asked first: transformers retries for ~20 s
         raise UserError(f"model.path: no config.json for {path!r}: not a local folder, and as a hub model it "
                         f"cannot be reached (no network, or no such repository) and is not cached; {hint}")
     try:

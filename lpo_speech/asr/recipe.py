@@ -51,9 +51,12 @@ class AsrRecipe:
     loss: LossConfig = field(default_factory=LossConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    offline_twin: str | None = None  # a recipe that runs without hub access; named when the hub is unreachable
 
     def validate(self) -> None:
         require(self.track == "asr", "track", "asr")
+        require(self.offline_twin is None or self.offline_twin.endswith((".yaml", ".yml")), "offline_twin",
+              "a recipe file (.yaml)")
         require(self.model.adapter in ("whisper", "audio_llm"), "model.adapter", "whisper or audio_llm for the ASR track")
         require(self.build_pairs.max_ref_margin is None or self.reference.source == "precomputed",
               "build_pairs.max_ref_margin", "needs reference.source: precomputed (the filter uses stored log-probs)")

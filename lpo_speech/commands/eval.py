@@ -12,7 +12,7 @@ HELP = "evaluate models' error rates (WER, CER, per-utterance WER mean) on a man
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wer", action="store_true", required=True,
                         help="score word/character error rates (the metric family this command computes)")
-    parser.add_argument("--model", action="append", required=True, help="model directory; repeat to compare")
+    parser.add_argument("--model", action="append", required=True, help="model directory or hub id (fetched into the Hugging Face cache); repeat to compare")
     parser.add_argument("--label", action="append", help="names for the models in the table (default: folder names)")
     parser.add_argument("--data", required=True, help="ASR manifest (JSONL: id, audio, text)")
     parser.add_argument("--out", required=True, help="output folder")

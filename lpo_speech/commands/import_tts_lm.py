@@ -19,7 +19,7 @@ tts.codec_offset + c) ending with <|SPEECH_GENERATION_END|> (tts.eos_id). The co
 the number of speech tokens (XCodec2: 65,536).
 
 example:
-  lpo-speech import-tts-lm HKUSTAudio/Llasa-1B runs/llasa-1b --layout llasa --codec hf:HKUSTAudio/xcodec2-hf
+  lpo-speech import-tts-lm HKUSTAudio/Llasa-1B runs/llasa-1b --layout llasa --codec hf:hf-audio/xcodec2
 """
 
 
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="token layout preset (default: llasa)")
     parser.add_argument("--codec", metavar="CODEC",
                         help="codec spec stored with the model: hf:HUB_ID_OR_FOLDER (transformers XCodec2, EnCodec, "
-                             "DAC, Mimi, X-codec) or codec2:MODE (default for llasa: hf:HKUSTAudio/xcodec2-hf)")
+                             "DAC, Mimi, X-codec) or codec2:MODE (default for llasa: hf:hf-audio/xcodec2)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -34,26 +34,27 @@ LAYOUTS: dict[str, dict[str, Any]] = {
         "speech_token": "<|s_{i}|>",
         "eos_token": "<|SPEECH_GENERATION_END|>",
         "emotion_template": "({emotion}) ",
-        "codec": "hf:HKUSTAudio/xcodec2-hf",
+        "codec": "hf:hf-audio/xcodec2",
         "max_prompt_tokens": 512,
     },
 }
 
 
 def check_source(src: str) -> str:
-    """`src` as a local folder or a reachable hub id; otherwise one line (before any slow load:
-    transformers retries an unreachable hub for about a minute)."""
-    from lpo_speech.hub import hub_reachable, looks_like_hub_id
+    """`src` as a local folder or a hub id whose config, weights and tokenizer can be loaded; otherwise
+    one line (before any slow load: transformers retries an unreachable hub for about a minute)."""
+    from lpo_speech.hub import HubModel, looks_like_hub_id, missing
 
     local = Path(src).expanduser()
     if local.exists():
         if not (local / "config.json").is_file():
             raise UserError("no config.json: not a transformers model folder", where=src)
         return str(local)
-    if looks_like_hub_id(src) and hub_reachable(src):
+    reason = missing(HubModel("", src, "lm")) if looks_like_hub_id(src) else "is not an org/name id"
+    if reason is None:
         return src
-    raise UserError("not a local folder, and as a hub model it cannot be reached (no network, or no such "
-                    "repository) and is not cached; point it at a local copy (save_pretrained folder)", where=src)
+    raise UserError(f"not a local folder, and as a hub model {reason}; point it at a local copy "
+                    "(save_pretrained folder)", where=src)
 
 
 def speech_block(text_tok, speech_token: str, where: str) -> tuple[int, int]:
@@ -142,17 +143,16 @@ def import_tts_lm(src: str, dst: str | Path, *, layout: str = "llasa", codec: st
 
 def codec_spec(spec: str) -> str:
     """Local codec folders as absolute paths, so the model finds its codec from any working directory;
-    a hub codec must be reachable (one line now rather than a minute of retries)."""
-    from lpo_speech.hub import hub_reachable, looks_like_hub_id
+    a hub codec must be loadable (one line now rather than a minute of retries)."""
+    from lpo_speech.hub import HubModel, looks_like_hub_id, missing
 
     kind, _, arg = spec.partition(":")
     if kind != "hf" or not arg:
         return spec
     if Path(arg).expanduser().exists():
         return f"hf:{Path(arg).expanduser().resolve()}"
-    if looks_like_hub_id(arg) and not hub_reachable(arg):
-        raise UserError(f"codec {arg!r} is not a local folder, and as a hub model it cannot be reached "
-                        "(no network, or no such repository) and is not cached", where="--codec")
+    if looks_like_hub_id(arg) and (reason := missing(HubModel("--codec", arg, "codec"))):
+        raise UserError(f"codec {arg!r} is not a local folder, and as a hub model {reason}", where="--codec")
     return spec
 
 

@@ -60,7 +60,7 @@ table, which then describes the layout completely:
     emotion_template  written before the text when a prompt asks for an emotion or style (`"({emotion}) "`):
                       the model has no control tokens, so the instruction travels as text
     codec_offset      id of speech token 0 (`<|s_0|>`); codec id c is model id codec_offset + c
-    codec, codebook_sizes   the codec spec (e.g. `hf:HKUSTAudio/xcodec2-hf`) and its slots ([65536])
+    codec, codebook_sizes   the codec spec (e.g. `hf:hf-audio/xcodec2`) and its slots ([65536])
     eos_id            the id that ends the audio (`<|SPEECH_GENERATION_END|>`); pad_id for batching
     bos_id            prepended to the encoded template, or null when the template already holds BOS
 
