@@ -57,7 +57,8 @@ class ModelConfig:
     gradient_checkpointing: bool = False  # activation checkpointing (recompute layers in backward)
     lora: LoraSettings | None = None  # train a LoRA adapter instead of every weight (peft)
     num_codebooks: int = 1  # tokens per codec frame in the response stream
-    codebook_reduction: str = "flat"  # flat | sum | first (see lpo_speech.logps)
+    codebook_reduction: str = "flat"  # flat | sum | first | level (see lpo_speech.logps)
+    codebook_levels: list[int] | None = None  # "level": each slot's codebook level (SNAC / Orpheus: [0,1,2,2,1,2,2])
     language: str | None = None  # whisper: multilingual models' language token (e.g. en); None for *.en
     task: str | None = None  # whisper: transcribe | translate; None for *.en
     freeze_encoder: bool = False  # whisper, audio_llm: freeze the encoder (audio tower); its states computed once per audio
@@ -69,6 +70,13 @@ class ModelConfig:
         require(self.num_codebooks >= 1, "model.num_codebooks", "must be >= 1")
         require(self.codebook_reduction in CODEBOOK_REDUCTIONS, "model.codebook_reduction",
               f"one of {list(CODEBOOK_REDUCTIONS)}")
+        levels = self.codebook_levels
+        require(self.codebook_reduction != "level" or (isinstance(levels, list) and len(levels) == self.num_codebooks
+                                                       and all(isinstance(v, int) and v >= 0 for v in levels)),
+              "model.codebook_levels", "for codebook_reduction level: one level (int >= 0) per slot "
+              "(model.num_codebooks of them)")
+        require(levels is None or self.codebook_reduction == "level", "model.codebook_levels",
+              "only with codebook_reduction: level")
         require(self.adapter == "whisper" or (self.language is None and self.task is None),
               "model.language/task", "only for the whisper adapter")
         require(self.adapter in ("whisper", "audio_llm") or not self.freeze_encoder, "model.freeze_encoder",

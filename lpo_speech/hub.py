@@ -36,6 +36,7 @@ NEEDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "processor": (("config.json",), WEIGHTS, ("preprocessor_config.json", "processor_config.json"),
                   ("tokenizer.json", "vocab.json", "tokenizer.model")),  # Whisper, Qwen2-Audio
     "codec": (("config.json",), WEIGHTS, ("preprocessor_config.json",)),  # EnCodec, DAC, Mimi, XCodec2
+    "snac": (("config.json",), ("pytorch_model.bin",)),                   # SNAC.from_pretrained
     "funasr": (("config.yaml",), ("model.pt",)),                          # FunASR AutoModel folders
 }
 
@@ -107,14 +108,15 @@ def hub_reachable(repo_id: str, kind: str = "model", timeout: float = 10.0) -> b
     return missing(HubModel("", repo_id, kind), timeout) is None
 
 
-def _codec_of(model_dir: str) -> str | None:
-    """The hub codec a local codec LM names in its config (`tts.codec: hf:ORG/NAME`), if any."""
+def _codec_of(model_dir: str) -> tuple[str, str] | None:
+    """(kind, hub id) of the codec a local codec LM names in its config (`tts.codec: hf:ORG/NAME` or
+    `snac:ORG/NAME`), if any."""
     try:
         spec = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")).get("tts", {}).get("codec")
     except (OSError, ValueError, AttributeError):
         return None
     kind, _, arg = str(spec or "").partition(":")
-    return arg if kind == "hf" else None
+    return ({"hf": "codec", "snac": "snac"}[kind], arg) if kind in ("hf", "snac") else None
 
 
 def hub_models(recipe) -> list[HubModel]:
@@ -126,7 +128,7 @@ def hub_models(recipe) -> list[HubModel]:
     if ref:
         found.append(HubModel("reference.path", ref, found[0].kind))
     if Path(recipe.model.path).is_dir() and (codec := _codec_of(recipe.model.path)):
-        found.append(HubModel("model.path codec (config.json tts.codec)", codec, "codec"))
+        found.append(HubModel("model.path codec (config.json tts.codec)", codec[1], codec[0]))
     bp = getattr(recipe, "build_pairs", None)
     judge = getattr(bp, "judge", None) or {}
     if judge.get("type") == "transformers-whisper" and judge.get("path"):

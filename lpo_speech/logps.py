@@ -23,6 +23,9 @@ Multi-codebook codec LMs: every response token carries a codebook slot (0..K-1).
   "sum"   sum over codebooks: same sum, averaging divides by the number of frames = tokens / K
           (NeMo, ESPnet);
   "first" first codebook only: tokens of slot 0; averaging divides by the number of frames (veRL-omni).
+  "level" hierarchical frames (SNAC / Orpheus: slot levels 0,1,2,2,1,2,2): averaging takes the mean
+          log-prob of each codebook level, then the mean over levels, so a frame's one coarse code
+          weighs as much as its four fine ones; summing is the flat sum. Needs `slot_levels`.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from __future__ import annotations
 import torch
 
 Tensor = torch.Tensor
-CODEBOOK_REDUCTIONS = ("flat", "sum", "first")
+CODEBOOK_REDUCTIONS = ("flat", "sum", "first", "level")
 # Elements of fp32 logits held at once (32M floats = 128 MB); rows per chunk = this // vocab.
 DEFAULT_CHUNK_ELEMS = 1 << 25
 # Largest per-sequence weight-gradient stash (S x V x H float32) linear_sequence_logps keeps; beyond it
@@ -213,14 +216,28 @@ def reduce_sequences(
     slots: Tensor | None = None,
     num_codebooks: int = 1,
     codebook_reduction: str = "flat",
+    slot_levels: tuple[int, ...] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Per-sequence log-prob [num_seqs] and token count from packed token log-probs.
 
-    `seq_index[i]` names the sequence of token i; `slots[i]` its codebook (None = single stream).
+    `seq_index[i]` names the sequence of token i; `slots[i]` its codebook (None = single stream);
+    `slot_levels[k]` the codebook level of slot k ("level" reduction only).
     Returns `(logps, n_tokens)`, with `logps` summed or averaged as described in the module docstring.
     """
     if codebook_reduction not in CODEBOOK_REDUCTIONS:
         raise ValueError(f"codebook_reduction must be one of {CODEBOOK_REDUCTIONS}, got {codebook_reduction!r}")
+    if codebook_reduction == "level" and average and slots is not None:
+        if slot_levels is None or len(slot_levels) != num_codebooks:
+            raise ValueError(f"codebook_reduction 'level' needs slot_levels for {num_codebooks} slots")
+        level = torch.as_tensor(slot_levels, device=slots.device)[slots]
+        n_levels = int(max(slot_levels)) + 1
+        key = seq_index * n_levels + level
+        level_sums = token_logps.new_zeros(num_seqs * n_levels).index_add(0, key, token_logps)
+        counts = torch.bincount(key, minlength=num_seqs * n_levels).to(token_logps.dtype)
+        present = (counts > 0).to(token_logps.dtype).view(num_seqs, n_levels)
+        means = (level_sums / counts.clamp(min=1)).view(num_seqs, n_levels)
+        n_tokens = torch.bincount(seq_index, minlength=num_seqs).to(token_logps.dtype)
+        return (means * present).sum(1) / present.sum(1).clamp(min=1), n_tokens
     if codebook_reduction == "first" and slots is not None:
         keep = slots == 0
         token_logps, seq_index = token_logps[keep], seq_index[keep]

@@ -97,7 +97,8 @@ class Adapter(Protocol):
 
 def response_logps(hidden: torch.Tensor, ids: torch.Tensor, response_mask: torch.Tensor, head: nn.Module, *,
                    average: bool, num_codebooks: int = 1, codebook_reduction: str = "flat",
-                   response_pos: torch.Tensor | None = None, num_pairs: int | None = None) -> SeqLogps:
+                   response_pos: torch.Tensor | None = None, num_pairs: int | None = None,
+                   slot_levels: tuple[int, ...] | None = None) -> SeqLogps:
     """SeqLogps from decoder states [2B, L, H] of rows (chosen..., rejected...) and their ids
     ([B, L, H] of chosen rows only when `num_pairs` says the batch is chosen-only).
 
@@ -109,7 +110,7 @@ def response_logps(hidden: torch.Tensor, ids: torch.Tensor, response_mask: torch
     slots = response_pos[:, 1:][sel] % num_codebooks if num_codebooks > 1 and response_pos is not None else None
     n = ids.shape[0]
     logps, _ = reduce_sequences(tok, rows, n, average=average, slots=slots, num_codebooks=num_codebooks,
-                                codebook_reduction=codebook_reduction)
+                                codebook_reduction=codebook_reduction, slot_levels=slot_levels)
     mean_logp, _ = reduce_sequences(tok, rows, n, average=True)
     return split_pairs(logps, mean_logp, num_pairs if num_pairs is not None else n // 2)
 

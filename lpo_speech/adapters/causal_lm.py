@@ -80,12 +80,14 @@ def copy_tokenizer(src: str | Path, dst: str | Path) -> bool:
 class CausalLMPairModel(PairModel):
     hf_attr = "lm"
 
-    def __init__(self, lm: nn.Module, *, average: bool, num_codebooks: int, codebook_reduction: str):
+    def __init__(self, lm: nn.Module, *, average: bool, num_codebooks: int, codebook_reduction: str,
+                 codebook_levels: tuple[int, ...] | None = None):
         super().__init__()
         self.lm = lm
         self.average = average
         self.num_codebooks = num_codebooks
         self.codebook_reduction = codebook_reduction
+        self.codebook_levels = codebook_levels
 
     def forward(self, batch: dict[str, torch.Tensor]) -> SeqLogps:
         ids = batch["input_ids"]
@@ -95,11 +97,13 @@ class CausalLMPairModel(PairModel):
         hidden = self.lm.get_decoder()(input_ids=ids, attention_mask=batch["attention_mask"],
                                        use_cache=False).last_hidden_state
         head = self.lm.get_output_embeddings()
-        first = self.codebook_reduction == "first" and self.num_codebooks > 1  # sums over slot 0 only
-        if first or "logp_index" not in batch:  # token-level path (masks; reduce_sequences)
+        # "first" sums slot 0 only and "level" averages per level: both need each token's slot.
+        by_slot = self.codebook_reduction in ("first", "level") and self.num_codebooks > 1
+        if by_slot or "logp_index" not in batch:  # token-level path (masks; reduce_sequences)
             return response_logps(hidden, ids, batch["response_mask"], head, average=self.average,
                                   num_codebooks=self.num_codebooks, codebook_reduction=self.codebook_reduction,
-                                  response_pos=batch["response_pos"], num_pairs=pairs)
+                                  response_pos=batch["response_pos"], num_pairs=pairs,
+                                  slot_levels=self.codebook_levels)
         rows = hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch["logp_index"])
         sums = linear_sequence_logps(rows, head.weight, batch["logp_targets"], batch["logp_seq"],
                                      batch["logp_offsets"].values, getattr(head, "bias", None))
@@ -148,7 +152,8 @@ class CausalLMAdapter:
         if self.cfg.gradient_checkpointing:
             lm.activation_checkpointing_enable()
         return CausalLMPairModel(lm, average=self.average, num_codebooks=self.cfg.num_codebooks,
-                                 codebook_reduction=self.cfg.codebook_reduction).to(device)
+                                 codebook_reduction=self.cfg.codebook_reduction,
+                                 codebook_levels=tuple(self.cfg.codebook_levels or ()) or None).to(device)
 
     def encode(self, pair: PreferencePair, where: str, base_dir: Path | None = None) -> dict[str, Any]:
         if pair.chosen_tokens is None or pair.prompt_tokens is None:

@@ -30,6 +30,16 @@ Residual VQ codecs: one slot per quantizer, all of size `codebook_size`. XCodec2
 (65,536), so one slot. Its encoder also takes a log-mel input (80 Kaldi fbank bins, two frames
 stacked) for its semantic branch; we compute it with SeamlessM4TFeatureExtractor (numpy), as the
 original XCodec2 code does, because transformers' Xcodec2FeatureExtractor needs torchaudio.
+
+Hierarchical codecs (`SnacCodec`, SNAC through the `snac` package: Orpheus's codec)
+-----------------------------------------------------------------------------------
+SNAC's codebooks run at different rates: with `vq_strides` [4, 2, 1] (snac_24khz) one coarse frame
+holds 1 code of level 0, 2 of level 1 and 4 of level 2. A frame is written as 7 slots in Orpheus's
+order, depth first through that hierarchy: (level 0, code 0), (1, 0), (2, 0), (2, 1), (1, 1), (2, 2),
+(2, 3); slot p's code c becomes `p * codebook_size + c`, as Orpheus's `<custom_token_...>` ids do.
+`codebook_levels` names each slot's level, so a log-prob can weigh the levels equally
+(`model.codebook_reduction: level`, lpo_speech.logps) rather than letting the 4 fine codes of a
+frame outweigh its one coarse code.
 """
 
 from __future__ import annotations
@@ -357,6 +367,87 @@ class HFCodec(SlotCodec):
         return out.reshape(-1).float().cpu().numpy().astype(np.float32)
 
 
+# ------------------------------------------------------------------------------------------- SNAC
+
+def frame_order(vq_strides: list[int] | tuple[int, ...]) -> list[tuple[int, int]]:
+    """(level, index within the frame) of each slot of one coarse frame, depth first (Orpheus's order).
+    Strides must fall by a whole factor per level, ending at 1 (e.g. [4, 2, 1])."""
+    strides = [int(s) for s in vq_strides]
+    if strides[-1] != 1 or any(a % b or a <= b for a, b in zip(strides, strides[1:])):
+        raise UserError(f"vq_strides {strides}: each must divide the one before it, ending at 1", where="snac")
+    per = [strides[0] // s for s in strides]  # codes of each level in one coarse frame
+    order: list[tuple[int, int]] = []
+
+    def visit(level: int, j: int) -> None:
+        order.append((level, j))
+        if level + 1 < len(per):
+            r = per[level + 1] // per[level]
+            for c in range(r):
+                visit(level + 1, j * r + c)
+
+    visit(0, 0)
+    return order
+
+
+@lru_cache(maxsize=4)
+def _load_snac(path: str, device: str):
+    try:
+        from snac import SNAC
+    except ImportError:
+        raise UserError("the SNAC codec needs the `snac` package (pip install snac)", where=path) from None
+    local = Path(path).expanduser()
+    if local.exists() and not (local / "config.json").is_file():
+        raise UserError("no config.json: not a SNAC checkpoint", where=path)
+    try:
+        model = SNAC.from_pretrained(str(local) if local.exists() else path)
+    except Exception as e:  # a missing file, a bad state dict, no hub access
+        raise UserError(f"cannot load SNAC codec: {str(e).splitlines()[0] if str(e) else e!r}", where=path) from None
+    return model.to(device).eval()
+
+
+class SnacCodec(SlotCodec):
+    """SNAC (`snac:PATH_OR_HUB_ID`, e.g. hubertsiuzdak/snac_24khz): hierarchical frames as 7 slots."""
+
+    def __init__(self, path: str, device: str = "cpu"):
+        self.path, self.device = str(path), str(device)
+        self.model = _load_snac(self.path, self.device)
+        self.name = f"snac:{Path(self.path).name}"
+        self.sample_rate = int(self.model.sampling_rate)
+        self.order = frame_order(self.model.vq_strides)
+        self.per_frame = [sum(1 for lv, _ in self.order if lv == level) for level in range(len(self.model.vq_strides))]
+        self.codebook_sizes = (int(self.model.codebook_size),) * len(self.order)
+        self.codebook_levels = tuple(level for level, _ in self.order)
+        self.frame_rate = self.sample_rate / (int(self.model.hop_length) * int(self.model.vq_strides[0]))
+
+    def encode(self, wav: np.ndarray, sr: int) -> np.ndarray:
+        """Audio at any rate -> int64 codes [coarse frames, 7] (SNAC pads the end to whole frames)."""
+        import torch
+
+        x = _resample(_mono_float(wav, self.name), sr, self.sample_rate)
+        with torch.no_grad():
+            codes = [c[0].cpu().numpy() for c in self.model.encode(torch.from_numpy(x)[None, None].to(self.device))]
+        n = codes[0].shape[0]
+        out = np.zeros((n, len(self.order)), dtype=np.int64)
+        for p, (level, j) in enumerate(self.order):
+            out[:, p] = codes[level].reshape(n, self.per_frame[level])[:, j]
+        return out
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """Codes [frames, 7] -> float32 audio at the codec's rate."""
+        import torch
+
+        arr = self.check_codes(codes)
+        n = arr.shape[0]
+        if n == 0:
+            return np.zeros(0, dtype=np.float32)
+        levels = [np.zeros((n, k), dtype=np.int64) for k in self.per_frame]
+        for p, (level, j) in enumerate(self.order):
+            levels[level][:, j] = arr[:, p]
+        with torch.no_grad():
+            wav = self.model.decode([torch.from_numpy(lv.reshape(1, -1)).to(self.device) for lv in levels])
+        return wav.reshape(-1).float().cpu().numpy()
+
+
 def _xcodec2_features():
     """XCodec2's semantic-branch input: 80 Kaldi log-mel bins, normalised per bin, two frames stacked."""
     from transformers import SeamlessM4TFeatureExtractor
@@ -366,7 +457,7 @@ def _xcodec2_features():
 
 
 def make_codec(spec: str | dict, device: str | None = None) -> Codec:
-    """`"codec2:700C"`, `{"type": "codec2", "mode": "3200"}` or `{"type": "hf", "path": ...}`.
+    """`"codec2:700C"`, `{"type": "codec2", "mode": "3200"}`, `{"type": "hf", "path": ...}` or `"snac:PATH"`.
     `device`: where a neural codec runs unless its spec names one (stages pass the judge device);
     Codec2 is a C library and always runs on the CPU."""
     if isinstance(spec, str):
@@ -374,10 +465,10 @@ def make_codec(spec: str | dict, device: str | None = None) -> Codec:
         spec = {"type": kind, ("mode" if kind == "codec2" else "path"): arg} if arg else {"type": kind}
     spec = dict(spec)
     kind = spec.pop("type", None)
-    cls = {"codec2": Codec2Codec, "hf": HFCodec}.get(kind)
+    cls = {"codec2": Codec2Codec, "hf": HFCodec, "snac": SnacCodec}.get(kind)
     if cls is None:
-        raise UserError(f"unknown codec type {kind!r}; expected 'codec2' or 'hf'", where="codec.type")
-    if cls is HFCodec and device is not None:
+        raise UserError(f"unknown codec type {kind!r}; expected 'codec2', 'hf' or 'snac'", where="codec.type")
+    if cls in (HFCodec, SnacCodec) and device is not None:
         spec.setdefault("device", str(device))
     try:
         return cls(**spec)
