@@ -1,14 +1,18 @@
 """Audio file I/O with errors a user can act on.
 
-Every model in the project expects one fixed sample rate, and silently resampling (or averaging
-channels) hides data bugs, so `load_audio` refuses anything that is not already right unless the
-caller opts in with ``resample=True``. Non-finite samples (a float WAV holding NaN or infinities)
-are refused too. Failures are `UserError`s naming the file.
+Every model in the project expects one fixed sample rate and mono audio. `load_audio` converts what
+it reads: several channels are averaged to one, and another rate is resampled with soxr (its
+high-quality setting), in that order, once per load. Each kind of conversion (source rate, channel
+count -> target) is announced in one line on stderr the first time a process meets it, so a user
+sees that a manifest was converted without a line per file. Only audio that cannot be decoded is an
+error, and so are empty files and non-finite samples (a float WAV holding NaN or infinities), which
+would make every feature and score NaN. Failures are `UserError`s naming the file.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -16,6 +20,8 @@ import numpy as np
 import soundfile as sf
 
 from lpo_speech.errors import UserError
+
+_ANNOUNCED: set[tuple[int, int, int]] = set()  # (source rate, channels, target rate) said this process
 
 
 def _info(path: Path, where: str) -> sf._SoundFileInfo:
@@ -31,36 +37,43 @@ def _info(path: Path, where: str) -> sf._SoundFileInfo:
         raise UserError(f"cannot read audio ({reason})", where=where) from None
 
 
-def load_audio(path: str | os.PathLike, *, sample_rate: int, where: str | None = None,
-               resample: bool = False) -> np.ndarray:
-    """Load a mono audio file as float32 samples in [-1, 1] at `sample_rate`.
+def _announce(sr: int, channels: int, target: int, path: Path) -> None:
+    key = (sr, channels, target)
+    if key in _ANNOUNCED:
+        return
+    _ANNOUNCED.add(key)
+    what = f"{sr} Hz {'mono' if channels == 1 else f'{channels} channels'}"
+    print(f"audio: converting {what} to {target} Hz mono on load (soxr; first: {path})", file=sys.stderr)
+
+
+def load_audio(path: str | os.PathLike, *, sample_rate: int, where: str | None = None) -> np.ndarray:
+    """Load an audio file as mono float32 samples in [-1, 1] at `sample_rate` (converted if need be).
 
     `where` names the origin in messages (e.g. ``data/train.jsonl:12``); the file path is always
-    included. With ``resample=False`` a different rate is an error rather than a silent fix.
+    included.
     """
     p = Path(path)
     loc = f"{where}: {p}" if where else str(p)
     info = _info(p, loc)
-    if info.channels != 1:
-        raise UserError(f"expected mono audio, found {info.channels} channels", where=loc)
-    if info.samplerate != sample_rate and not resample:
-        raise UserError(f"sample rate {info.samplerate} Hz, expected {sample_rate} Hz "
-                        "(resample it, e.g. `sox in.wav -r 16000 out.wav`)", where=loc)
     try:
-        audio, sr = sf.read(str(p), dtype="float32", always_2d=False)
+        audio, sr = sf.read(str(p), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as e:
         raise UserError(f"cannot read audio ({str(e).splitlines()[0] if str(e) else e!r})", where=loc) from None
     if audio.size == 0:
         raise UserError("audio is empty (0 samples)", where=loc)
     finite = np.isfinite(audio)
-    if not finite.all():  # float WAVs can hold NaN / infinities; every feature and score would be NaN
-        first = int(np.argmin(finite))
+    if not finite.all():
+        first = int(np.argmin(finite.all(axis=1)))
         raise UserError(f"{int(finite.size - finite.sum())} non-finite samples (NaN or infinity; first at sample "
                         f"{first}, {first / info.samplerate:.3f} s)", where=loc)
+    channels = audio.shape[1]
+    audio = audio.mean(axis=1) if channels > 1 else audio[:, 0]
+    if sr != sample_rate or channels > 1:
+        _announce(int(sr), channels, sample_rate, p)
     if sr != sample_rate:
-        import soxr  # only needed when resampling
+        import soxr
 
-        audio = soxr.resample(audio, sr, sample_rate).astype(np.float32)
+        audio = soxr.resample(audio, sr, sample_rate, quality="HQ")
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 

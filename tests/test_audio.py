@@ -34,10 +34,22 @@ def test_save_wav_clips_instead_of_wrapping(tmp_path):
     assert audio[0] > 0.99 and audio[1] < -0.99 and audio[2] == pytest.approx(0.5, abs=1e-4)
 
 
-def test_resample_on_request(tmp_path):
-    sf.write(tmp_path / "a8k.wav", _tone(8000), 8000, subtype="PCM_16")
-    audio = load_audio(tmp_path / "a8k.wav", sample_rate=16000, resample=True)
-    assert audio.dtype == np.float32 and abs(len(audio) - 8000) <= 2
+def test_other_rates_are_resampled_and_announced_once(tmp_path, capsys):
+    import lpo_speech.audio as audio_mod
+
+    audio_mod._ANNOUNCED.clear()  # a fresh process's state: nothing said yet
+    for name in ("a8k.wav", "b8k.wav"):
+        sf.write(tmp_path / name, _tone(8000), 8000, subtype="PCM_16")
+    sf.write(tmp_path / "c44.wav", _tone(44100), 44100, subtype="PCM_16")
+    a = load_audio(tmp_path / "a8k.wav", sample_rate=16000)
+    load_audio(tmp_path / "b8k.wav", sample_rate=16000)
+    c = load_audio(tmp_path / "c44.wav", sample_rate=16000)
+    assert a.dtype == np.float32 and abs(len(a) - 8000) <= 2 and abs(len(c) - 8000) <= 2
+    # the 440 Hz tone survives: its correlation with a 16 kHz tone is near 1
+    assert np.corrcoef(a[100:7900], _tone(16000)[100:7900])[0, 1] > 0.99
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"audio: converting 8000 Hz mono to 16000 Hz mono on load (soxr; first: {tmp_path / 'a8k.wav'})",
+                   f"audio: converting 44100 Hz mono to 16000 Hz mono on load (soxr; first: {tmp_path / 'c44.wav'})"]
 
 
 def test_missing_file(tmp_path):
@@ -53,16 +65,12 @@ def test_corrupt_file(tmp_path):
     assert "\n" not in str(e.value)
 
 
-def test_wrong_sample_rate_names_both_rates(tmp_path):
-    sf.write(tmp_path / "a8k.wav", _tone(8000), 8000)
-    with pytest.raises(UserError, match=r"a8k\.wav: sample rate 8000 Hz, expected 16000 Hz"):
-        load_audio(tmp_path / "a8k.wav", sample_rate=16000)
-
-
-def test_stereo(tmp_path):
-    sf.write(tmp_path / "st.wav", np.stack([_tone(16000)] * 2, axis=1), 16000)
-    with pytest.raises(UserError, match=r"st\.wav: expected mono audio, found 2 channels"):
-        load_audio(tmp_path / "st.wav", sample_rate=16000)
+def test_stereo_is_downmixed(tmp_path):
+    left, right = _tone(8000), -0.5 * _tone(8000)
+    sf.write(tmp_path / "st.wav", np.stack([left, right], axis=1), 8000, subtype="FLOAT")
+    at_8k = load_audio(tmp_path / "st.wav", sample_rate=8000)
+    np.testing.assert_allclose(at_8k, (left + right) / 2, atol=1e-6)  # the mean of the channels
+    assert abs(len(load_audio(tmp_path / "st.wav", sample_rate=16000)) - 8000) <= 2  # downmixed, then resampled
 
 
 def test_empty(tmp_path):

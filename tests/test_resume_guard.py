@@ -63,7 +63,7 @@ def variant(model: Path, to: Path) -> Path:
 @pytest.fixture
 def speech(tmp_path, monkeypatch, whisper_tiny) -> Path:
     """A folder with a linked copy of Whisper tiny.en (`model/`), three utterances and manifests:
-    a.jsonl, b.jsonl (other texts) and stereo.jsonl (row 3 is stereo)."""
+    a.jsonl, b.jsonl (other texts) and broken.jsonl (row 3 is not audio)."""
     monkeypatch.chdir(tmp_path)
     root = tmp_path / "run"
     (root / "wavs").mkdir(parents=True)
@@ -74,7 +74,7 @@ def speech(tmp_path, monkeypatch, whisper_tiny) -> Path:
     texts = ["hello there", "good morning", "turn the lights off"]
     for i, t in enumerate(texts):
         espeak_wav(root / "wavs" / f"u{i}.wav", t)
-    sf.write(root / "wavs" / "stereo.wav", np.zeros((16000, 2), dtype=np.float32), 16000)
+    (root / "wavs" / "broken.wav").write_bytes(b"RIFF not really a wav file" * 40)
 
     def manifest(name, rows):
         (root / name).write_text("".join(json.dumps({"id": f"u{i}", "audio": a, "text": t}) + "\n"
@@ -82,7 +82,7 @@ def speech(tmp_path, monkeypatch, whisper_tiny) -> Path:
 
     manifest("a.jsonl", [(f"wavs/u{i}.wav", t) for i, t in enumerate(texts)])
     manifest("b.jsonl", [(f"wavs/u{i}.wav", t.upper()) for i, t in enumerate(texts)])
-    manifest("stereo.jsonl", [("wavs/u0.wav", texts[0]), ("wavs/u1.wav", texts[1]), ("wavs/stereo.wav", texts[2])])
+    manifest("broken.jsonl", [("wavs/u0.wav", texts[0]), ("wavs/u1.wav", texts[1]), ("wavs/broken.wav", texts[2])])
     return root
 
 
@@ -96,8 +96,8 @@ def test_asr_eval_reruns_cannot_mix_and_copies_resume(speech, capsys):
     finished, before = rows.read_bytes(), tree(speech / "ev")
     settings = json.loads((speech / "ev" / "model" / "utterances.jsonl.settings.json").read_text())
     assert settings["model"]["path"] == "../../model" and settings["data"]["path"] == "../../a.jsonl"  # relative
-    # A different --data whose row 3 is stereo: its audio is checked before anything is touched.
-    fails(capsys, [*ev, "--model", "run/model", "--data", "run/stereo.jsonl"], "stereo.wav: expected mono audio")
+    # A different --data whose row 3 is not audio: its audio is checked before anything is touched.
+    fails(capsys, [*ev, "--model", "run/model", "--data", "run/broken.jsonl"], "broken.wav: cannot read audio")
     # (a) other manifest content, (b) another model under the same label, (c) other decoding settings.
     fails(capsys, [*ev, "--model", "run/model", "--data", "run/b.jsonl"],
           "run/ev/model/utterances.jsonl: was made with other settings (data run/a.jsonl -> run/b.jsonl "
@@ -110,7 +110,7 @@ def test_asr_eval_reruns_cannot_mix_and_copies_resume(speech, capsys):
     fails(capsys, [*ev, *a], "(data run/a.jsonl: other content than when it was made (file changed))")
     assert tree(speech / "ev") == before and rows.read_bytes() == finished  # byte for byte, nothing added
     # --overwrite starts over with the new inputs (only after they were checked: a bad row keeps the old).
-    fails(capsys, [*ev, "--model", "run/model", "--data", "run/stereo.jsonl", "--overwrite"], "expected mono audio")
+    fails(capsys, [*ev, "--model", "run/model", "--data", "run/broken.jsonl", "--overwrite"], "cannot read audio")
     assert tree(speech / "ev") == before
     ok([*ev, "--model", "run/model", "--data", "run/b.jsonl", "--overwrite"])
     again = rows.read_bytes()
@@ -156,13 +156,13 @@ def test_asr_build_pairs_reruns_cannot_mix(speech, capsys):
     work = speech / "work"
     candidates = (work / "candidates.jsonl").read_bytes()
     before = tree(work)
-    fails(capsys, [*bp, "build_pairs.manifest=run/stereo.jsonl"], "stereo.wav: expected mono audio")
+    fails(capsys, [*bp, "build_pairs.manifest=run/broken.jsonl"], "broken.wav: cannot read audio")
     fails(capsys, [*bp, "build_pairs.manifest=run/b.jsonl"],
           "run/work/candidates.jsonl: was made with other settings (manifest run/a.jsonl -> run/b.jsonl")
     variant(speech / "model", speech / "other")
     fails(capsys, [*bp, "model.path=run/other"], "(model run/model -> run/other (another model folder")
     fails(capsys, [*bp, "build_pairs.perturbations=3"], "(perturbations 2 -> 3)")
-    fails(capsys, [*bp, "build_pairs.manifest=run/stereo.jsonl", "--overwrite"], "expected mono audio")
+    fails(capsys, [*bp, "build_pairs.manifest=run/broken.jsonl", "--overwrite"], "cannot read audio")
     assert tree(work) == before
     # The selection rules may change freely: they run again over the stored candidates.
     ok([*bp, "build_pairs.min_margin=0.5"])
@@ -178,7 +178,7 @@ def test_asr_build_pairs_reruns_cannot_mix(speech, capsys):
         "runtime.device=cpu", "--quiet"])
     assert (speech.parent / "copy" / "work" / "candidates.jsonl").read_bytes() == candidates
     # A bad manifest into a fresh work_dir leaves nothing (it used to leave work/runtime.json).
-    fails(capsys, [*bp, "build_pairs.manifest=run/stereo.jsonl", "build_pairs.work_dir=run/w2"], "expected mono")
+    fails(capsys, [*bp, "build_pairs.manifest=run/broken.jsonl", "build_pairs.work_dir=run/w2"], "cannot read audio")
     assert not (speech / "w2").exists()
 
 

@@ -58,7 +58,7 @@ def load_reference(manifest: str | Path, prompt: TtsPrompt, ref_audio: str | Non
         return None
     key = str(path)
     if key not in cache:
-        cache[key] = (load_audio(path, sample_rate=REF_SR, where=where, resample=True), REF_SR)
+        cache[key] = (load_audio(path, sample_rate=REF_SR, where=where), REF_SR)
     return cache[key]
 
 
