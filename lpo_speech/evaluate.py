@@ -8,7 +8,8 @@ and `<out>/runtime.json` (where it ran: every rank's device, dtype, judge device
 the start, written with the results). Every model's inputs (each row's audio, the model's config) are
 checked, and each earlier `<label>/utterances.jsonl` compared with what would make it now (model and
 manifest by content, decoding: lpo_speech.stages), before anything is written; a rerun made another
-way stops in one line unless `--overwrite`. Normalization and the WER conventions: lpo_speech.metrics.
+way stops in one line unless `--overwrite`. Normalization and the WER conventions: lpo_speech.metrics
+(`--lang zh`: characters, and the table leads with CER, as Seed-TTS-eval reports Chinese).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from lpo_speech.audio import load_audio
 from lpo_speech.distributed import init_distributed, record_runtime, resolve_device
 from lpo_speech.errors import UserError, clip
-from lpo_speech.metrics import corpus_scores, utterance_errors
+from lpo_speech.metrics import corpus_scores, headline, utterance_errors
 from lpo_speech.precision import dtype_name, resolve_dtype
 from lpo_speech.records import AsrUtterance, load_jsonl, resolve_audio
 from lpo_speech.stages import (OVERWRITE_HINT, check_settings, created_outputs, input_file, model_folder, run_sharded,
@@ -136,8 +137,10 @@ def eval_asr(model: str, manifest: str, out_dir: Path, *, batch_size: int = 8, b
     return metrics
 
 
-def markdown_table(results: dict[str, dict]) -> str:
-    keys = [k for k in ("wer", "cer", "wer_utt_mean", "failure_rate", "not_terminated_rate", "sim", "dnsmos",
+def markdown_table(results: dict[str, dict], lang: str = "en") -> str:
+    """The models' metrics side by side; the language's headline rate first (zh: CER, lpo_speech.metrics)."""
+    rates = ("cer", "wer") if headline(lang) == "cer" else ("wer", "cer")
+    keys = [k for k in (*rates, "wer_utt_mean", "failure_rate", "not_terminated_rate", "sim", "dnsmos",
                         "emotion_acc", "emotion_score", "runaway_rate", "wer_no_runaway", "n")
             if any(k in m for m in results.values())]
     lines = ["| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
@@ -191,7 +194,7 @@ def evaluate(models: list[str], labels: list[str] | None, manifest: str, out: st
         summary = next(iter(results.values())) if len(results) == 1 else results
         if info.is_main:  # under torchrun (sharded eval) one process writes
             (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
-            (out_dir / "table.md").write_text(markdown_table(results))
+            (out_dir / "table.md").write_text(markdown_table(results, kw.get("lang", "en")))
         # runtime.json describes the run that made metrics.json: a failed rerun leaves the earlier one.
         record_runtime("eval", info, out_dir, quiet=True, **where)
     return results

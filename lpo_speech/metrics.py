@@ -13,8 +13,12 @@ English (``lang="en"``):
   * Whitespace is collapsed to single spaces and trimmed.
 
 Chinese / CJK (``lang="zh"``, aliases ``"cjk"``, ``"ja"``):
-  * NFKC, lowercase, all whitespace and punctuation removed, then one token per character
-    (so WER and CER coincide: both are the character error rate).
+  * Unicode NFKC, which also folds full-width forms to half-width (``，`` -> ``,``, ``１`` -> ``1``,
+    ``Ａ`` -> ``A``), so full-width and half-width text score the same.
+  * ``zh`` only: traditional characters become simplified (``zhconv.convert(text, "zh-cn")``, so
+    ``今天天氣`` and ``今天天气`` are the same text); ``cjk`` and ``ja`` keep characters as written.
+  * Lowercase, all whitespace and punctuation removed, then one token per character (so WER and
+    CER coincide: both are the character error rate, the headline rate of these languages).
 
 Error rates (alignment by jiwer, never hand-written):
   * WER = (substitutions + deletions + insertions) / reference words, on normalized text.
@@ -33,7 +37,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+import warnings
 from collections.abc import Sequence
+from functools import lru_cache
 
 import jiwer
 
@@ -57,6 +63,19 @@ def _check_lang(lang: str) -> str:
     raise UserError(f"unsupported language {lang!r} for scoring (use 'en' or 'zh')")
 
 
+def headline(lang: str) -> str:
+    """The error rate a language is reported by: "cer" for Chinese / CJK (characters), else "wer"."""
+    return "cer" if _check_lang(lang) == "zh" else "wer"
+
+
+@lru_cache(maxsize=1)
+def _zhconv():
+    with warnings.catch_warnings():  # zhconv imports pkg_resources, which warns on import
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        import zhconv
+    return zhconv
+
+
 def _is_punct(ch: str) -> bool:
     # Unicode punctuation (P*) and symbols (S*: $, +, emoji...) are not words.
     return unicodedata.category(ch)[0] in "PS"
@@ -65,7 +84,10 @@ def _is_punct(ch: str) -> bool:
 def normalize(text: str, lang: str = "en") -> str:
     """Normalize `text` as documented above; CJK output is characters joined by single spaces."""
     kind = _check_lang(lang)
-    text = unicodedata.normalize("NFKC", text).lower().replace("\u2019", "'").replace("\u2018", "'")
+    text = unicodedata.normalize("NFKC", text)
+    if lang == "zh":
+        text = _zhconv().convert(text, "zh-cn")
+    text = text.lower().replace("\u2019", "'").replace("\u2018", "'")
     if kind == "zh":
         return " ".join(ch for ch in text if not ch.isspace() and not _is_punct(ch))
     text = _NUM_SEP.sub(lambda m: _KEEP_DOT if m.group(1) == "." else _KEEP_COMMA, text)

@@ -75,14 +75,15 @@ def lpo():
     return cli
 
 
-def espeak_wav(path: Path, text: str, *, sample_rate: int = 16_000, pitch: int = 50) -> Path:
-    """Real speech for tests: espeak-ng, resampled to `sample_rate`."""
+def espeak_wav(path: Path, text: str, *, sample_rate: int = 16_000, pitch: int = 50, voice: str | None = None) -> Path:
+    """Real speech for tests: espeak-ng (its default English voice, or `voice`, e.g. cmn for Mandarin),
+    resampled to `sample_rate`."""
     import numpy as np
     import soundfile as sf
     import soxr
 
     raw = path.with_suffix(".raw.wav")
-    subprocess.run(["espeak-ng", "-p", str(pitch), "-w", str(raw), text], check=True)
+    subprocess.run(["espeak-ng", "-p", str(pitch), *(["-v", voice] if voice else []), "-w", str(raw), text], check=True)
     audio, sr = sf.read(str(raw), dtype="float32")
     raw.unlink()
     sf.write(str(path), soxr.resample(audio, sr, sample_rate).astype(np.float32), sample_rate)

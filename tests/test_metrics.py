@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lpo_speech.errors import UserError
-from lpo_speech.metrics import corpus_scores, normalize, utterance_errors
+from lpo_speech.metrics import corpus_scores, headline, normalize, utterance_errors
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -48,6 +48,44 @@ def test_insertion_and_exact_match():
 def test_chinese_wer_equals_cer():
     u = utterance_errors("今天天气很好", "今天天气真好。", "zh")
     assert u["wer"] == pytest.approx(1 / 6) and u["cer"] == pytest.approx(1 / 6) and u["ref_words"] == 6
+
+
+def test_chinese_cer_hand_worked():
+    # 气 -> 汽: 1 substitution over 6 reference characters.
+    u = utterance_errors("今天天气很好", "今天天汽很好", "zh")
+    assert (u["char_errors"], u["ref_chars"]) == (1, 6) and u["cer"] == pytest.approx(1 / 6)
+    # The same sentence in traditional characters (氣) is the same text once simplified: CER 0.
+    assert utterance_errors("今天天气很好", "今天天氣很好", "zh")["cer"] == 0.0
+    assert normalize("頭髮很乾", "zh") == "头 发 很 干"
+    # Only zh is converted: ja / cjk keep characters as written, so 氣 vs 气 is one substitution.
+    assert utterance_errors("今天天气很好", "今天天氣很好", "ja")["cer"] == pytest.approx(1 / 6)
+    # Full-width punctuation is dropped and full-width digits/letters fold to half-width (NFKC):
+    # 今天天气很好温度25度 vs the same, 11 characters (2 and 5 count one each), 0 errors.
+    assert normalize("今天天气很好，温度２５度。ＯＫ！", "zh") == "今 天 天 气 很 好 温 度 2 5 度 o k"
+    u = utterance_errors("今天天气很好，温度２５度。", "今天天气很好, 温度25度", "zh")
+    assert u["cer"] == 0.0 and u["ref_chars"] == 11
+    # Insertion: 我爱北京 -> 我很爱北京, 1 inserted character over 4.
+    u = utterance_errors("我爱北京", "我很爱北京", "zh")
+    assert u["char_errors"] == 1 and u["cer"] == pytest.approx(1 / 4)
+    # Deletion: 我爱北京天安门 -> 我爱北京门, 天 and 安 deleted: 2 over 7.
+    u = utterance_errors("我爱北京天安门", "我爱北京门", "zh")
+    assert u["char_errors"] == 2 and u["cer"] == pytest.approx(2 / 7)
+
+
+def test_chinese_corpus_pools_characters():
+    # (1 substitution + 1 insertion) over (6 + 4) reference characters = 0.2; the per-utterance
+    # mean weighs the short one as much: (1/6 + 1/4) / 2 = 5/24.
+    s = corpus_scores(["今天天气很好", "我爱北京"], ["今天天汽很好", "我很爱北京"], "zh")
+    assert s["cer"] == pytest.approx(0.2) and s["wer"] == pytest.approx(0.2)
+    assert s["wer_utt_mean"] == pytest.approx(5 / 24) and s["n"] == 2
+
+
+def test_chinese_under_english_rules_is_one_word():
+    # Unsegmented Chinese has no spaces: under en the sentence is one word, so one wrong
+    # character is WER 1.0 (the CER is still 1/6). The headline rate of zh is the CER.
+    u = utterance_errors("今天天气很好", "今天天汽很好", "en")
+    assert u["ref_words"] == 1 and u["wer"] == 1.0 and u["cer"] == pytest.approx(1 / 6)
+    assert [headline(x) for x in ("zh", "cjk", "ja", "en")] == ["cer", "cer", "cer", "wer"]
 
 
 def test_empty_reference_and_hypothesis_rules():

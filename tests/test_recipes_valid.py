@@ -22,7 +22,35 @@ def test_asr_recipes_present():
 
 def test_tts_and_emotion_recipes_present():
     names = {f"{p.parent.name}/{p.name}" for p in RECIPES}
-    assert {"tts/tiny.yaml", "tts/tiny-sft.yaml", "tts/emotion.yaml", "tts/emotion-offline.yaml"} <= names
+    assert {"tts/tiny.yaml", "tts/tiny-sft.yaml", "tts/emotion.yaml", "tts/emotion-offline.yaml",
+            "tts/emotion-zh.yaml"} <= names
+
+
+def test_chinese_emotion_recipe_scores_in_chinese():
+    tts = Path(__file__).resolve().parents[1] / "recipes" / "tts"
+    bp = load_any_recipe(tts / "emotion-zh.yaml").build_pairs
+    assert bp.lang == "zh" and load_any_recipe(tts / "emotion.yaml").build_pairs.lang == "en"
+    assert bp.judge["type"] == "funasr" and "paraformer" in bp.judge["model"] and "zh-cn" in bp.judge["model"]
+    assert bp.emotion == {"type": "emotion2vec", "model": "iic/emotion2vec_plus_large"}
+    assert "cer" in bp.keys and bp.max_chosen_cer is not None
+
+
+@pytest.mark.parametrize("override, message", [
+    ("build_pairs.lang=fr", "build_pairs.lang: en or zh, got 'fr'"),
+    ("build_pairs.lang=[zh]", "build_pairs.lang: expected str"),
+    ("build_pairs.judge={type: transformers-whisper, path: w, language: en}",
+     r"build_pairs.judge.language: must be build_pairs.lang \(zh\) or left out"),
+    ("build_pairs.judge={type: faster-whisper, model: bundled}", "build_pairs.judge: the bundled Whisper tiny.en"),
+])
+def test_tts_lang_is_strict(override, message):
+    from lpo_speech.errors import UserError
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "tts" / "emotion-zh.yaml"
+    with pytest.raises(UserError, match=message):
+        load_any_recipe(path, [override])
+    # A Whisper judge told the recipe's own language is fine.
+    judge = "build_pairs.judge={type: transformers-whisper, path: w, language: zh}"
+    assert load_any_recipe(path, [judge]).build_pairs.judge["language"] == "zh"
 
 
 @pytest.mark.parametrize("command", ["train", "build-pairs"])

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--beam", type=positive_int, default=1, help="beam size (1 = greedy)")
     parser.add_argument("--lang", default="en", choices=("en", "zh", "cjk", "ja"),
-                        help="normalization: en (words) or zh/cjk/ja (characters)")
+                        help="normalization: en (words) or zh/cjk/ja (characters; the table leads with CER)")
     parser.add_argument("--device", default="auto",
                         help="auto (default: cuda:LOCAL_RANK when CUDA is present, else cpu), cpu, cuda or cuda:N")
     parser.add_argument("--judge-device", help="where judges, scorers and a neural codec run (default: --device)")
@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tts.add_argument("--max-seconds", type=finite_float, default=12.0, help="length guard per utterance (default 12)")
     tts.add_argument("--ref-audio", help="reference voice for prompts without speaker_audio")
     tts.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS (the slowest score)")
+    tts.add_argument("--judge", metavar="TYPE:MODEL",
+                     help="the ASR judge of the syntheses (default: the bundled Whisper tiny.en, English only): "
+                          "faster-whisper:MODEL, transformers-whisper:PATH or funasr:MODEL (e.g. funasr:paraformer-zh)")
     tts.add_argument("--emotion-scorer", metavar="TYPE:WHERE",
                      help="score the emotion or style each prompt asks for (emotion_acc, emotion_score): "
                           "prosody:PATH (a style classifier JSON) or emotion2vec:MODEL (FunASR hub name or dir)")
@@ -53,9 +56,10 @@ def run(args: argparse.Namespace) -> int:
                        overwrite=args.overwrite,
                        tts={"temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
                             "ref_audio": args.ref_audio, "dnsmos": not args.no_dnsmos, "max_seconds": args.max_seconds,
-                            "emotion": _emotion_spec(args.emotion_scorer), "judge_device": args.judge_device,
+                            "emotion": _emotion_spec(args.emotion_scorer), "judge": _judge_spec(args.judge),
+                            "judge_device": args.judge_device,
                             "sampling_threads": args.sampling_threads})
-    print(markdown_table(results), end="")
+    print(markdown_table(results, args.lang), end="")
     return 0
 
 
@@ -68,3 +72,14 @@ def _emotion_spec(text: str | None) -> dict | None:
     if not sep or not where or kind not in ("prosody", "emotion2vec"):
         raise UserError(f"--emotion-scorer {text!r}: expected prosody:PATH or emotion2vec:MODEL")
     return {"type": kind, "path": where} if kind == "prosody" else {"type": kind, "model": where}
+
+
+def _judge_spec(text: str | None) -> dict | None:
+    from lpo_speech.errors import UserError
+
+    if text is None:
+        return None
+    kind, sep, where = text.partition(":")
+    if not sep or not where or kind not in ("faster-whisper", "transformers-whisper", "funasr"):
+        raise UserError(f"--judge {text!r}: expected faster-whisper:MODEL, transformers-whisper:PATH or funasr:MODEL")
+    return {"type": kind, "path": where} if kind == "transformers-whisper" else {"type": kind, "model": where}

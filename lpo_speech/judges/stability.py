@@ -9,6 +9,8 @@ logging and for thresholds tuned later.
 Duration bounds are speaking-rate bounds. English read speech runs ~12-15 letters/s (~2.5 words/s);
 by default a clip is out of range below `units / max_rate` (faster than any intelligible speaker) or
 above `units / min_rate + slack_s` (slower than any sane speaker, plus room for edge silence).
+Chinese writes one syllable per character and read Mandarin runs ~4-5 characters/s, so Chinese text
+is timed with the unit `cjk_chars` (the same count as `chars`, with bounds of its own).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from lpo_speech.errors import UserError
 
 VAD_SR = 16000
 # Per-second speaking-rate bounds by counting unit: (min_rate, max_rate).
-RATE_BOUNDS = {"chars": (4.0, 25.0), "words": (0.8, 5.0)}
+RATE_BOUNDS = {"chars": (4.0, 25.0), "words": (0.8, 5.0), "cjk_chars": (1.5, 10.0)}
 
 
 @lru_cache(maxsize=1)
@@ -33,12 +35,13 @@ def _vad_model():
 
 
 def count_units(text: str, unit: str = "chars") -> int:
-    """Letters+digits ("chars", punctuation/spaces ignored) or whitespace-separated words."""
-    if unit == "chars":
+    """Letters+digits ("chars" and "cjk_chars": a Chinese character is one; punctuation/spaces
+    ignored) or whitespace-separated words."""
+    if unit in ("chars", "cjk_chars"):
         return sum(ch.isalnum() for ch in text)
     if unit == "words":
         return len(re.findall(r"\w+(?:['’]\w+)*", text))
-    raise UserError(f"unknown rate unit {unit!r}; expected 'chars' or 'words'", where="stability.unit")
+    raise UserError(f"unknown rate unit {unit!r}; expected 'chars', 'cjk_chars' or 'words'", where="stability.unit")
 
 
 def speech_segments(wav: np.ndarray, sr: int, *, threshold: float = 0.5) -> list[tuple[float, float]]:

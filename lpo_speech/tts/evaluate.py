@@ -2,9 +2,10 @@
 
 For each prompt ({"id", "text", optional "emotion", "intensity", "speaker_audio"}), one synthesis
 (greedy by default; `temperature > 0` samples) is decoded to `<out>/wavs/<id>.wav` and scored by
-lpo_speech.tts.scoring: the ASR judge's transcript against the text (WER/CER, lpo_speech.metrics
-normalization), speaker similarity to the prompt's `speaker_audio` (or `ref_audio`), DNSMOS, and
-the stability flags. The codec LM runs on `device` in `dtype`, the judge, scorers and a neural codec
+lpo_speech.tts.scoring: the ASR judge's transcript (`--judge`; the default, the bundled Whisper
+tiny.en, is English only) against the text (WER/CER, lpo_speech.metrics normalization in `lang`),
+speaker similarity to the prompt's `speaker_audio` (or `ref_audio`), DNSMOS, and the stability
+flags. The codec LM runs on `device` in `dtype`, the judge, scorers and a neural codec
 on `judge_device` (the placement rule of lpo_speech.distributed). Writes `<out>/utterances.jsonl` (one
 line per prompt; resumable: an interrupted run continues with the prompts not yet written, and only
 from the same model, prompts and settings, compared by content (lpo_speech.stages); sharded across
@@ -13,8 +14,9 @@ anything is written. Metrics:
 
   wer            corpus WER of the judge transcripts
   wer_utt_mean   mean per-utterance WER (the Seed-TTS-eval convention)
-  cer            corpus CER
-  failure_rate   share of prompts with WER > 0.5, no EOS before the length guard, or undecodable tokens
+  cer            corpus CER (the headline for `lang` zh, where words are characters and wer = cer)
+  failure_rate   share of prompts with WER (zh: CER) > 0.5, no EOS before the length guard, or
+                 undecodable tokens
   sim            mean speaker similarity (resemblyzer cosine) to the reference voice
   dnsmos         mean DNSMOS overall MOS (undecodable/empty clips left out)
   n              prompts scored
@@ -39,6 +41,7 @@ from typing import Any
 import numpy as np
 from lpo_speech.distributed import init_distributed
 from lpo_speech.errors import UserError
+from lpo_speech.metrics import headline
 from lpo_speech.records import TtsPrompt, load_jsonl, resolve_audio
 from lpo_speech.stages import OVERWRITE_HINT, check_settings, created_outputs, input_file, model_folder, run_sharded
 
@@ -97,6 +100,11 @@ def check_tts_eval(model_dir: str, prompts_manifest: str, out_dir: str | Path, *
 
     if _ignored.get("beam", 1) not in (None, 1):
         raise UserError("--beam: TTS models decode greedily or by sampling (use --temperature)")
+    judge = judge or {"type": "faster-whisper", "model": "bundled"}
+    if headline(lang) == "cer" and (judge.get("type", "faster-whisper"), judge.get("model", "bundled")) == (
+            "faster-whisper", "bundled"):
+        raise UserError(f"--lang {lang}: the default judge, the bundled Whisper tiny.en, transcribes English only; "
+                        "name a judge of the language, e.g. --judge funasr:paraformer-zh")
     info = init_distributed(device)
     weights = resolve_dtype(dtype, info.device, where="--dtype")
     judge_at = resolve_device(judge_device or device, where="--judge-device" if judge_device else "--device")
@@ -110,7 +118,7 @@ def check_tts_eval(model_dir: str, prompts_manifest: str, out_dir: str | Path, *
     # What shapes a row: a rerun into the same folder (a resumed eval) must keep it.
     settings = {"model": model_folder(model_dir), "data": input_file(prompts_manifest), "schema": SCHEMA,
                 "decoding": decoding, "max_seconds": max_seconds,
-                "judge": judge or {"type": "faster-whisper", "model": "bundled"}, "dnsmos": dnsmos,
+                "judge": judge, "dnsmos": dnsmos,
                 "emotion": emotion, "ref_audio": input_file(ref_audio, legacy=ref_audio) if ref_audio else ref_audio,
                 "lang": lang,
                 # bfloat16 samples other tokens; float32 (every run before dtypes were kept) adds no key

@@ -5,9 +5,9 @@ Stages, each resumable and written atomically under `build_pairs.work_dir`:
 1. candidates.jsonl  one line per prompt: its candidates (token ids without EOS, `terminated`) with
                      scores (`judge: null`: none, only duration and termination; the LPO authors'
                      pipeline, gold chosen and every candidate rejected, which needs no judge)
-                     (lpo_speech.tts.scoring: judge `hyp`, `wer`, `cer`, `sim`, optional
-                     `dnsmos`, stability flags, `failure`). Sources: `sample` (n per prompt),
-                     `greedy`, `gold` (the prompt's gold codec tokens, decoded and scored like any
+                     (lpo_speech.tts.scoring, in `build_pairs.lang`: judge `hyp`, `wer`, `cer`,
+                     `sim`, optional `dnsmos`, stability flags, `failure`). Sources: `sample` (n per
+                     prompt), `greedy`, `gold` (the prompt's gold codec tokens, decoded and scored like any
                      candidate) when chosen is gold, `rendered` (the prompt's text rendered now like
                      the gold: `chosen: rendered`, needs no gold file) and `perturb` (`perturbations` per prompt: the
                      text corrupted by word edits, as the ASR track's perturbation-based candidates,
@@ -236,8 +236,21 @@ def candidate_settings(recipe: TtsRecipe, dtype: torch.dtype) -> dict:
     return {"model": model_folder(recipe.model.path), "prompts": input_file(bp.prompts), "schema": SCHEMA,
             "gold": input_file(bp.gold, legacy=str(Path(bp.gold).resolve())) if bp.gold else bp.gold,
             **{f: getattr(bp, f) for f in CANDIDATE_SETTINGS},
+            # lang changes the scores and the perturbations; en (every run before it was kept) adds no key
+            **({"lang": bp.lang} if bp.lang != "en" else {}),
             # bfloat16 samples other tokens; float32 (every run before dtypes were kept) adds no key
             **({"dtype": dtype_name(dtype)} if dtype != torch.float32 else {})}
+
+
+def candidate_scorer(bp: TtsBuildPairs, device: str = "cpu"):
+    """The TtsScorer of build-pairs (judge, similarity, DNSMOS, emotion, in `bp.lang`); None for
+    `judge: null`, unscored candidates (the LPO authors' pipeline: gold chosen, every candidate rejected)."""
+    from lpo_speech.tts.scoring import TtsScorer
+
+    if bp.judge is None:
+        return None
+    return TtsScorer(judge=bp.judge, similarity=bp.similarity, dnsmos=bp.dnsmos, emotion=bp.emotion, lang=bp.lang,
+                     device=str(device))
 
 
 def generate_candidates(recipe: TtsRecipe, prompts: list[TtsPrompt], gold: dict[str, dict],
@@ -246,7 +259,7 @@ def generate_candidates(recipe: TtsRecipe, prompts: list[TtsPrompt], gold: dict[
     from lpo_speech.asr.perturb import build_vocabulary, perturbations
     from lpo_speech.stages import run_sharded
     from lpo_speech.tts.model import load_codec_lm
-    from lpo_speech.tts.scoring import Clip, TtsScorer
+    from lpo_speech.tts.scoring import Clip
     from lpo_speech.tts.synthesize import decode_tokens, prompt_ids, synthesize
     from lpo_speech.tts.world import render_tokens
 
@@ -255,10 +268,8 @@ def generate_candidates(recipe: TtsRecipe, prompts: list[TtsPrompt], gold: dict[
     lm, tok = load_codec_lm(recipe.model.path, info.device, dtype)
     codec = tok.make_codec(judge_device)
     threads = recipe.runtime.sampling_threads  # None: the process's (runtime.threads or torch's default)
-    vocabulary = build_vocabulary([p.text for p in prompts]) if bp.perturbations else []
-    # judge: null = unscored candidates (the LPO authors' pipeline: gold chosen, every candidate rejected).
-    scorer = (TtsScorer(judge=bp.judge, similarity=bp.similarity, dnsmos=bp.dnsmos, emotion=bp.emotion,
-                        device=str(judge_device)) if bp.judge is not None else None)
+    vocabulary = build_vocabulary([p.text for p in prompts], bp.lang) if bp.perturbations else []
+    scorer = candidate_scorer(bp, judge_device)
     refs: dict[str, Any] = {}
     from lpo_speech.tts.evaluate import load_reference
 
@@ -284,7 +295,7 @@ def generate_candidates(recipe: TtsRecipe, prompts: list[TtsPrompt], gold: dict[
             if bp.chosen == "rendered":
                 per[p.id].append(("rendered", decode_tokens(tok, codec, render_tokens(tok, codec, p.text, p.emotion)[0]), None))
             for text in perturbations(p.text, vocabulary, n=bp.perturbations, rate=bp.perturb_rate,
-                                      seed=f"{bp.seed}:{p.id}"):
+                                      seed=f"{bp.seed}:{p.id}", lang=bp.lang):
                 toks = render_tokens(tok, codec, text, p.emotion)[0]
                 per[p.id].append(("perturb", decode_tokens(tok, codec, toks), text))  # scored as the codec renders it
         out = []

@@ -2,7 +2,9 @@
 
 `build_pairs` says how candidates are drawn from the codec LM (`model.path`), how they are scored
 (ASR judge, speaker similarity, DNSMOS, stability flags: lpo_speech.tts.scoring) and which rules
-select chosen/rejected pairs (lpo_speech.tts.pairs documents each rule).
+select chosen/rejected pairs (lpo_speech.tts.pairs documents each rule). `build_pairs.lang` is the
+prompts' language, as in the ASR track: en (WER over words) or zh (CER over characters, the
+failure rule and speaking-rate bounds by character, a Whisper judge told the language).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from lpo_speech.config import (DataConfig, LossConfig, ModelConfig, ReferenceCon
 
 # Score name -> +1 when higher is better, -1 when lower is better.
 SCORE_DIRECTIONS = {"failure": -1, "wer": -1, "cer": -1, "sim": 1, "dnsmos": 1, "emotion": 1}
+LANGS = ("en", "zh")
+WHISPER_JUDGES = ("faster-whisper", "transformers-whisper")  # judges that take a `language`
 
 
 def _finite(v: Any) -> bool:
@@ -26,6 +30,7 @@ def _finite(v: Any) -> bool:
 class TtsBuildPairs:
     prompts: str  # TTS prompt manifest of the training prompts: {"id", "text", ...}
     work_dir: str  # candidates.jsonl, pairs.jsonl (before reference log-probs), summary.json
+    lang: str = "en"  # the prompts' language: en (WER over words) | zh (CER over characters)
     gold: str | None = None  # examples with the gold codec tokens (make-tts-data's train.jsonl); chosen: gold
     limit: int = 0  # use the first N prompts only (0 = all): candidates cost a synthesis and a judge call each
     samples: int = 4  # sampled candidates per prompt
@@ -58,6 +63,14 @@ class TtsBuildPairs:
     seed: int = 0
 
     def validate(self) -> None:
+        require(self.lang in LANGS, "build_pairs.lang", f"en or zh, got {self.lang!r}")
+        judge = self.judge or {}
+        kind = judge.get("type", "faster-whisper")
+        require(kind not in WHISPER_JUDGES or judge.get("language") in (None, self.lang), "build_pairs.judge.language",
+              f"must be build_pairs.lang ({self.lang}) or left out (the judge is given build_pairs.lang)")
+        require(self.judge is None or self.lang == "en" or (kind, judge.get("model", "bundled")) != ("faster-whisper", "bundled"),
+              "build_pairs.judge", "the bundled Whisper tiny.en transcribes English only: name a judge of "
+              f"build_pairs.lang ({self.lang}), e.g. {{type: funasr, model: paraformer-zh}}")
         require(self.samples >= 0 and self.perturbations >= 0, "build_pairs.samples/perturbations", "must be >= 0")
         require(self.samples > 0 or self.greedy or self.perturbations > 0, "build_pairs.samples/greedy/perturbations",
               "need a candidate source (samples >= 1, greedy or perturbations >= 1)")

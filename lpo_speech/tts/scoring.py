@@ -8,6 +8,11 @@ lpo_speech.judges.emotion), the stability flags of lpo_speech.judges.stability a
 
     failure = WER > 0.5  or  not terminated (no EOS before the length limit)  or  undecodable
 
+`lang` is the prompts' language. For Chinese (zh, and the cjk/ja aliases) the error rate is the CER
+(lpo_speech.metrics.headline: unsegmented Chinese is one "word" under whitespace splitting), so the
+failure rule reads CER > 0.5, the speaking-rate bounds count characters (stability unit
+`cjk_chars`), and a Whisper judge without its own `language` is given zh (or ja).
+
 An undecodable or empty clip is scored without running any model on it: wer = cer = 1, sim = 0,
 dnsmos = NaN (left out of means).
 """
@@ -21,9 +26,10 @@ from typing import Any
 import numpy as np
 
 from lpo_speech.distributed import resolve_device
-from lpo_speech.metrics import utterance_errors
+from lpo_speech.metrics import headline, utterance_errors
 
-FAILURE_WER = 0.5
+FAILURE_WER = 0.5  # the error rate above which a clip is a failure (WER; CER for Chinese)
+WHISPER_LANGUAGES = {"zh": "zh", "ja": "ja"}  # scoring lang -> the language a Whisper judge is told
 
 
 @dataclass
@@ -76,8 +82,12 @@ class TtsScorer:
 
             spec = self._own_device(self.judge, "judge")
             spec.setdefault("device", self.device)
-            if spec.get("type", "faster-whisper") == "faster-whisper":
+            kind = spec.get("type", "faster-whisper")
+            if kind == "faster-whisper":
                 spec.setdefault("cpu_threads", max(1, min(4, torch.get_num_threads())))
+            if kind in ("faster-whisper", "transformers-whisper") and self.lang in WHISPER_LANGUAGES:
+                # English keeps the judge as configured (a multilingual Whisper without one detects it)
+                spec.setdefault("language", WHISPER_LANGUAGES[self.lang])
             self._judge = make_asr_judge(spec)
         return self._judge
 
@@ -97,6 +107,8 @@ class TtsScorer:
             emo = emotion_scores(self.emotion_scorer(), [c.wav if i in usable else None for i, c in enumerate(clips)],
                                  clips[usable[0]].sr if usable else 16000, [c.text for c in clips],
                                  [c.emotion for c in clips])
+        rate = headline(self.lang)  # the failure rule's error rate: cer for Chinese
+        unit = "cjk_chars" if rate == "cer" else "chars"  # the speaking-rate bounds of the language
         out = []
         for i, c in enumerate(clips):
             ok = i in usable
@@ -112,10 +124,10 @@ class TtsScorer:
                 from lpo_speech.judges.stability import stability_flags
 
                 flags = stability_flags(c.wav if ok else None, c.sr, c.text, terminated=c.terminated,
-                                        undecodable=c.undecodable or not ok)
+                                        undecodable=c.undecodable or not ok, unit=unit)
                 row.update({k: flags[k] for k in ("duration_out_of_range", "long_silence", "no_speech")})
             row.update(emo[i])
-            row["failure"] = bool(row["wer"] > FAILURE_WER or not c.terminated or c.undecodable or not ok)
+            row["failure"] = bool(row[rate] > FAILURE_WER or not c.terminated or c.undecodable or not ok)
             out.append(row)
         return out
 
@@ -140,9 +152,10 @@ RUNAWAY_FACTOR = 3  # a transcript with more than 3x the reference's words (zh: 
 def summarize(rows: list[dict[str, Any]], texts: list[str], lang: str = "en",
               wanted: list[str | None] | None = None) -> dict[str, Any]:
     """Corpus metrics of scored clips: wer (corpus), wer_utt_mean, cer, failure_rate, sim, dnsmos, n,
-    runaway_rate and wer_no_runaway (below); with emotion scores and the wanted labels: emotion_acc
-    (share of those clips whose most likely label is the wanted one; no audio counts as wrong),
-    emotion_score (mean probability of the wanted label) and emotion_acc_by_label."""
+    runaway_rate and wer_no_runaway (below; for zh a word is a character, so wer = cer and the runaway
+    check counts characters); with emotion scores and the wanted labels: emotion_acc (share of those
+    clips whose most likely label is the wanted one; no audio counts as wrong), emotion_score (mean
+    probability of the wanted label) and emotion_acc_by_label."""
     from lpo_speech.metrics import corpus_scores, normalize
 
     m: dict[str, Any] = dict(corpus_scores(texts, [r["hyp"] for r in rows], lang))
