@@ -37,13 +37,13 @@ def _info(path: Path, where: str) -> sf._SoundFileInfo:
         raise UserError(f"cannot read audio ({reason})", where=where) from None
 
 
-def _announce(sr: int, channels: int, target: int, path: Path) -> None:
+def _announce(sr: int, channels: int, target: int, origin: object) -> None:
     key = (sr, channels, target)
     if key in _ANNOUNCED:
         return
     _ANNOUNCED.add(key)
     what = f"{sr} Hz {'mono' if channels == 1 else f'{channels} channels'}"
-    print(f"audio: converting {what} to {target} Hz mono on load (soxr; first: {path})", file=sys.stderr)
+    print(f"audio: converting {what} to {target} Hz mono on load (soxr; first: {origin})", file=sys.stderr)
 
 
 def load_audio(path: str | os.PathLike, *, sample_rate: int, where: str | None = None) -> np.ndarray:
@@ -54,22 +54,48 @@ def load_audio(path: str | os.PathLike, *, sample_rate: int, where: str | None =
     """
     p = Path(path)
     loc = f"{where}: {p}" if where else str(p)
-    info = _info(p, loc)
+    _info(p, loc)
+    return _decoded(str(p), loc, sample_rate, origin=p)
+
+
+def decode_audio(data: bytes, *, sample_rate: int, where: str) -> np.ndarray:
+    """`load_audio` for encoded bytes held in memory (a dataset's audio column); `where` names the row."""
+    import io
+
+    if not data:
+        raise UserError("audio is empty (0 bytes)", where=where)
+    return _decoded(io.BytesIO(data), where, sample_rate, origin=where)
+
+
+def _decoded(source, loc: str, sample_rate: int, *, origin: object) -> np.ndarray:
     try:
-        audio, sr = sf.read(str(p), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as e:
-        raise UserError(f"cannot read audio ({str(e).splitlines()[0] if str(e) else e!r})", where=loc) from None
+        audio, sr = sf.read(source, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        reason = str(e).splitlines()[0] if str(e) else repr(e)
+        if not isinstance(source, str):  # libsndfile names the in-memory buffer's object: say only why
+            reason = reason.split(">: ", 1)[-1].strip("'\" ")
+        raise UserError(f"cannot read audio ({reason})", where=loc) from None
     if audio.size == 0:
         raise UserError("audio is empty (0 samples)", where=loc)
     finite = np.isfinite(audio)
     if not finite.all():
         first = int(np.argmin(finite.all(axis=1)))
         raise UserError(f"{int(finite.size - finite.sum())} non-finite samples (NaN or infinity; first at sample "
-                        f"{first}, {first / info.samplerate:.3f} s)", where=loc)
+                        f"{first}, {first / sr:.3f} s)", where=loc)
+    return convert(audio, int(sr), sample_rate, origin=origin)
+
+
+def convert(audio: np.ndarray, sr: int, sample_rate: int, *, origin: object) -> np.ndarray:
+    """`audio` ([samples, channels], or [samples] mono) as mono float32 at `sample_rate`: channels
+    averaged, then soxr HQ resampling; each kind of conversion is announced once per process, naming
+    `origin` (the first file or row that needed it)."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 1:
+        audio = audio[:, None]
     channels = audio.shape[1]
     audio = audio.mean(axis=1) if channels > 1 else audio[:, 0]
     if sr != sample_rate or channels > 1:
-        _announce(int(sr), channels, sample_rate, p)
+        _announce(int(sr), channels, sample_rate, origin)
     if sr != sample_rate:
         import soxr
 

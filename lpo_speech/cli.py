@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "train": "lpo_speech.commands.train",
     "merge": "lpo_speech.commands.merge",
     "eval": "lpo_speech.commands.eval",
+    "export": "lpo_speech.commands.export",
     "study": "lpo_speech.commands.study",
 }
 

@@ -24,6 +24,7 @@ from lpo_speech.distributed import init_distributed, record_runtime, resolve_dev
 from lpo_speech.errors import UserError, clip
 from lpo_speech.metrics import corpus_scores, headline, utterance_errors
 from lpo_speech.precision import dtype_name, resolve_dtype
+from lpo_speech.asr.sources import InputColumns, converted_manifest
 from lpo_speech.records import AsrUtterance, load_jsonl, resolve_audio
 from lpo_speech.stages import (OVERWRITE_HINT, check_settings, created_outputs, input_file, model_folder, run_sharded,
                                set_threads)
@@ -157,8 +158,6 @@ def evaluate(models: list[str], labels: list[str] | None, manifest: str, out: st
     threads of each process (None: torch's default). Every model's inputs are checked, and every
     earlier output in `out` compared, before anything is written (`overwrite`: discard those made
     another way instead of stopping); a failure leaves nothing it created behind unless it holds rows."""
-    from lpo_speech.tts.evaluate import check_tts_eval, eval_tts  # codec-LM TTS: synthesize the prompt manifest
-
     from lpo_speech.hub import local_model
 
     labels = labels or [Path(m).name or m for m in models]
@@ -170,10 +169,26 @@ def evaluate(models: list[str], labels: list[str] | None, manifest: str, out: st
     set_threads(threads)
     device = kw.get("device", "auto")
     info = init_distributed(device, where="--device")
+    resolve_dtype(kw.get("dtype", "auto"), info.device, where="--dtype")
+    resolve_device(tts_kw.get("judge_device") or device, where="--judge-device" if tts_kw.get("judge_device") else "--device")
+    kinds = [model_kind(m) for m in models]
+    cols = kw.pop("columns", None) or InputColumns()
+    if "asr" not in kinds:
+        return _evaluate(models, labels, kinds, manifest, out_dir, info, overwrite=overwrite, **kw, tts=tts_kw)
+    # A datasets dataset or a lhotse CutSet becomes a JSONL manifest in out/input/ first (asr.sources).
+    with converted_manifest(manifest, out_dir / "input", cols, overwrite=overwrite, quiet=kw.get("quiet", False)) as jsonl:
+        return _evaluate(models, labels, kinds, str(jsonl), out_dir, info, overwrite=overwrite, **kw, tts=tts_kw)
+
+
+def _evaluate(models: list[str], labels: list[str], kinds: list[str], manifest: str, out_dir: Path, info, *,
+              overwrite: bool, tts: dict, **kw) -> dict[str, dict]:
+    from lpo_speech.tts.evaluate import check_tts_eval, eval_tts  # codec-LM TTS: synthesize the prompt manifest
+
+    tts_kw = tts
+    device = kw.get("device", "auto")
     judge = tts_kw.get("judge_device")
     weights = dtype_name(resolve_dtype(kw.get("dtype", "auto"), info.device, where="--dtype"))
     judge_at = str(resolve_device(judge or device, where="--judge-device" if judge else "--device"))
-    kinds = [model_kind(m) for m in models]
     utts = None  # an ASR manifest's rows, their audio checked once for every ASR model
     for model, label, kind in zip(models, labels, kinds):
         if kind == "asr":

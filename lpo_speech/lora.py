@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +25,7 @@ import torch
 
 from lpo_speech.distributed import resolve_device
 from lpo_speech.errors import UserError
+from lpo_speech.stages import atomic_folder
 
 ADAPTER_CONFIG = "adapter_config.json"
 
@@ -97,13 +95,6 @@ def merge_adapter(adapter_dir: str | Path, out: str | Path, *, base: str | None 
     except (OSError, ValueError, RuntimeError) as e:
         raise UserError(f"adapter does not fit base {base} ({str(e).splitlines()[0]})", where=str(adapter_dir)) from None
     fold_adapter(pair_model)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # written whole, then renamed
-    try:
+    with atomic_folder(out) as tmp:  # written whole, then renamed
         track.save(pair_model, tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out

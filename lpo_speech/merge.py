@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import filecmp
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -28,6 +26,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from lpo_speech.errors import UserError
+from lpo_speech.stages import atomic_folder
 
 
 def _weight_files(model: Path) -> list[str]:
@@ -85,9 +84,7 @@ def merge_models(models: list[str | Path], out: str | Path, *, base: str | Path 
         if _config(m) != _config(first):
             raise UserError(f"config.json differs from {first}'s (not the same architecture)", where=str(m))
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # written whole, then renamed
-    try:
+    with atomic_folder(out) as tmp:  # written whole, then renamed
         for name in files:
             runs = [_load(m / name) for m in models]
             start = _load(Path(base) / name) if base is not None else None
@@ -121,10 +118,4 @@ def merge_models(models: list[str | Path], out: str | Path, *, base: str | Path 
         (tmp / "merge.json").write_text(json.dumps(
             {"models": [str(m) for m in models], "base": str(base) if base is not None else None,
              "weight": weight}, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out

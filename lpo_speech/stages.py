@@ -328,6 +328,24 @@ def created_outputs(*paths: str | Path) -> Iterator[None]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_folder(out: str | Path) -> Iterator[Path]:
+    """Write a whole folder at once: the block fills a temp folder beside `out`, which replaces `out`
+    (removed first if it exists) only when the block completes; a failure leaves `out` as it was."""
+    import tempfile
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def discard_output(out: str | Path, also: Sequence[str | Path] = ()) -> None:
     """Remove a run_sharded output: `<out>`, its settings, every rank's part and partial file, temp
     files, and `also` (files or folders the stage derives from it)."""

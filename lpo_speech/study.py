@@ -46,7 +46,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lpo_speech.config import build_recipe, read_recipe
-from lpo_speech.errors import UserError
 from lpo_speech.steps import StepLog, run_command, shown, train_command
 
 REPO = Path(__file__).resolve().parents[1]

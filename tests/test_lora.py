@@ -89,6 +89,13 @@ def test_lora_trains_reference_is_base_save_modes_and_merge(toy_world, lpo):
     lpo("train", "recipe.yaml", LORA.replace("both", "adapter"), "train.max_steps=1", "train.out_dir=run_a",
         "--quiet", cwd=toy_world)
     assert (toy_world / "run_a/model/adapter_config.json").is_file() and not (toy_world / "run_a/adapter").exists()
+    # export folds an adapter saved alone into its base: the exported folder loads as a plain model
+    lpo("export", "run_a", "hub", cwd=toy_world)
+    folded = adapter.load(str(toy_world / "hub"), torch.device("cpu"))
+    tuned_a = adapter.load(base_path, torch.device("cpu"))
+    tuned_a.set_hf_model(PeftModel.from_pretrained(tuned_a.hf_model, str(toy_world / "run_a/model")))
+    assert torch.allclose(pair_logps(folded, toy_world, adapter), pair_logps(tuned_a, toy_world, adapter), atol=1e-4)
+    assert "pipeline_tag: text-to-speech" in (toy_world / "hub/README.md").read_text()
 
 
 def test_lora_resume_is_exact(toy_world, lpo):

@@ -21,12 +21,14 @@ from __future__ import annotations
 import json
 import os
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from lpo_speech.asr.perturb import build_vocabulary, perturbations
 from lpo_speech.asr.recipe import AsrRecipe
+from lpo_speech.asr.sources import InputColumns, converted_manifest
 from lpo_speech.audio import load_audio
 from lpo_speech.distributed import barrier, init_distributed, record_runtime
 from lpo_speech.metrics import normalize, utterance_errors
@@ -158,11 +160,21 @@ def select_pairs(recipe: AsrRecipe, rows: list[dict]) -> tuple[list[PreferencePa
 
 def build_asr_pairs(recipe: AsrRecipe, *, quiet: bool = False, overwrite: bool = False) -> dict:
     """`overwrite`: discard candidates (and reference log-probs) made from another model, manifest or
-    settings instead of stopping, once the new inputs are checked."""
+    settings instead of stopping, once the new inputs are checked. A manifest that is a `datasets`
+    dataset or a lhotse CutSet is converted into `work_dir/input/` first (lpo_speech.asr.sources)."""
+    bp = recipe.build_pairs
+    set_threads(recipe.runtime.threads)
+    init_distributed(recipe.runtime.device)  # before any model: each rank on its own device
+    cols = InputColumns(text=bp.text_column, audio=bp.audio_column, id=bp.id_column, split=bp.split)
+    with converted_manifest(bp.manifest, Path(bp.work_dir) / "input", cols, overwrite=overwrite, quiet=quiet) as manifest:
+        recipe = replace(recipe, build_pairs=replace(bp, manifest=str(manifest)))
+        return _build_pairs(recipe, quiet=quiet, overwrite=overwrite)
+
+
+def _build_pairs(recipe: AsrRecipe, *, quiet: bool, overwrite: bool) -> dict:
     bp = recipe.build_pairs
     work = Path(bp.work_dir)
-    set_threads(recipe.runtime.threads)
-    info = init_distributed(recipe.runtime.device)  # before any model: each rank on its own device
+    info = init_distributed(recipe.runtime.device)
     dtype = resolve_dtype(recipe.model.dtype, info.device)
     # Every input checked before anything is written: the manifest, then every audio (readable, mono,
     # 16 kHz, finite), then what an earlier run left in work_dir.

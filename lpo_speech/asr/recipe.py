@@ -10,8 +10,13 @@ from lpo_speech.config import (DataConfig, LossConfig, ModelConfig, ReferenceCon
 
 @dataclass
 class AsrBuildPairs:
-    manifest: str  # ASR manifest of the training utterances: {"id", "audio", "text"}
-    work_dir: str  # candidates.jsonl, pairs.jsonl (before reference log-probs), summary.json
+    manifest: str  # the training utterances: a JSONL manifest {"id", "audio", "text"}, a datasets folder or
+    #                hub id (hf:NAME), or a lhotse CutSet manifest (lpo_speech.asr.sources)
+    work_dir: str  # candidates.jsonl, pairs.jsonl (before reference log-probs), summary.json; input/ (converted)
+    text_column: str = "text"  # a dataset's transcript column
+    audio_column: str = "audio"  # a dataset's audio column (an Audio feature or file paths)
+    id_column: str | None = None  # a dataset's id column (default: <split>-<row>)
+    split: str | None = None  # a dataset's split (default: its only split)
     lang: str = "en"  # normalization for WER/CER: en (words) | zh (characters)
     greedy: bool = True  # the model's greedy transcript as a candidate
     samples: int = 0  # model-based candidates per utterance (sampling)
@@ -39,6 +44,8 @@ class AsrBuildPairs:
         require(self.min_margin >= 0 and self.max_pairs_per_utterance >= 1, "build_pairs.min_margin/max_pairs_per_utterance",
               "margin >= 0, at least one pair")
         require(self.batch_size >= 1, "build_pairs.batch_size", "must be >= 1")
+        require(bool(self.text_column.strip() and self.audio_column.strip()), "build_pairs.text_column/audio_column",
+                "a column name")
 
 
 @dataclass

@@ -14,8 +14,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score word/character error rates (the metric family this command computes)")
     parser.add_argument("--model", action="append", required=True, help="model directory or hub id (fetched into the Hugging Face cache); repeat to compare")
     parser.add_argument("--label", action="append", help="names for the models in the table (default: folder names)")
-    parser.add_argument("--data", required=True, help="ASR manifest (JSONL: id, audio, text)")
+    parser.add_argument("--data", required=True,
+                        help="ASR: a JSONL manifest (id, audio, text), a Hugging Face datasets folder or hub id "
+                             "(hf:NAME), or a lhotse CutSet manifest; TTS: a prompt manifest (JSONL: id, text)")
     parser.add_argument("--out", required=True, help="output folder")
+    ds = parser.add_argument_group("ASR data that is a datasets dataset (converted once into OUT/input/)")
+    ds.add_argument("--text-column", default="text", help="the transcript column (default: text)")
+    ds.add_argument("--audio-column", default="audio", help="the audio column (default: audio)")
+    ds.add_argument("--id-column", help="the id column (default: ids are SPLIT-ROW)")
+    ds.add_argument("--split", help="the split to read (default: the dataset's only split)")
     parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--beam", type=positive_int, default=1, help="beam size (1 = greedy)")
     parser.add_argument("--lang", default="en", choices=("en", "zh", "cjk", "ja"),
@@ -49,11 +56,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lpo_speech.asr.sources import InputColumns
     from lpo_speech.evaluate import evaluate, markdown_table
 
     results = evaluate(args.model, args.label, args.data, args.out, batch_size=args.batch_size, beam=args.beam,
                        lang=args.lang, device=args.device, dtype=args.dtype, quiet=args.quiet, threads=args.threads,
                        overwrite=args.overwrite,
+                       columns=InputColumns(text=args.text_column, audio=args.audio_column, id=args.id_column,
+                                            split=args.split),
                        tts={"temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
                             "ref_audio": args.ref_audio, "dnsmos": not args.no_dnsmos, "max_seconds": args.max_seconds,
                             "emotion": _emotion_spec(args.emotion_scorer), "judge": _judge_spec(args.judge),

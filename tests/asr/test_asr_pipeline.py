@@ -74,6 +74,24 @@ def test_build_pairs_train_eval(tmp_path, lpo, whisper_tiny, asr_data):
     assert "| base |" in out.stdout and "| lpo |" in out.stdout
     assert json.loads((tmp_path / "ev" / "runtime.json").read_text())["stage"] == "eval"
 
+    # export: the run as a hub-ready folder that loads alone, with the recipe and the eval table in its card
+    from transformers import AutoProcessor, WhisperForConditionalGeneration
+
+    out = lpo("export", str(tmp_path / "lpo"), "hub-ready", "--eval", "ev", cwd=tmp_path)
+    card = (tmp_path / "hub-ready" / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: automatic-speech-recognition\n")
+    assert "| lpo |" in card and "type: lpo-ste" in card and "![training curves](training_curves.png)" in card
+    assert (tmp_path / "hub-ready" / "training_curves.png").is_file()
+    exported = WhisperForConditionalGeneration.from_pretrained(tmp_path / "hub-ready")
+    trained = WhisperForConditionalGeneration.from_pretrained(tmp_path / "lpo" / "model")
+    assert all((a == b).all() for a, b in zip(exported.state_dict().values(), trained.state_dict().values()))
+    assert AutoProcessor.from_pretrained(tmp_path / "hub-ready").tokenizer is not None
+    again = lpo("export", str(tmp_path / "lpo"), "hub-ready", cwd=tmp_path, check=False)
+    assert again.returncode == 2 and again.stderr.strip() == (
+        "error: hub-ready: exists and is not empty (pass --overwrite to replace it)")
+    missing = lpo("export", str(tmp_path / "pairs"), "other", cwd=tmp_path, check=False)
+    assert missing.returncode == 2 and "no model/ folder" in missing.stderr and not (tmp_path / "other").exists()
+
 
 def test_eval_shards_across_processes_with_the_same_result(tmp_path, whisper_tiny, asr_data):
     """`torchrun --nproc_per_node 2 ... eval` of an ASR model (gloo, CPU) splits the utterances and
