@@ -88,7 +88,20 @@ class AsrDecoder:
         if self.language or self.task:
             kwargs.update(language=self.language, task=self.task)
         states = states.to(self.device, next(self.model.parameters()).dtype)
-        out = self.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=states), **kwargs)
+        encoded = BaseModelOutput(last_hidden_state=states)
+        if n == 1:
+            out = self.model.generate(encoder_outputs=encoded, **kwargs)
+        else:
+            # Whisper's own generate() turns num_return_sequences into repeated inputs_features (None
+            # here: the states are precomputed) and returns each copy's top-1, so no beam N-best. The
+            # generic seq2seq generate from the training prefix (start, language, task, no timestamps:
+            # the adapter's) expands the encoder states itself and keeps the N best beams or N samples;
+            # the generation config's token suppression applies as in Whisper's.
+            from transformers.generation import GenerationMixin
+
+            kwargs.pop("language", None), kwargs.pop("task", None)
+            prefix = torch.tensor([self.adapter.prefix] * states.shape[0], device=self.device)
+            out = GenerationMixin.generate(self.model, encoder_outputs=encoded, decoder_input_ids=prefix, **kwargs)
         texts = self.adapter.tokenizer.batch_decode(out, skip_special_tokens=True)
         return [[t.strip() for t in texts[i * n:(i + 1) * n]] for i in range(states.shape[0])]
 

@@ -81,3 +81,22 @@ def test_bad_audio_is_one_line(whisper_tiny, tmp_path):
     (tmp_path / "noise.wav").write_bytes(b"not audio" * 100)
     with pytest.raises(UserError, match=r"pairs.jsonl:4: .*noise.wav: cannot read audio"):
         ad.encode(pair(0, "noise.wav", "a", "b"), "pairs.jsonl:4", tmp_path)
+
+
+def test_decoding_samples_and_beam_n_best_from_cached_states(whisper_tiny, audio):
+    """N samples and the beam's N best per utterance from precomputed encoder states (what build-pairs
+    does): N transcripts each, the beams distinct and led by the beam search's top-1, samples seeded."""
+    from lpo_speech.asr.decode import AsrDecoder
+    from lpo_speech.audio import load_audio
+
+    dec = AsrDecoder(str(whisper_tiny))
+    states = dec.encode([load_audio(p, sample_rate=16_000) for p in audio])
+    beams = dec.transcribe(states=states, n=3, num_beams=3)
+    assert [len(b) for b in beams] == [3, 3] and all(len(set(b)) == 3 for b in beams)
+    assert [b[0] for b in beams] == [t[0] for t in dec.transcribe(states=states, num_beams=3)]
+    assert "kitchen" in beams[0][0].lower()
+    torch.manual_seed(0)
+    samples = dec.transcribe(states=states, n=4, do_sample=True, temperature=1.0)
+    torch.manual_seed(0)
+    assert dec.transcribe(states=states, n=4, do_sample=True, temperature=1.0) == samples
+    assert [len(s) for s in samples] == [4, 4] and all(t.strip() for s in samples for t in s)
