@@ -213,3 +213,65 @@ def _evaluate(models: list[str], labels: list[str], kinds: list[str], manifest: 
         # runtime.json describes the run that made metrics.json: a failed rerun leaves the earlier one.
         record_runtime("eval", info, out_dir, quiet=True, **where)
     return results
+
+
+def data_sets(specs: list[str]) -> list[tuple[str, str]]:
+    """`--data [NAME=]PATH` (repeatable) as (name, path); a name defaults to the file's stem."""
+    import re
+
+    sets = []
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not re.fullmatch(r"[\w.-]+", name) or not path:
+            name, path = Path(spec.rstrip("/")).name.split(".")[0] or spec, spec
+        sets.append((name, path))
+    names = [n for n, _ in sets]
+    if len(set(names)) != len(names):
+        raise UserError(f"--data: two sets named {sorted(n for n in names if names.count(n) > 1)[0]!r} "
+                        "(name them: --data in-domain=test.jsonl --data out-of-domain=ood_test.jsonl)")
+    return sets
+
+
+def comparison_table(by_set: dict[str, dict[str, dict]], baseline: str, lang: str = "en") -> str:
+    """One row per model: each set's headline rate (WER, or CER for zh) and its ratio to the baseline
+    model's on the same set (and the failure rate for TTS), so a gain on one set bought by a loss on
+    another (forgetting out of domain) shows at a glance."""
+    rate = headline(lang)
+    labels = list(next(iter(by_set.values())))
+    tts = any("failure_rate" in m for res in by_set.values() for m in res.values())
+    head = ["model"]
+    for name in by_set:
+        head += [f"{name} {rate}", f"{name} vs {baseline}"] + ([f"{name} failure"] if tts else [])
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for label in labels:
+        cells = [label]
+        for name, res in by_set.items():
+            m, base = res[label], res[baseline]
+            ratio = m[rate] / base[rate] if base.get(rate) else float("nan")
+            cells += [f"{m[rate]:.4f}", f"x{ratio:.3f}"] + ([f"{m.get('failure_rate', float('nan')):.3f}"] if tts else [])
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_sets(models: list[str], labels: list[str] | None, specs: list[str], out: str, *,
+                  baseline: str | None = None, **kw) -> tuple[dict, str]:
+    """`eval --data A --data B ...`: every model on every set. One set writes OUT as `evaluate` does;
+    several write OUT/<set>/ each, and OUT/table.md + OUT/metrics.json ({set: {label: metrics}}) with
+    every set's rate and its ratio to `baseline` (default: the first model) side by side.
+    Returns (results, the table to print)."""
+    sets = data_sets(specs)
+    lang = kw.get("lang", "en")
+    if len(sets) == 1:
+        results = evaluate(models, labels, sets[0][1], out, **kw)
+        return results, markdown_table(results, lang)
+    by_set = {name: evaluate(models, labels, path, str(Path(out) / name), **kw) for name, path in sets}
+    names = list(next(iter(by_set.values())))
+    baseline = baseline or names[0]
+    if baseline not in names:
+        raise UserError(f"--baseline {baseline!r}: not one of the labels ({', '.join(names)})")
+    table = comparison_table(by_set, baseline, lang)
+    parts = [table] + [f"\n{name} (`{path}`):\n\n" + markdown_table(by_set[name], lang) for name, path in sets]
+    if init_distributed(kw.get("device", "auto")).is_main:
+        (Path(out) / "metrics.json").write_text(json.dumps(by_set, indent=2))
+        (Path(out) / "table.md").write_text("".join(parts))
+    return by_set, "".join(parts)

@@ -14,9 +14,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score word/character error rates (the metric family this command computes)")
     parser.add_argument("--model", action="append", required=True, help="model directory or hub id (fetched into the Hugging Face cache); repeat to compare")
     parser.add_argument("--label", action="append", help="names for the models in the table (default: folder names)")
-    parser.add_argument("--data", required=True,
+    parser.add_argument("--data", required=True, action="append", metavar="[NAME=]DATA",
                         help="ASR: a JSONL manifest (id, audio, text), a Hugging Face datasets folder or hub id "
-                             "(hf:NAME), or a lhotse CutSet manifest; TTS: a prompt manifest (JSONL: id, text)")
+                             "(hf:NAME), or a lhotse CutSet manifest; TTS: a prompt manifest (JSONL: id, text). "
+                             "Repeat for several sets (e.g. in-domain=test.jsonl out-of-domain=ood_test.jsonl): "
+                             "each goes to OUT/NAME/, and OUT/table.md shows every set's rate and its ratio to "
+                             "the baseline model side by side")
+    parser.add_argument("--baseline", metavar="LABEL", help="with several --data sets: the model the others are "
+                                                             "compared with (default: the first)")
     parser.add_argument("--out", required=True, help="output folder")
     ds = parser.add_argument_group("ASR data that is a datasets dataset (converted once into OUT/input/)")
     ds.add_argument("--text-column", default="text", help="the transcript column (default: text)")
@@ -57,9 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lpo_speech.asr.sources import InputColumns
-    from lpo_speech.evaluate import evaluate, markdown_table
+    from lpo_speech.evaluate import evaluate_sets
 
-    results = evaluate(args.model, args.label, args.data, args.out, batch_size=args.batch_size, beam=args.beam,
+    _, table = evaluate_sets(args.model, args.label, args.data, args.out, baseline=args.baseline,
+                       batch_size=args.batch_size, beam=args.beam,
                        lang=args.lang, device=args.device, dtype=args.dtype, quiet=args.quiet, threads=args.threads,
                        overwrite=args.overwrite,
                        columns=InputColumns(text=args.text_column, audio=args.audio_column, id=args.id_column,
@@ -69,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                             "emotion": _emotion_spec(args.emotion_scorer), "judge": _judge_spec(args.judge),
                             "judge_device": args.judge_device,
                             "sampling_threads": args.sampling_threads})
-    print(markdown_table(results, args.lang), end="")
+    print(table, end="")
     return 0
 
 

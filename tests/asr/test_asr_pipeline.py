@@ -220,3 +220,31 @@ def test_other_rates_and_stereo_are_converted_not_refused(tmp_path, lpo, whisper
     conv = lines(tmp_path / "ev-conv" / whisper_tiny.name / "utterances.jsonl")
     base = lines(tmp_path / "ev-16" / whisper_tiny.name / "utterances.jsonl")
     assert [r["hyp"] for r in conv] == [r["hyp"] for r in base]
+
+
+def test_eval_on_several_sets_shows_each_sets_change_side_by_side(tmp_path, lpo, whisper_tiny, asr_data):
+    """`--data NAME=PATH` twice: each set is its own eval folder, and the top table puts every set's
+    rate and its ratio to the baseline side by side (the forgetting check)."""
+    out = lpo("eval", "--wer", "--model", str(whisper_tiny), "--model", str(whisper_tiny), "--label", "base",
+              "--label", "again", "--data", f"in-domain={asr_data / 'test.jsonl'}",
+              "--data", f"out-of-domain={asr_data / 'train.jsonl'}", "--out", "ev", "--quiet", cwd=tmp_path)
+    both = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert set(both) == {"in-domain", "out-of-domain"} and both["in-domain"]["base"]["n"] == 3
+    assert both["out-of-domain"]["again"]["n"] == 5
+    assert (tmp_path / "ev" / "in-domain" / "base" / "utterances.jsonl").is_file()
+    head = out.stdout.splitlines()[0]
+    assert head == "| model | in-domain wer | in-domain vs base | out-of-domain wer | out-of-domain vs base |"
+    assert "| again | " in out.stdout and out.stdout.count("x1.000") == 4
+    dup = lpo("eval", "--wer", "--model", str(whisper_tiny), "--data", "a/test.jsonl", "--data", "b/test.jsonl",
+              "--out", "ev2", cwd=tmp_path, check=False)
+    assert dup.returncode == 2 and "two sets named 'test'" in dup.stderr and not (tmp_path / "ev2").exists()
+
+
+def test_comparison_table_hand_worked():
+    from lpo_speech.evaluate import comparison_table
+
+    by_set = {"in": {"sft": {"wer": 0.20}, "lpo": {"wer": 0.10}},
+              "ood": {"sft": {"wer": 0.40}, "lpo": {"wer": 0.50}}}
+    rows = comparison_table(by_set, "sft").splitlines()
+    assert rows[2] == "| sft | 0.2000 | x1.000 | 0.4000 | x1.000 |"
+    assert rows[3] == "| lpo | 0.1000 | x0.500 | 0.5000 | x1.250 |"  # wins in domain, forgets out of domain
