@@ -42,7 +42,7 @@ def main() -> None:
     from lpo_speech.demo import asr_stage
     from lpo_speech.steps import run_command
     from lpo_speech.evaluate import evaluate, markdown_table
-    from lpo_speech.recipes import load_train_recipe
+    from lpo_speech.recipe import load_train_recipe
     from lpo_speech.trainer import read_metrics, train
 
     out = Path(args.out)

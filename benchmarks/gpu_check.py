@@ -15,7 +15,7 @@ so one failure or hang loses only its own row):
             median seconds per step after warm-up steps, peak CUDA memory (max allocated, reset after
             the warm-up steps) and MFU (benchmarks/run_all.py's model_flops_per_step over the step time
             and the GPU's dense bf16 peak; LoRA's count drops the frozen weights' gradient FLOPs).
-  sampling  lpo_speech.sampling.sample on the smallest model: 8 prompts x 8 candidates x 256 new
+  sampling  lpo_speech.tts.sampling.sample on the smallest model: 8 prompts x 8 candidates x 256 new
             tokens decoded together with a KV cache; candidates/s and new tokens/s.
   tts       the tiny offline TTS model (assets/tts-tiny-sft-sync): greedy codec tokens of 8 held-out
             prompts decoded on the GPU and on the CPU (lpo_speech.tts.synthesize, as `eval` decodes),
@@ -163,7 +163,7 @@ def _dtype_name(spec: dict) -> str:
 
 
 def _recipe(spec: dict, work: Path, out_dir: Path, mode: str = "ddp"):
-    from lpo_speech.config import (DataConfig, LoraSettings, LossConfig, ModelConfig, ReferenceConfig,
+    from lpo_speech.recipe import (DataConfig, LoraSettings, LossConfig, ModelConfig, ReferenceConfig,
                                    RuntimeConfig, TrainConfig, TrainRecipe)
 
     s = spec["size"]
@@ -285,7 +285,7 @@ def child_sampling(spec: dict) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from lpo_speech.sampling import sample
+    from lpo_speech.tts.sampling import sample
 
     work, s = Path(spec["work"]), spec["size"]
     dtype = torch.bfloat16 if spec["dtype"] == "bf16" else torch.float32
@@ -714,7 +714,7 @@ def markdown(res: dict) -> str:
         lines += [f"\nprepare {k}: {_cell(v)}" for k, v in prep.items()]
     s = parts.get("sampling")
     if s:
-        lines += ["", "## 2. Batched sampling (lpo_speech.sampling.sample, KV cache)", ""]
+        lines += ["", "## 2. Batched sampling (lpo_speech.tts.sampling.sample, KV cache)", ""]
         if "candidates_per_s" in s:
             lines += ["| model | prompts x candidates x new tokens | seconds | candidates/s | new tokens/s |",
                       "|---|---|---|---|---|",

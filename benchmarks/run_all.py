@@ -12,7 +12,7 @@ precision and precomputed reference log-probs:
 
 Each child reports seconds per optimizer step (after `--warmup` steps) and its peak memory: RSS high
 water mark (ru_maxrss, the whole process: imports, model, data, steps) on CPU, torch.cuda max
-allocated on GPU. A `sampling` child measures lpo_speech.sampling: N candidates per prompt decoded
+allocated on GPU. A `sampling` child measures lpo_speech.tts.sampling: N candidates per prompt decoded
 together with a KV cache vs one candidate at a time. Results go to benchmarks/results/run_all-*.json
 and a Markdown table is printed.
 
@@ -125,7 +125,7 @@ def child_prepare(a, work: Path) -> dict:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from lpo_speech.config import DataConfig, LossConfig, ModelConfig, RuntimeConfig, TrainConfig, TrainRecipe
+    from lpo_speech.recipe import DataConfig, LossConfig, ModelConfig, RuntimeConfig, TrainConfig, TrainRecipe
     from lpo_speech.reflogps import compute_ref_logps
 
     torch.manual_seed(a.seed)
@@ -167,7 +167,7 @@ def child_lpo(a, work: Path, loss_type: str) -> dict:
 
     from lpo_speech import trainer
     from lpo_speech.adapters.causal_lm import CausalLMPairModel
-    from lpo_speech.config import (DataConfig, LossConfig, ModelConfig, ReferenceConfig, RuntimeConfig, TrainConfig,
+    from lpo_speech.recipe import (DataConfig, LossConfig, ModelConfig, ReferenceConfig, RuntimeConfig, TrainConfig,
                                    TrainRecipe)
 
     average = loss_type != "sigmoid"
@@ -279,7 +279,7 @@ def child_sampling(a, work: Path) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from lpo_speech.sampling import sample
+    from lpo_speech.tts.sampling import sample
 
     dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
     lm = AutoModelForCausalLM.from_pretrained(work / "model", dtype=dtype).to(a.device).eval()

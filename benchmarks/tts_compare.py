@@ -31,7 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 
 
-from lpo_speech.config import apply_overrides, read_recipe
+from lpo_speech.recipe import apply_overrides, read_recipe
 from lpo_speech.errors import UserError
 from lpo_speech.records import TtsPrompt, load_jsonl, write_jsonl_atomic
 from lpo_speech.stages import check_settings

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tts_compare import (  # noqa: E402  (the same stages, eval and manifests)
     LOSSES, REPO, TRACKS, eval_command, first_prompts, run, same_overrides, train_prompts)
 
-from lpo_speech.config import apply_overrides, read_recipe  # noqa: E402
+from lpo_speech.recipe import apply_overrides, read_recipe  # noqa: E402
 
 ON_POLICY = ["build_pairs.chosen=best", "build_pairs.temperature=0.7"]  # as tts-sync_best.md
 ARMS = ("lpo", "sft-cont")

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tts_compare import REPO, eval_command, every_style, run, same_overrides, train_prompts  # noqa: E402  (the same stage runner)
 from tts_compare import TRACKS as COMPARE_TRACKS  # noqa: E402  (each track's world)
 
-from lpo_speech.config import apply_overrides, read_recipe  # noqa: E402
+from lpo_speech.recipe import apply_overrides, read_recipe  # noqa: E402
 
 TRACKS = {  # recipe, dev manifest, style scorer, and label (also the run's folder) -> overrides
     "tts": ("recipes/tts/tiny.yaml", "dev_prompts.jsonl", None, {  # recipe: lpo-ste, r2 0.8, 3 epochs

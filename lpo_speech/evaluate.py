@@ -8,7 +8,7 @@ and `<out>/runtime.json` (where it ran: every rank's device, dtype, judge device
 the start, written with the results). Every model's inputs (each row's audio, the model's config) are
 checked, and each earlier `<label>/utterances.jsonl` compared with what would make it now (model and
 manifest by content, decoding: lpo_speech.stages), before anything is written; a rerun made another
-way stops in one line unless `--overwrite`. Normalization and the WER conventions: lpo_speech.metrics
+way stops in one line unless `--overwrite`. Normalization and the WER conventions: lpo_speech.wer
 (`--lang zh`: characters, and the table leads with CER, as Seed-TTS-eval reports Chinese).
 """
 
@@ -22,7 +22,7 @@ import torch
 from lpo_speech.audio import load_audio
 from lpo_speech.distributed import init_distributed, record_runtime, resolve_device
 from lpo_speech.errors import UserError, clip
-from lpo_speech.metrics import corpus_scores, headline, utterance_errors
+from lpo_speech.wer import corpus_scores, headline, utterance_errors
 from lpo_speech.precision import dtype_name, resolve_dtype
 from lpo_speech.asr.sources import InputColumns, converted_manifest
 from lpo_speech.records import AsrUtterance, load_jsonl, resolve_audio
@@ -139,7 +139,7 @@ def eval_asr(model: str, manifest: str, out_dir: Path, *, batch_size: int = 8, b
 
 
 def markdown_table(results: dict[str, dict], lang: str = "en") -> str:
-    """The models' metrics side by side; the language's headline rate first (zh: CER, lpo_speech.metrics)."""
+    """The models' metrics side by side; the language's headline rate first (zh: CER, lpo_speech.wer)."""
     rates = ("cer", "wer") if headline(lang) == "cer" else ("wer", "cer")
     keys = [k for k in (*rates, "wer_utt_mean", "failure_rate", "not_terminated_rate", "sim", "dnsmos",
                         "emotion_acc", "emotion_score", "runaway_rate", "wer_no_runaway", "n")

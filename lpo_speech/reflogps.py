@@ -17,7 +17,7 @@ import torch
 
 from lpo_speech.adapters import load_adapter
 from lpo_speech.audio import load_audio
-from lpo_speech.config import TrainRecipe
+from lpo_speech.recipe import TrainRecipe
 from lpo_speech.distributed import barrier, init_distributed, record_runtime
 from lpo_speech.errors import UserError
 from lpo_speech.lora import adapter_disabled
@@ -129,3 +129,28 @@ def compute_ref_logps(recipe: TrainRecipe, in_path: str | Path, out_path: str | 
             scored_path.unlink(missing_ok=True)
             settings_path(scored_path).unlink(missing_ok=True)
     return {"pairs": len(pairs), "kept": len(kept), "dropped_margin": len(scored) - len(kept)}
+
+
+def store_pairs(recipe: TrainRecipe, pairs: list[PreferencePair], work: Path, *, batch_size: int,
+                max_margin: float | None, quiet: bool = False, overwrite: bool = False) -> dict:
+    """The last step of every track's build-pairs: `work/pairs.jsonl` (the selected pairs, written by
+    rank 0), then `data.pairs` for training: with their reference log-probs (computed here, sharded;
+    reference log-probs of an earlier selection are recomputed, not refused, since pairs.jsonl is the
+    stage's own), or as they are when the trainer runs the reference itself (`reference.source: model`).
+    Returns the counts for summary.json (`dropped_ref_margin`, `pairs_written`)."""
+    info = init_distributed(recipe.runtime.device)
+    out = Path(recipe.data.pairs)
+    if info.is_main:  # under torchrun every rank selected the same pairs; one writes them
+        write_jsonl_atomic(work / "pairs.jsonl", pairs)
+    barrier()
+    if not pairs:
+        return {"dropped_ref_margin": 0, "pairs_written": 0}
+    if recipe.reference.source == "model":
+        if info.is_main:
+            write_jsonl_atomic(out, [rebase_audio(p, work, out.parent) for p in pairs])
+            settings_path(out).unlink(missing_ok=True)  # it holds no reference log-probs now
+        barrier()
+        return {"dropped_ref_margin": 0, "pairs_written": len(pairs)}
+    ref = compute_ref_logps(recipe, work / "pairs.jsonl", out, batch_size=batch_size, max_margin=max_margin,
+                            quiet=quiet, overwrite=overwrite, restart_if_changed=True)
+    return {"dropped_ref_margin": ref["dropped_margin"], "pairs_written": ref["kept"]}

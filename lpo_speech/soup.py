@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from lpo_speech.config import TrainRecipe, save_recipe, to_dict
+from lpo_speech.recipe import TrainRecipe, save_recipe, to_dict
 from lpo_speech.errors import UserError
 
 

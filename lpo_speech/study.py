@@ -45,7 +45,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lpo_speech.config import build_recipe, read_recipe
+from lpo_speech.recipe import build_recipe, read_recipe
 from lpo_speech.steps import StepLog, run_command, shown, train_command
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,7 +172,7 @@ def run_study(path: str | Path, *, dry_run: bool = False) -> dict | None:
             out = _eval_dir(work, set_name, m)
             commands.append(("eval", ["eval", "--wer", "--model", str(m.path), "--label", m.row, "--data", data,
                                       "--out", str(out), *study.eval.args], out / "metrics.json"))
-    from lpo_speech.recipes import load_train_recipe
+    from lpo_speech.recipe import load_train_recipe
 
     for kind, args, _ in commands:  # a typo in a variant stops now, not after hours of earlier steps
         if kind == "train":

@@ -22,12 +22,12 @@ from tqdm import tqdm
 from lpo_speech import checkpoint
 from lpo_speech.adapters import load_adapter
 from lpo_speech.batching import GlobalBatches
-from lpo_speech.config import TrainRecipe, save_recipe
+from lpo_speech.recipe import TrainRecipe, save_recipe
 from lpo_speech.distributed import all_reduce_mean, barrier, cleanup, init_distributed, record_runtime
 from lpo_speech.errors import UserError
 from lpo_speech.lora import adapter_disabled
 from lpo_speech.losses import preference_loss
-from lpo_speech.metrics_log import MetricsLog
+from lpo_speech.training_log import MetricsLog
 from lpo_speech.parallel import clip_grad_norm, full_state_dict, gradient_sync, is_sharded, shard_fsdp, wrap
 from lpo_speech.policy import disable_dropout, load_policy, load_reference, save_trained
 from lpo_speech.precision import autocast, dtype_name

@@ -154,7 +154,7 @@ def test_yaml_bombs_cost_nothing(tmp_path):
         import contextlib, io, json, resource, sys, time
         from pathlib import Path
         from lpo_speech.cli import main
-        import lpo_speech.recipes, lpo_speech.tts.recipe  # imported before measuring
+        import lpo_speech.recipe, lpo_speech.tts.recipe  # imported before measuring
         runs = [["train", p.name] for p in sorted(Path('.').glob('*.yaml')) if p.name != 'base.yaml']
         runs.append(["train", "base.yaml", "model.path=[&a [lol, lol, lol], *a, *a]"])
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

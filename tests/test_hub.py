@@ -33,7 +33,7 @@ def offline(cache: Path, **extra: str) -> dict:
 def test_hub_ids_in_recipes_are_the_checked_ones():
     """Every hub id a shipped recipe loads is found, with the kind of files its loader reads."""
     from lpo_speech.hub import hub_models
-    from lpo_speech.recipes import load_any_recipe
+    from lpo_speech.recipe import load_any_recipe
 
     got = {(m.field, m.name, m.kind) for r in ("asr/whisper.yaml", "asr/qwen2-audio.yaml", "tts/emotion.yaml")
            for m in hub_models(load_any_recipe(REPO / "recipes" / r))}

@@ -32,8 +32,8 @@ def pair_logps(pair_model, toy_world: Path, adapter) -> torch.Tensor:
 
 def test_only_adapter_weights_get_gradients(toy_world):
     from lpo_speech.adapters import load_adapter
-    from lpo_speech.config import LoraSettings
-    from lpo_speech.recipes import load_train_recipe
+    from lpo_speech.recipe import LoraSettings
+    from lpo_speech.recipe import load_train_recipe
     from lpo_speech.policy import load_policy
 
     recipe = load_train_recipe(toy_world / "recipe.yaml")
@@ -54,7 +54,7 @@ def test_only_adapter_weights_get_gradients(toy_world):
 
 def test_lora_trains_reference_is_base_save_modes_and_merge(toy_world, lpo):
     from lpo_speech.adapters import load_adapter
-    from lpo_speech.config import ModelConfig
+    from lpo_speech.recipe import ModelConfig
     from lpo_speech.lora import adapter_disabled
 
     lpo("train", "recipe.yaml", LORA, "train.lr=3e-2", "train.max_steps=24", "train.out_dir=run_lora", "--quiet",

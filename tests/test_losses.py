@@ -149,7 +149,7 @@ def test_bad_arguments():
 def test_function_defaults_are_the_recipe_defaults():
     import inspect
 
-    from lpo_speech.config import LossConfig
+    from lpo_speech.recipe import LossConfig
 
     params = inspect.signature(preference_loss).parameters
     cfg = LossConfig()

@@ -90,7 +90,7 @@ def _measured_peak(path, *, checkpointing: bool, tmp) -> int:
     from torch.profiler import ProfilerActivity, profile
 
     from lpo_speech.adapters.causal_lm import CausalLMAdapter
-    from lpo_speech.config import ModelConfig
+    from lpo_speech.recipe import ModelConfig
 
     adapter = CausalLMAdapter(ModelConfig(path=str(path), gradient_checkpointing=checkpointing))
     model = adapter.load(str(path), torch.device("cpu"))

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from lpo_speech.recipes import load_any_recipe, load_train_recipe
+from lpo_speech.recipe import load_any_recipe, load_train_recipe
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").rglob("*.yaml"))
 

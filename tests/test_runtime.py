@@ -54,7 +54,7 @@ def test_impossible_placements_are_one_line(requested, local_rank, gpus, message
 def test_every_shipped_recipe_places_rank_r_on_gpu_r():
     """What build-pairs and eval resolve (runtime.device; runtime.judge_device, null = the device) puts
     local rank 3 of an 8-GPU node on cuda:3, model and judges alike (fake count: see the module)."""
-    from lpo_speech.recipes import load_any_recipe
+    from lpo_speech.recipe import load_any_recipe
 
     recipes = sorted((REPO / "recipes").glob("*/*.yaml"))
     assert recipes

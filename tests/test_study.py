@@ -17,7 +17,7 @@ RECIPE = REPO / "recipes" / "asr" / "whisper-tiny-offline.yaml"
 
 @pytest.fixture(scope="module")
 def asr_data(tmp_path_factory):
-    from lpo_speech.data.synth import make_asr_data
+    from lpo_speech.synthetic.synth import make_asr_data
 
     out = tmp_path_factory.mktemp("study") / "data"
     make_asr_data(out, n_train=4, n_test=2, styles=["espeak"], workers=1, progress=False)

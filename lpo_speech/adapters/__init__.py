@@ -15,7 +15,7 @@ __all__ = ["Adapter", "PairModel", "SeqLogps", "adapter_for_model", "load_adapte
 
 
 def load_adapter(model_cfg) -> Adapter:
-    from lpo_speech.config import ADAPTERS
+    from lpo_speech.recipe import ADAPTERS
 
     module, _, name = ADAPTERS[model_cfg.adapter].partition(":")
     return getattr(importlib.import_module(module), name)(model_cfg)
@@ -27,7 +27,7 @@ def adapter_for_model(path: str) -> Adapter:
     from transformers import AutoConfig
 
     from lpo_speech.adapters.causal_lm import load_pretrained
-    from lpo_speech.config import ModelConfig
+    from lpo_speech.recipe import ModelConfig
 
     model_type = load_pretrained(AutoConfig, path).model_type
     return load_adapter(ModelConfig(path=path, adapter="whisper" if model_type == "whisper" else "causal_lm"))

@@ -5,7 +5,7 @@ Qwen2-Audio's processor is a Whisper log-mel feature extractor plus a Qwen2 byte
 with the chat and audio special tokens (`<|im_start|>`, `<|im_end|>`, `<|AUDIO|>`, `<|audio_bos|>`,
 `<|audio_eos|>`, `<|endoftext|>`) and the chat template. `build_processor` makes one offline: the BPE
 merges are learned (with the `tokenizers` library) from the offline world's sentences
-(lpo_speech.data.sentences), so the vocabulary is small (1,000 ids by default) yet any text encodes
+(lpo_speech.synthetic.sentences), so the vocabulary is small (1,000 ids by default) yet any text encodes
 (byte-level). `init_audio_llm` writes a model of the real class with that processor, random weights,
 sized by a preset: `test` (a few hundred thousand weights, for the test suite) or `small` (the audio
 tower of Whisper tiny.en's encoder size, a 3-layer 128-wide Qwen2 LM). With `encoder=` (a transformers
@@ -66,7 +66,7 @@ def build_processor(texts: list[str] | None = None, *, vocab_size: int = 1000, n
     the default chat template."""
     from transformers import Qwen2AudioProcessor, WhisperFeatureExtractor
 
-    from lpo_speech.data.sentences import generate
+    from lpo_speech.synthetic.sentences import generate
 
     texts = texts if texts is not None else generate(3000, seed=12345)
     tokenizer = build_tokenizer(texts, vocab_size)

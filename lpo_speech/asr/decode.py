@@ -19,7 +19,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from lpo_speech.adapters.audio_llm import FAMILIES, AudioLLMAdapter, splice
 from lpo_speech.adapters.causal_lm import load_pretrained
 from lpo_speech.adapters.whisper import WhisperAdapter
-from lpo_speech.config import ModelConfig
+from lpo_speech.recipe import ModelConfig
 
 AUDIO_LLM_TYPES = frozenset(FAMILIES)  # config model types that decode as audio LLMs
 

@@ -26,18 +26,17 @@ from pathlib import Path
 
 import torch
 
-from lpo_speech.asr.perturb import build_vocabulary, perturbations
+from lpo_speech.perturb import build_vocabulary, perturbations
 from lpo_speech.asr.recipe import AsrRecipe
 from lpo_speech.asr.sources import InputColumns, converted_manifest
 from lpo_speech.audio import load_audio
-from lpo_speech.distributed import barrier, init_distributed, record_runtime
-from lpo_speech.metrics import normalize, utterance_errors
+from lpo_speech.distributed import init_distributed, record_runtime
+from lpo_speech.wer import normalize, utterance_errors
 from lpo_speech.precision import dtype_name, resolve_dtype
-from lpo_speech.records import (AsrUtterance, Candidate, PreferencePair, load_jsonl, rebase_audio, resolve_audio,
-                                write_jsonl_atomic)
-from lpo_speech.reflogps import compute_ref_logps
+from lpo_speech.records import (AsrUtterance, Candidate, PreferencePair, load_jsonl, resolve_audio)
+from lpo_speech.reflogps import store_pairs
 from lpo_speech.stages import (OVERWRITE_HINT, check_settings, created_outputs, input_file, model_folder, run_sharded,
-                               set_threads, settings_path)
+                               set_threads)
 
 # What makes a candidate (with the model and the manifest): a rerun into the same work_dir must keep
 # these (lpo_speech.stages.check_settings); the selection rules may change freely.
@@ -188,22 +187,8 @@ def _build_pairs(recipe: AsrRecipe, *, quiet: bool, overwrite: bool) -> dict:
     with created_outputs(work, Path(recipe.data.pairs).parent):
         rows = generate_candidates(recipe, utts, quiet=quiet, overwrite=overwrite)
         pairs, stats = select_pairs(recipe, rows)
-        if info.is_main:  # under torchrun every rank selects the same pairs; one writes them
-            write_jsonl_atomic(work / "pairs.jsonl", pairs)
-        barrier()
-        if recipe.reference.source == "model":  # the trainer runs the reference itself: no precomputation
-            if info.is_main:
-                rebased = [rebase_audio(p, work, Path(recipe.data.pairs).parent) for p in pairs]
-                write_jsonl_atomic(recipe.data.pairs, rebased)
-                settings_path(recipe.data.pairs).unlink(missing_ok=True)  # it holds no reference log-probs now
-            stats.update(dropped_ref_margin=0, pairs_written=len(pairs))
-        else:
-            # pairs.jsonl is this stage's own and changes with the selection rules: reference log-probs of
-            # an earlier selection are recomputed, not refused.
-            ref = compute_ref_logps(recipe.train_recipe(), work / "pairs.jsonl", recipe.data.pairs,
-                                    batch_size=bp.batch_size, max_margin=bp.max_ref_margin, quiet=quiet,
-                                    overwrite=overwrite, restart_if_changed=True)
-            stats.update(dropped_ref_margin=ref["dropped_margin"], pairs_written=ref["kept"])
+        stats.update(store_pairs(recipe.train_recipe(), pairs, work, batch_size=bp.batch_size,
+                                 max_margin=bp.max_ref_margin, quiet=quiet, overwrite=overwrite))
         if info.is_main:
             (work / "summary.json").write_text(json.dumps(stats, indent=2))
         # runtime.json describes the run that made summary.json: a failed rerun leaves the earlier one.

@@ -1,11 +1,10 @@
-"""ASR recipe schema (`track: asr`): the shared training sections plus `build_pairs`."""
+"""ASR recipe schema (`track: asr`): the shared sections (lpo_speech.recipe.TrackRecipe) plus `build_pairs`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from lpo_speech.config import (DataConfig, LossConfig, ModelConfig, ReferenceConfig, RuntimeConfig, TrainConfig,
-                                TrainRecipe, require)
+from lpo_speech.recipe import TrackRecipe, require
 
 
 @dataclass
@@ -48,26 +47,14 @@ class AsrBuildPairs:
                 "a column name")
 
 
-@dataclass
-class AsrRecipe:
-    track: str
-    model: ModelConfig
-    data: DataConfig  # data.pairs is where build-pairs writes (with reference log-probs) and train reads
-    train: TrainConfig
+@dataclass(kw_only=True)
+class AsrRecipe(TrackRecipe):
+    TRACK = "asr"
+    ADAPTERS = ("whisper", "audio_llm")
+
     build_pairs: AsrBuildPairs
-    loss: LossConfig = field(default_factory=LossConfig)
-    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    offline_twin: str | None = None  # a recipe that runs without hub access; named when the hub is unreachable
 
     def validate(self) -> None:
-        require(self.track == "asr", "track", "asr")
-        require(self.offline_twin is None or self.offline_twin.endswith((".yaml", ".yml")), "offline_twin",
-              "a recipe file (.yaml)")
-        require(self.model.adapter in ("whisper", "audio_llm"), "model.adapter", "whisper or audio_llm for the ASR track")
+        super().validate()
         require(self.build_pairs.max_ref_margin is None or self.reference.source == "precomputed",
-              "build_pairs.max_ref_margin", "needs reference.source: precomputed (the filter uses stored log-probs)")
-
-    def train_recipe(self) -> TrainRecipe:
-        return TrainRecipe(model=self.model, data=self.data, train=self.train, loss=self.loss, reference=self.reference,
-                           runtime=self.runtime)
+                "build_pairs.max_ref_margin", "needs reference.source: precomputed (the filter uses stored log-probs)")

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from lpo_speech.errors import UserError
     from lpo_speech.hub import preflight
-    from lpo_speech.recipes import build_pairs, load_any_recipe
+    from lpo_speech.recipe import build_pairs, load_any_recipe
 
     recipe = load_any_recipe(args.recipe, args.overrides)
     preflight(recipe, "build-pairs", args.recipe)

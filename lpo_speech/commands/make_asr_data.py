@@ -1,4 +1,4 @@
-"""`lpo-speech make-asr-data`: synthesize an offline ASR train/test set (see lpo_speech.data.synth)."""
+"""`lpo-speech make-asr-data`: synthesize an offline ASR train/test set (see lpo_speech.synthetic.synth)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lpo_speech.commands.args import check_out_folder
-    from lpo_speech.data.synth import make_asr_data, make_ood_asr_data
+    from lpo_speech.synthetic.synth import make_asr_data, make_ood_asr_data
     from lpo_speech.errors import UserError
 
     check_out_folder(args.out)

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lpo_speech.recipes import load_train_recipe
+    from lpo_speech.recipe import load_train_recipe
     from lpo_speech.reflogps import compute_ref_logps
 
     recipe = load_train_recipe(args.recipe, args.overrides)

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.plan:  # no hub preflight, no weights, no run folder
         from lpo_speech.plan import recipe_plan
-        from lpo_speech.recipes import load_train_recipe
+        from lpo_speech.recipe import load_train_recipe
 
         print(recipe_plan(load_train_recipe(args.recipe, args.overrides), preset=args.plan_model,
                           gpus=args.plan_gpus, gpu_gb=args.plan_gpu_gb))
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
         raise UserError("--plan-gpus, --plan-gpu-gb and --plan-model go with --plan")
     from lpo_speech.hub import preflight
-    from lpo_speech.recipes import load_any_recipe, train_view
+    from lpo_speech.recipe import load_any_recipe, train_view
     from lpo_speech.soup import train_soup
     from lpo_speech.trainer import train
 

@@ -3,7 +3,7 @@
 For each prompt ({"id", "text", optional "emotion", "intensity", "speaker_audio"}), one synthesis
 (greedy by default; `temperature > 0` samples) is decoded to `<out>/wavs/<id>.wav` and scored by
 lpo_speech.tts.scoring: the ASR judge's transcript (`--judge`; the default, the bundled Whisper
-tiny.en, is English only) against the text (WER/CER, lpo_speech.metrics normalization in `lang`),
+tiny.en, is English only) against the text (WER/CER, lpo_speech.wer normalization in `lang`),
 speaker similarity to the prompt's `speaker_audio` (or `ref_audio`), DNSMOS, and the stability
 flags. The codec LM runs on `device` in `dtype`, the judge, scorers and a neural codec
 on `judge_device` (the placement rule of lpo_speech.distributed). Writes `<out>/utterances.jsonl` (one
@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from lpo_speech.distributed import init_distributed
 from lpo_speech.errors import UserError
-from lpo_speech.metrics import headline
+from lpo_speech.wer import headline
 from lpo_speech.records import TtsPrompt, load_jsonl, resolve_audio
 from lpo_speech.stages import OVERWRITE_HINT, check_settings, created_outputs, input_file, model_folder, run_sharded
 

@@ -75,7 +75,7 @@ import torch
 from lpo_speech.distributed import DistInfo, init_distributed, resolve_device
 from lpo_speech.errors import UserError
 from lpo_speech.precision import dtype_name, resolve_dtype
-from lpo_speech.records import Candidate, PreferencePair, TtsPrompt, load_jsonl, write_jsonl_atomic
+from lpo_speech.records import Candidate, PreferencePair, TtsPrompt, load_jsonl
 from lpo_speech.tts.recipe import SCORE_DIRECTIONS, TtsBuildPairs, TtsRecipe
 from lpo_speech.tts.text import EOS as LPO_EOS
 from lpo_speech.tts.world import WORLD_CODEC
@@ -256,7 +256,7 @@ def candidate_scorer(bp: TtsBuildPairs, device: str = "cpu"):
 def generate_candidates(recipe: TtsRecipe, prompts: list[TtsPrompt], gold: dict[str, dict],
                         quiet: bool = False, overwrite: bool = False) -> list[dict]:
     """Stage 1: candidates.jsonl (sharded, resumable)."""
-    from lpo_speech.asr.perturb import build_vocabulary, perturbations
+    from lpo_speech.perturb import build_vocabulary, perturbations
     from lpo_speech.stages import run_sharded
     from lpo_speech.tts.model import load_codec_lm
     from lpo_speech.tts.scoring import Clip
@@ -327,11 +327,12 @@ def build_tts_pairs(recipe: TtsRecipe, *, quiet: bool = False, overwrite: bool =
     """`overwrite`: discard candidates (and reference log-probs) made from another model, prompt file,
     gold file or settings instead of stopping, once the new inputs are checked. Every input (prompts,
     gold, reference voices, what an earlier run left in work_dir) is checked before anything is written."""
-    from lpo_speech.distributed import barrier, record_runtime
-    from lpo_speech.stages import OVERWRITE_HINT, check_settings, created_outputs, set_threads, settings_path
+    from lpo_speech.distributed import record_runtime
+    from lpo_speech.stages import OVERWRITE_HINT, check_settings, created_outputs, set_threads
     from lpo_speech.tts.evaluate import load_reference
     from lpo_speech.tts.synthesize import prompt_ids
     from lpo_speech.tts.text import TtsTokenizer
+    from lpo_speech.reflogps import store_pairs
 
     bp = recipe.build_pairs
     work = Path(bp.work_dir)
@@ -372,25 +373,8 @@ def build_tts_pairs(recipe: TtsRecipe, *, quiet: bool = False, overwrite: bool =
     with created_outputs(work, Path(recipe.data.pairs).parent):
         rows = generate_candidates(recipe, prompts, gold, quiet=quiet, overwrite=overwrite)
         pairs, stats = select_pairs(bp, rows, tok.eos_id)
-        if info.is_main:  # under torchrun every rank selects the same pairs; one writes them
-            write_jsonl_atomic(work / "pairs.jsonl", pairs)
-        barrier()
-        if not pairs:
-            stats.update(dropped_ref_margin=0, pairs_written=0)
-        elif recipe.reference.source == "model":  # the trainer runs the reference itself
-            if info.is_main:
-                write_jsonl_atomic(recipe.data.pairs, pairs)
-                settings_path(recipe.data.pairs).unlink(missing_ok=True)  # it holds no reference log-probs now
-            stats.update(dropped_ref_margin=0, pairs_written=len(pairs))
-        else:
-            from lpo_speech.reflogps import compute_ref_logps
-
-            # pairs.jsonl is this stage's own and changes with the selection rules: reference log-probs
-            # of an earlier selection are recomputed, not refused.
-            ref = compute_ref_logps(recipe.train_recipe(), work / "pairs.jsonl", recipe.data.pairs,
-                                    batch_size=bp.batch_size, max_margin=bp.max_ref_margin, quiet=quiet,
-                                    overwrite=overwrite, restart_if_changed=True)
-            stats.update(dropped_ref_margin=ref["dropped_margin"], pairs_written=ref["kept"])
+        stats.update(store_pairs(recipe.train_recipe(), pairs, work, batch_size=bp.batch_size,
+                                 max_margin=bp.max_ref_margin, quiet=quiet, overwrite=overwrite))
         if info.is_main:
             (work / "summary.json").write_text(json.dumps(stats, indent=2) + "\n")
         # runtime.json describes the run that made summary.json: a failed rerun leaves the earlier one.

@@ -1,4 +1,4 @@
-"""TTS recipe schema (`track: tts`): the shared training sections plus `build_pairs`.
+"""TTS recipe schema (`track: tts`): the shared sections (lpo_speech.recipe.TrackRecipe) plus `build_pairs`.
 
 `build_pairs` says how candidates are drawn from the codec LM (`model.path`), how they are scored
 (ASR judge, speaker similarity, DNSMOS, stability flags: lpo_speech.tts.scoring) and which rules
@@ -13,8 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from lpo_speech.config import (DataConfig, LossConfig, ModelConfig, ReferenceConfig, RuntimeConfig, TrainConfig,
-                                TrainRecipe, require)
+from lpo_speech.recipe import TrackRecipe, require
 
 # Score name -> +1 when higher is better, -1 when lower is better.
 SCORE_DIRECTIONS = {"failure": -1, "wer": -1, "cer": -1, "sim": 1, "dnsmos": 1, "emotion": 1}
@@ -115,24 +114,9 @@ class TtsBuildPairs:
               "build_pairs.pairs_per_prompt/batch_size/prompts_per_shard_step", "must be >= 1")
 
 
-@dataclass
-class TtsRecipe:
-    track: str
-    model: ModelConfig
-    data: DataConfig  # data.pairs is where build-pairs writes (with reference log-probs) and train reads
-    train: TrainConfig
+@dataclass(kw_only=True)
+class TtsRecipe(TrackRecipe):
+    TRACK = "tts"
+    ADAPTERS = ("causal_lm",)
+
     build_pairs: TtsBuildPairs
-    loss: LossConfig = field(default_factory=LossConfig)
-    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    offline_twin: str | None = None  # a recipe that runs without hub access; named when the hub is unreachable
-
-    def validate(self) -> None:
-        require(self.track == "tts", "track", "tts")
-        require(self.offline_twin is None or self.offline_twin.endswith((".yaml", ".yml")), "offline_twin",
-              "a recipe file (.yaml)")
-        require(self.model.adapter == "causal_lm", "model.adapter", "causal_lm for the TTS track")
-
-    def train_recipe(self) -> TrainRecipe:
-        return TrainRecipe(model=self.model, data=self.data, train=self.train, loss=self.loss, reference=self.reference,
-                           runtime=self.runtime)

@@ -1,7 +1,7 @@
 """Scores of synthesized speech: the one definition eval, pair building and the codec ceiling share.
 
 For each clip: the ASR judge's transcript `hyp` and its `wer`/`cer` against the prompt text
-(lpo_speech.metrics normalization), `sim` (speaker similarity to a reference voice, if one is
+(lpo_speech.wer normalization), `sim` (speaker similarity to a reference voice, if one is
 given), `dnsmos` (DNSMOS overall MOS, optional: it is the slowest score), `emotion` and
 `emotion_top` (with an emotion scorer, for clips whose prompt asks for an emotion or style:
 lpo_speech.judges.emotion), the stability flags of lpo_speech.judges.stability and `failure`:
@@ -9,7 +9,7 @@ lpo_speech.judges.emotion), the stability flags of lpo_speech.judges.stability a
     failure = WER > 0.5  or  not terminated (no EOS before the length limit)  or  undecodable
 
 `lang` is the prompts' language. For Chinese (zh, and the cjk/ja aliases) the error rate is the CER
-(lpo_speech.metrics.headline: unsegmented Chinese is one "word" under whitespace splitting), so the
+(lpo_speech.wer.headline: unsegmented Chinese is one "word" under whitespace splitting), so the
 failure rule reads CER > 0.5, the speaking-rate bounds count characters (stability unit
 `cjk_chars`), and a Whisper judge without its own `language` is given zh (or ja).
 
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from lpo_speech.distributed import resolve_device
-from lpo_speech.metrics import headline, utterance_errors
+from lpo_speech.wer import headline, utterance_errors
 
 FAILURE_WER = 0.5  # the error rate above which a clip is a failure (WER; CER for Chinese)
 WHISPER_LANGUAGES = {"zh": "zh", "ja": "ja"}  # scoring lang -> the language a Whisper judge is told
@@ -156,7 +156,7 @@ def summarize(rows: list[dict[str, Any]], texts: list[str], lang: str = "en",
     check counts characters); with emotion scores and the wanted labels: emotion_acc (share of those
     clips whose most likely label is the wanted one; no audio counts as wrong), emotion_score (mean
     probability of the wanted label) and emotion_acc_by_label."""
-    from lpo_speech.metrics import corpus_scores, normalize
+    from lpo_speech.wer import corpus_scores, normalize
 
     m: dict[str, Any] = dict(corpus_scores(texts, [r["hyp"] for r in rows], lang))
     n = len(rows)

@@ -1,7 +1,7 @@
 """Codec-LM speech synthesis: prompts -> sampled codec tokens -> audio (the model's codec).
 
 `synthesize(lm, tok, prompts, n=...)` encodes each prompt (text + control tokens), samples `n`
-responses with lpo_speech.sampling (KV cache, batched, every response position constrained to its
+responses with lpo_speech.tts.sampling (KV cache, batched, every response position constrained to its
 codec slot's ids, EOS only at a frame boundary), then unflattens and decodes each response to a
 waveform at the codec's rate. Prompts are sampled in groups of similar text length, each group
 with its own length guard:
@@ -84,7 +84,7 @@ def synthesize(lm, tok: TtsTokenizer, prompts: list[TtsPrompt], *, n: int = 1, t
 
 def _synthesize(lm, tok, prompts, *, n, temperature, top_k, top_p, max_seconds, seconds_per_char, seed,
                 batch_size, group, codec, progress) -> list[list[Synth]]:
-    from lpo_speech.sampling import sample
+    from lpo_speech.tts.sampling import sample
 
     codec = codec or tok.make_codec()
     k = tok.num_codebooks

@@ -35,7 +35,7 @@ the last one. So every sample speaks every phoneme once, in order, and the model
 long each lasts (up to `max_symbol_frames`) and how it sounds. A tiny model no longer has to learn
 where in the text it is (the measured reason the plain layout mumbles content words).
 `max_symbol_frames` = 6 (0.24 s): the 6,000-utterance world's gold has 6 frames or fewer for 99.9%
-of its 344k symbols, and a model past that is looping (lpo_speech/sampling.py); in one pilot on 15
+of its 344k symbols, and a model past that is looping (lpo_speech/tts/sampling.py); in one pilot on 15
 dev prompts (a scratch script) the committed model's greedy WER was 0.215 with 6 and 0.248 with 16,
 failure rate 0.0 and 0.2. Decoding drops the symbols (a symbol inside a frame is an unknown-token error).
 
@@ -112,7 +112,7 @@ def piper_symbols() -> list[str]:
 
 def phonemize(text: str) -> list[str]:
     """espeak IPA symbols of `text` via piper's voice; sentences joined by a space."""
-    from lpo_speech.data.synth import load_piper
+    from lpo_speech.synthetic.synth import load_piper
 
     sentences = load_piper().phonemize(text)
     out: list[str] = []

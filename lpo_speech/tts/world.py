@@ -19,7 +19,7 @@
                         the emotion track samples its pairs from
   dev_style_prompts.jsonl  the dev sentences the same way: where emotion-track settings are compared
   ood_dev_prompts.jsonl, ood_test_prompts.jsonl  out-of-domain held-out prompts: natural sentences of
-                        the dev / test pools of lpo_speech.data.natural (outside the grammar every other
+                        the dev / test pools of lpo_speech.synthetic.natural (outside the grammar every other
                         file speaks), neutral; the phoneme prompt says any English sentence
   ood_dev_style_prompts.jsonl, ood_test_style_prompts.jsonl  the same sentences, item i in style
                         STYLE_CYCLE[i % 3], as test_style_prompts.jsonl (no gold: prompts only)
@@ -39,9 +39,9 @@ span, rounded to the 40 ms grid). It needs the `onnx` package (piper's alignment
 Styles (lpo_speech.tts.styles): a share `style_share` of the train items (drawn per item from the seed)
 is rendered in a non-neutral style, split evenly; dev and test items are neutral. A small share is the
 point: like most TTS corpora, the SFT model sees few expressive examples, which is what the emotion
-track then aligns. Sentences come from lpo_speech.data.sentences; the splits share no sentence;
+track then aligns. Sentences come from lpo_speech.synthetic.sentences; the splits share no sentence;
 `natural_share` > 0 (`--natural-share`, default 0) replaces that share of the train sentences (drawn
-per item) by natural sentences of lpo_speech.data.natural's train pool. Synthesis runs in
+per item) by natural sentences of lpo_speech.synthetic.natural's train pool. Synthesis runs in
 `workers` processes; each split is written through a resumable JsonlWriter, so an interrupted run
 continues where it stopped (same arguments required: they are stored in make_tts_data.json).
 """
@@ -101,7 +101,7 @@ def render_tokens(tok: TtsTokenizer, codec, text: str, style: str | None) -> tup
     """`text` spoken by the world's voice (piper joe) in `style`, as model ids (no EOS): what a gold
     example holds (with the prompt's symbols interleaved when `tok.phoneme_sync`). Also returns the
     piper audio (16 kHz) and the number of codec frames."""
-    from lpo_speech.data.synth import synth_piper, synth_piper_aligned
+    from lpo_speech.synthetic.synth import synth_piper, synth_piper_aligned
     from lpo_speech.tts.styles import apply_style, get_style
 
     style = style or "neutral"
@@ -143,7 +143,7 @@ def item_style(seed: int, item_id: str, split: str, style_share: float) -> str:
 
 
 def split_sentences(n_train: int, n_dev: int, n_test: int, seed: int) -> dict[str, list[str]]:
-    from lpo_speech.data.sentences import generate
+    from lpo_speech.synthetic.sentences import generate
 
     sents = generate(n_train + n_dev + n_test, seed)
     return {"train": sents[:n_train], "dev": sents[n_train:n_train + n_dev], "test": sents[n_train + n_dev:]}
@@ -162,7 +162,7 @@ def make_tts_data(out_dir: str | Path, n_train: int, n_test: int, *, n_dev: int 
         raise UserError(f"item counts must be >= 0 and not all 0 (n_train={n_train}, n_dev={n_dev}, n_test={n_test})")
     if not 0.0 <= style_share <= 1.0:
         raise UserError(f"--style-share {style_share} outside [0, 1]")
-    from lpo_speech.data.natural import check_share, held_out, mix_natural
+    from lpo_speech.synthetic.natural import check_share, held_out, mix_natural
 
     check_share(natural_share)
     limits = dict(limits or {})
@@ -180,7 +180,7 @@ def make_tts_data(out_dir: str | Path, n_train: int, n_test: int, *, n_dev: int 
     tok.save(out / "tokenizer.json")
     if not (out / REF_PATH).exists():
         from lpo_speech.audio import save_wav
-        from lpo_speech.data.synth import synth_piper
+        from lpo_speech.synthetic.synth import synth_piper
 
         save_wav(out / REF_PATH, synth_piper(REF_TEXT), SYNTH_SR)
 

@@ -2,7 +2,7 @@
 
 from lpo_speech.asr.pairs import select_pairs
 from lpo_speech.asr.recipe import AsrBuildPairs, AsrRecipe
-from lpo_speech.config import DataConfig, ModelConfig, TrainConfig
+from lpo_speech.recipe import DataConfig, ModelConfig, TrainConfig
 
 
 def recipe(tmp_path, **bp):

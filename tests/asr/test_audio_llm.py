@@ -14,7 +14,7 @@ import torch
 from conftest import REPO, espeak_wav
 from lpo_speech.adapters.audio_llm import AudioLLMAdapter
 from lpo_speech.audio import load_audio
-from lpo_speech.config import ModelConfig
+from lpo_speech.recipe import ModelConfig
 from lpo_speech.errors import UserError
 from lpo_speech.records import PreferencePair
 
@@ -37,7 +37,7 @@ def audio(tmp_path_factory) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def asr_data(tmp_path_factory) -> Path:
-    from lpo_speech.data.synth import make_asr_data
+    from lpo_speech.synthetic.synth import make_asr_data
 
     out = tmp_path_factory.mktemp("asr") / "data"
     make_asr_data(out, n_train=5, n_test=3, styles=["espeak"], workers=1, progress=False)
@@ -136,7 +136,7 @@ def test_decoding_matches_the_models_generate(tiny_audio_llm, audio):
 
 
 def test_lora_adapts_only_adapters_and_disabled_is_the_base(tiny_audio_llm, audio):
-    from lpo_speech.config import DataConfig, LoraSettings, TrainConfig, TrainRecipe
+    from lpo_speech.recipe import DataConfig, LoraSettings, TrainConfig, TrainRecipe
     from lpo_speech.lora import adapter_disabled
     from lpo_speech.policy import load_policy
 
@@ -173,7 +173,7 @@ def test_full_finetune_through_the_trainer_saves_the_instruction(tiny_audio_llm,
     from safetensors.torch import load_file
 
     from lpo_speech.asr.decode import make_asr_decoder
-    from lpo_speech.config import DataConfig, LossConfig, ReferenceConfig, RuntimeConfig, TrainConfig, TrainRecipe
+    from lpo_speech.recipe import DataConfig, LossConfig, ReferenceConfig, RuntimeConfig, TrainConfig, TrainRecipe
     from lpo_speech.trainer import read_metrics, train
 
     utts = [json.loads(l) for l in (asr_data / "train.jsonl").read_text().splitlines()]
@@ -236,7 +236,7 @@ def test_build_pairs_train_eval_through_the_cli(tmp_path, lpo, tiny_audio_llm, a
 
 def test_config_and_bad_models_are_one_line(tiny_lm, tmp_path):
     from lpo_speech.asr.recipe import AsrRecipe
-    from lpo_speech.config import load_recipe
+    from lpo_speech.recipe import load_recipe
 
     for bad, match in (([ "model.instruction=Transcribe."], "model.instruction: a non-empty text, only for the audio_llm"),
                        (["model.adapter=audio_llm", "model.instruction=' '"], "model.instruction: a non-empty text"),
@@ -260,7 +260,7 @@ def test_init_audio_llm_command_whisper_tower_and_sft(tmp_path, whisper_tiny, as
 
     from lpo_speech.asr.audio_llm_init import build_processor, init_audio_llm
     from lpo_speech.cli import main
-    from lpo_speech.config import DataConfig, LossConfig, RuntimeConfig, TrainConfig, TrainRecipe
+    from lpo_speech.recipe import DataConfig, LossConfig, RuntimeConfig, TrainConfig, TrainRecipe
     from lpo_speech.trainer import read_metrics, train
 
     sft = tmp_path / "sft" / "train_sft.jsonl"

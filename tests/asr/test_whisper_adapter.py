@@ -7,7 +7,7 @@ import torch
 
 from conftest import espeak_wav
 from lpo_speech.adapters.whisper import WhisperAdapter
-from lpo_speech.config import ModelConfig
+from lpo_speech.recipe import ModelConfig
 from lpo_speech.errors import UserError
 from lpo_speech.records import PreferencePair
 

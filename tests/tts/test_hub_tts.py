@@ -158,7 +158,7 @@ def test_eval_tts_runs(llasa, tmp_path):
 def test_build_pairs_and_train_on_the_import(llasa, tmp_path):
     """The imported folder works as a recipe's model unchanged, and the trained model keeps its tokenizer."""
     from lpo_speech.records import PreferencePair, load_jsonl
-    from lpo_speech.recipes import build_pairs, load_any_recipe, load_train_recipe
+    from lpo_speech.recipe import build_pairs, load_any_recipe, load_train_recipe
     from lpo_speech.trainer import train
     from lpo_speech.tts.model import load_codec_lm
 

@@ -12,7 +12,7 @@ from transformers import LlamaForCausalLM
 
 from lpo_speech.errors import UserError
 from lpo_speech.records import PreferencePair, TtsPrompt, load_jsonl
-from lpo_speech.sampling import sample
+from lpo_speech.tts.sampling import sample
 from lpo_speech.tts.text import CODEC_OFFSET, TEXT_OFFSET, TtsTokenizer
 from lpo_speech.tts.text import EOS as TTS_EOS
 from lpo_speech.tts.world import symbol_frames
@@ -182,7 +182,7 @@ def test_sync_world_synthesis_and_nll(tmp_path):
 
 def test_sync_model_refuses_slot_reductions(tmp_path, sync_tok):
     from lpo_speech.adapters.causal_lm import CausalLMAdapter
-    from lpo_speech.config import ModelConfig
+    from lpo_speech.recipe import ModelConfig
     from lpo_speech.tts.model import init_codec_lm
 
     path = init_codec_lm(tmp_path / "m", sync_tok, size="test", max_positions=512, seed=0)

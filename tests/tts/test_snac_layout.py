@@ -98,7 +98,7 @@ def test_level_reduction_hand_worked():
 def test_level_reduction_through_the_causal_lm_adapter(tiny_lm):
     """The adapter's chosen log-prob equals a naive full-softmax computation reduced by level."""
     from lpo_speech.adapters.causal_lm import CausalLMAdapter
-    from lpo_speech.config import ModelConfig
+    from lpo_speech.recipe import ModelConfig
     from lpo_speech.records import PreferencePair
 
     levels = [0, 1, 2, 2, 1, 2, 2]
@@ -122,8 +122,8 @@ def test_level_reduction_through_the_causal_lm_adapter(tiny_lm):
 
 def test_level_settings_are_validated():
     from conftest import REPO
-    from lpo_speech.config import ModelConfig
-    from lpo_speech.recipes import load_any_recipe
+    from lpo_speech.recipe import ModelConfig
+    from lpo_speech.recipe import load_any_recipe
 
     with pytest.raises(ValueError, match="model.codebook_levels"):
         ModelConfig(path="m", num_codebooks=7, codebook_reduction="level", codebook_levels=[0, 1, 2]).validate()

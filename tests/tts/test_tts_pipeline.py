@@ -182,7 +182,7 @@ def test_select_pairs_rules_and_summary():
 
 def test_build_pairs_gold_then_lpo_train(tts_world, tts_model, tmp_path):
     """The recipe path end to end: candidates -> pairs -> reference log-probs -> one LPO step."""
-    from lpo_speech.recipes import build_pairs, load_any_recipe, load_train_recipe
+    from lpo_speech.recipe import build_pairs, load_any_recipe, load_train_recipe
     from lpo_speech.trainer import read_metrics, train
 
     out, _ = tts_world
@@ -275,8 +275,8 @@ def test_perturbation_candidates_are_the_wrong_words_rendered_like_the_gold(tts_
     """`perturbations`: the text corrupted (as the ASR track's) and spoken like the gold: a real piper
     + Codec2 rendering of other words, rejected without any judge against the gold (`chosen: gold`) or
     against the prompt's own text rendered the same way now (`chosen: rendered`, no gold file)."""
-    from lpo_speech.metrics import normalize
-    from lpo_speech.recipes import build_pairs, load_any_recipe
+    from lpo_speech.wer import normalize
+    from lpo_speech.recipe import build_pairs, load_any_recipe
     from lpo_speech.tts.text import TtsTokenizer
     from lpo_speech.tts.world import render_tokens
 
@@ -314,7 +314,7 @@ runtime: {{device: cpu, sampling_threads: 1}}
         wavs.append(codec.decode(codec.unflatten(tok.model_to_codec(p.rejected_tokens[:-1]))))
     # The judge hears the perturbed words, not the prompt's.
     from lpo_speech.judges.asr import FasterWhisperJudge
-    from lpo_speech.metrics import corpus_scores
+    from lpo_speech.wer import corpus_scores
 
     heard = FasterWhisperJudge().transcribe(wavs, codec.sample_rate)
     assert corpus_scores(said, heard)["wer"] < corpus_scores(meant, heard)["wer"]

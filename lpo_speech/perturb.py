@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from lpo_speech.metrics import normalize
+from lpo_speech.wer import normalize
 
 OPS = ("substitute", "delete", "insert")
 

@@ -2,8 +2,8 @@
 
 import random
 
-from lpo_speech.asr.perturb import build_vocabulary, perturb, perturbations
-from lpo_speech.metrics import normalize, utterance_errors
+from lpo_speech.perturb import build_vocabulary, perturb, perturbations
+from lpo_speech.wer import normalize, utterance_errors
 
 REFS = ["Please turn the kitchen lights off.", "The farmer dances behind the restaurant twice a week."]
 

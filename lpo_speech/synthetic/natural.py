@@ -1,6 +1,6 @@
 """Natural English sentences, shipped in the package: held-out text outside the sentence grammar.
 
-Why: every other sentence in this project comes from lpo_speech.data.sentences, a grammar of a few
+Why: every other sentence in this project comes from lpo_speech.synthetic.sentences, a grammar of a few
 templates and word lists, so a model trained and tested on it can gain on the grammar without
 gaining on English. These sentences were written by hand as ordinary prose on twenty everyday
 topics (48 each): 5-20 words, US spelling, no digits (the few numbers are small and spelled out, and

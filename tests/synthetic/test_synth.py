@@ -10,8 +10,8 @@ import pytest
 
 from lpo_speech.audio import load_audio
 from lpo_speech.cli import main as cli_main
-from lpo_speech.data import synth
-from lpo_speech.data.synth import SAMPLE_RATE, make_asr_data
+from lpo_speech.synthetic import synth
+from lpo_speech.synthetic.synth import SAMPLE_RATE, make_asr_data
 from lpo_speech.errors import UserError
 
 TEXT = "The teacher bought a red umbrella at the market yesterday."
@@ -116,7 +116,7 @@ def test_ood_conditions_are_disjoint_from_training():
         elif cond == "piper+brown":
             assert p["snr_db"] < 0.0  # training: white/pink noise at 0-12 dB
         elif cond == "piper+babble":
-            from lpo_speech.data.natural import pool
+            from lpo_speech.synthetic.natural import pool
 
             assert 3 <= len(p["talkers"]) <= 6 and {t["text"] for t in p["talkers"]} <= set(pool("train"))
         elif cond == "piper+hall":
@@ -154,7 +154,7 @@ def test_brown_noise_and_babble_mix_at_their_snr():
 
 def test_make_ood_asr_data_every_condition_resumed(tmp_path):
     """One utterance per condition through the CLI, a lost wav redone alone, settings checked."""
-    from lpo_speech.data.natural import pool
+    from lpo_speech.synthetic.natural import pool
 
     out = tmp_path / "asr"
     n = len(synth.OOD_CONDITIONS)
@@ -185,8 +185,8 @@ def test_make_ood_asr_data_every_condition_resumed(tmp_path):
 
 
 def test_make_asr_data_natural_share(tmp_path):
-    from lpo_speech.data.natural import pool
-    from lpo_speech.data.sentences import make_splits
+    from lpo_speech.synthetic.natural import pool
+    from lpo_speech.synthetic.sentences import make_splits
 
     out = tmp_path / "asr"
     assert cli_main(["make-asr-data", "--out", str(out), "--n-train", "3", "--n-test", "1", "--natural-share", "1",

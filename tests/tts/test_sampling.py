@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from lpo_speech.sampling import Sample, sample
+from lpo_speech.tts.sampling import Sample, sample
 
 SLOTS = [(1, 20), (20, 40), (40, 50), (50, 63)]  # 4 codec slots inside vocab 64; EOS = 63
 EOS = 63
@@ -157,7 +157,7 @@ def test_bad_arguments(lm):
 
 
 def test_draw_follows_probabilities_and_never_picks_zero_mass():
-    from lpo_speech.sampling import _draw
+    from lpo_speech.tts.sampling import _draw
 
     gen = torch.Generator().manual_seed(0)
     p = torch.tensor([0.0, 0.5, 0.0, 0.2, 0.3, 0.0])

@@ -4,16 +4,23 @@ Every hyperparameter lives in the recipe. An unknown key, a wrong type or an out
 one line naming the recipe and the dotted key (exit 2). Paths in a recipe are relative to the
 directory you run from. `lpo-speech train recipe.yaml train.lr=1e-6 loss.r2=0.5` overrides fields;
 the effective config is saved as `config.yaml` in the run directory.
+
+This module is the one place recipes are defined and read: the shared sections (model, data, train,
+loss, reference, runtime), `TrainRecipe` (what training reads), `TrackRecipe` (the base of the track
+recipes, which add their `build_pairs` section in lpo_speech.asr.recipe and lpo_speech.tts.recipe),
+the `track:` registry, and loading: a file is parsed once (`read_recipe`: safe YAML without aliases),
+the overrides applied to that mapping, the track read from it, and the same mapping validated.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -208,6 +215,36 @@ class TrainRecipe:
     loss: LossConfig = field(default_factory=LossConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+@dataclass(kw_only=True)
+class TrackRecipe:
+    """The base of the track recipes (`track: asr`, `track: tts`): the training sections, plus the
+    track's `build_pairs` section (declared by each subclass) and the offline twin named when the hub
+    is unreachable. `train_recipe()` narrows it to what training reads."""
+
+    TRACK: ClassVar[str] = ""
+    ADAPTERS: ClassVar[tuple[str, ...]] = ()  # model.adapter values the track's code can drive
+
+    track: str
+    model: ModelConfig
+    data: DataConfig  # data.pairs is where build-pairs writes (with reference log-probs) and train reads
+    train: TrainConfig
+    loss: LossConfig = field(default_factory=LossConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    offline_twin: str | None = None  # a recipe that runs without hub access; named when the hub is unreachable
+
+    def validate(self) -> None:
+        require(self.track == self.TRACK, "track", self.TRACK)
+        require(self.offline_twin is None or self.offline_twin.endswith((".yaml", ".yml")), "offline_twin",
+                "a recipe file (.yaml)")
+        require(self.model.adapter in self.ADAPTERS, "model.adapter",
+                f"{' or '.join(self.ADAPTERS)} for the {self.TRACK.upper()} track")
+
+    def train_recipe(self) -> TrainRecipe:
+        return TrainRecipe(model=self.model, data=self.data, train=self.train, loss=self.loss, reference=self.reference,
+                           runtime=self.runtime)
 
 
 # ------------------------------------------------------------------------------------ loading
@@ -427,3 +464,63 @@ def to_dict(recipe: Any) -> dict:
 
 def save_recipe(recipe: Any, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(recipe), sort_keys=False))
+
+
+# ------------------------------------------------------------------------------------ tracks
+
+# `track:` key -> recipe dataclass "module:Class". The base schema has no `track` key. A track recipe
+# has `train_recipe()` (its training sections).
+TRACKS: dict[str, str] = {
+    "asr": "lpo_speech.asr.recipe:AsrRecipe",
+    "tts": "lpo_speech.tts.recipe:TtsRecipe",
+}
+# `track:` key -> its build-pairs stage "module:function(recipe, quiet=, overwrite=) -> stats". Kept apart
+# from the recipe classes so a track's pair builder may import its recipe without a cycle.
+PAIR_BUILDERS: dict[str, str] = {
+    "asr": "lpo_speech.asr.pairs:build_asr_pairs",
+    "tts": "lpo_speech.tts.pairs:build_tts_pairs",
+}
+
+
+def _named(spec: str) -> Any:
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def track_class(raw: dict, path: str | Path) -> Any:
+    """The recipe dataclass for a raw recipe mapping (its `track:` key)."""
+    track = raw.get("track") if isinstance(raw, dict) else None
+    if track is None:
+        return TrainRecipe
+    if not isinstance(track, str) or track not in TRACKS:
+        raise UserError(f"unknown track {short(track)} (known: {', '.join(sorted(TRACKS)) or 'none'})",
+                        where=str(path))
+    return _named(TRACKS[track])
+
+
+def recipe_class(path: str | Path) -> Any:
+    """The recipe dataclass of a recipe file (reads it; `load_any_recipe` reads it once for both)."""
+    return track_class(read_recipe(path), path)
+
+
+def load_any_recipe(path: str | Path, overrides: list[str] | None = None) -> Any:
+    raw = apply_overrides(read_recipe(path), overrides or [])
+    return build_recipe(track_class(raw, path), raw, path)
+
+
+def train_view(recipe: Any) -> TrainRecipe:
+    """A loaded recipe, narrowed to what training needs (its model, data, train, loss, reference)."""
+    return recipe if isinstance(recipe, TrainRecipe) else recipe.train_recipe()
+
+
+def load_train_recipe(path: str | Path, overrides: list[str] | None = None) -> TrainRecipe:
+    """Any recipe, narrowed to what training needs (its model, data, train, loss, reference)."""
+    return train_view(load_any_recipe(path, overrides))
+
+
+def build_pairs(recipe: Any, *, quiet: bool = False, overwrite: bool = False) -> dict:
+    """Run a track recipe's build-pairs stage (sample, score, pair, reference log-probs); returns its stats."""
+    track = getattr(recipe, "track", None)
+    if track not in PAIR_BUILDERS:
+        raise UserError("build-pairs needs a track recipe (track: asr or tts); this one has no `track:` key")
+    return _named(PAIR_BUILDERS[track])(recipe, quiet=quiet, overwrite=overwrite)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lpo_speech.errors import UserError
-from lpo_speech.metrics import corpus_scores, headline, normalize, utterance_errors
+from lpo_speech.wer import corpus_scores, headline, normalize, utterance_errors
 
 
 @pytest.mark.parametrize("text, expected", [

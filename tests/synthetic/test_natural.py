@@ -8,11 +8,11 @@ import re
 
 import pytest
 
-from lpo_speech.data import natural
-from lpo_speech.data.natural import MAX_WORDS, MIN_WORDS, POOLS, SENTENCES, SPEAKABLE, held_out, mix_natural, pool
-from lpo_speech.data.sentences import generate
+from lpo_speech.synthetic import natural
+from lpo_speech.synthetic.natural import MAX_WORDS, MIN_WORDS, POOLS, SENTENCES, SPEAKABLE, held_out, mix_natural, pool
+from lpo_speech.synthetic.sentences import generate
 from lpo_speech.errors import UserError
-from lpo_speech.metrics import normalize
+from lpo_speech.wer import normalize
 
 # Every seed the project makes grammar data with: worlds and recipes (0), tests (1, 3, 4), the audio
 # LLM's tokenizer texts (12345).

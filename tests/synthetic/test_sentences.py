@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from lpo_speech.data.sentences import MAX_WORDS, MIN_WORDS, generate, make_splits
+from lpo_speech.synthetic.sentences import MAX_WORDS, MIN_WORDS, generate, make_splits
 
 
 def test_deterministic_per_seed():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from lpo_speech.config import TrainRecipe, load_recipe
+from lpo_speech.recipe import TrainRecipe, load_recipe
 from lpo_speech.errors import UserError
 
 BASE = "model: {path: m}\ndata: {pairs: p.jsonl}\ntrain: {out_dir: run}\n"
@@ -94,7 +94,7 @@ def test_ranges_accept_their_bounds(tmp_path):
 
 
 def test_float_strings_and_mapping_values_are_coerced(tmp_path):
-    from lpo_speech.recipes import load_any_recipe
+    from lpo_speech.recipe import load_any_recipe
 
     tts = ("track: tts\nmodel: {path: m}\ndata: {pairs: p.jsonl}\ntrain: {out_dir: run}\n"
            "build_pairs: {prompts: p.jsonl, work_dir: w, min_margins: {cer: '0.2'}}\n")

@@ -7,7 +7,7 @@ speed change. Every item's style and parameters come from ``random.Random(f"{see
 resumed or re-run job plans exactly the same items. All audio is 16 kHz mono PCM16.
 
 `make_ood_asr_data` (``make-asr-data --ood``) writes held-out sets outside that world: natural
-sentences (lpo_speech.data.natural) in voices and channels no training item uses (OOD_CONDITIONS).
+sentences (lpo_speech.synthetic.natural) in voices and channels no training item uses (OOD_CONDITIONS).
 """
 
 from __future__ import annotations
@@ -309,7 +309,7 @@ def plan_ood_item(item_id: str, text: str, condition: str, seed: int) -> dict[st
     elif condition == "piper+brown":
         p.update(snr_db=round(rng.uniform(*OOD_BROWN_SNR), 1))
     elif condition == "piper+babble":
-        from lpo_speech.data.natural import pool
+        from lpo_speech.synthetic.natural import pool
 
         talkers = rng.sample(pool("train"), rng.randint(3, 6))
         p.update(snr_db=round(rng.uniform(*OOD_BABBLE_SNR), 1),
@@ -437,12 +437,12 @@ def make_asr_data(out_dir: str | os.PathLike, n_train: int, n_test: int, seed: i
 
     Records are ``{"id", "audio" (relative to the manifest), "text", "source"}``; train and test
     share no sentence. `natural_share` > 0 replaces that share of the train sentences (drawn per
-    item) by natural sentences of the ``train`` pool of lpo_speech.data.natural (never dev/test);
+    item) by natural sentences of the ``train`` pool of lpo_speech.synthetic.natural (never dev/test);
     the test split stays the grammar's. Interrupted runs resume (same arguments required: they are
     stored in ``make_asr_data.json`` and checked). Returns counts of items made and seconds taken.
     """
-    from lpo_speech.data.natural import check_share, mix_natural
-    from lpo_speech.data.sentences import make_splits
+    from lpo_speech.synthetic.natural import check_share, mix_natural
+    from lpo_speech.synthetic.sentences import make_splits
 
     if n_train < 0 or n_test < 0:
         raise UserError(f"item counts must be >= 0 (got n_train={n_train}, n_test={n_test})")
@@ -468,13 +468,13 @@ def make_ood_asr_data(out_dir: str | os.PathLike, n_dev: int = 160, n_test: int 
                       progress: bool = True) -> dict[str, Any]:
     """Write out-of-domain held-out ASR sets ``ood_dev.jsonl`` / ``ood_test.jsonl`` (wavs under ``wavs/``).
 
-    Natural sentences of the ``dev`` / ``test`` pools of lpo_speech.data.natural (a seeded order, so
+    Natural sentences of the ``dev`` / ``test`` pools of lpo_speech.synthetic.natural (a seeded order, so
     a smaller set is a prefix of a larger one), each spoken in one of `conditions` (see
     OOD_CONDITIONS; in turn). Records are those of make_asr_data plus the condition's parameters as
     extra keys; ``source`` names the condition. Resumable like make_asr_data; the arguments are
     stored in ``make_ood_asr_data.json`` and checked.
     """
-    from lpo_speech.data.natural import held_out, pool
+    from lpo_speech.synthetic.natural import held_out, pool
 
     sizes = {"dev": n_dev, "test": n_test}
     for name, n in sizes.items():
