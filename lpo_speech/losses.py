@@ -25,6 +25,19 @@ falling below the reference; off at gamma 0). The optional NLL ("sft") term on t
 weighted by `sft_weight`, is added by the trainer from the policy's chosen NLL. The batch loss is the
 mean of the returned per-example tensor.
 
+Online training (lpo_speech.online) can instead use GRPO: each prompt's G sampled responses form a
+group, and with rewards r, sequence log-probs logp and the reference's logp_ref:
+
+    advantage        A_i = (r_i - mean_g(r)) / (std_g(r) + 1e-4)      (normalize std: GRPO)
+                     A_i =  r_i - mean_g(r)                           (normalize none: Dr. GRPO)
+    grpo             -A_i * logp_pi(y_i) + kl_coef * KL_i,
+                     KL_i = exp(d_i) - d_i - 1 with d_i = logp_ref(y_i) - logp_pi(y_i)   (the k3 estimator)
+
+(std_g is the population standard deviation of the group's G rewards.) One update per batch of
+samples, so the PPO ratio is 1 and its clip never acts: the gradient is the plain policy gradient
+A_i * grad logp_pi(y_i). With length-averaged log-probs (loss.average_logps) this is GRPO's per-token
+mean; Dr. GRPO sums over tokens (average_logps false) and drops the std.
+
 Why lpo-ste: below the offset its gradients are constant, -4*beta*r1/(r1+r2) on x1 and
 +4*beta*r2/(r1+r2) on x2, so chosen and rejected are decoupled and r2/r1 sets linearly how fast the
 rejected log-prob is pushed down; DPO scales both by the same shrinking sigmoid, which lets x1 and x2
@@ -149,3 +162,37 @@ def preference_loss(
             "r2": r2_value,
         }
     return losses, {k: v.detach() for k, v in metrics.items()}
+
+
+# ------------------------------------------------------------------ group-relative policy gradient
+
+def group_advantages(rewards: Tensor, group_size: int, *, normalize: str = "std", eps: float = 1e-4) -> Tensor:
+    """Advantages of rewards laid out group by group ([P * G], G = `group_size`): each reward minus its
+    group's mean, divided by the group's population std + eps when `normalize` is "std" (GRPO); "none"
+    keeps the difference (Dr. GRPO). A group whose rewards are all equal gets zero advantages."""
+    if rewards.numel() % group_size:
+        raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")
+    r = rewards.float().reshape(-1, group_size)
+    a = r - r.mean(dim=1, keepdim=True)
+    if normalize == "std":
+        sd = r.std(dim=1, unbiased=False, keepdim=True)
+        a = torch.where(sd > 0, a / (sd + eps), torch.zeros_like(a))  # an all-equal group: 0, never 0/0
+    elif normalize != "none":
+        raise ValueError(f"normalize must be 'std' or 'none', got {normalize!r}")
+    return a.reshape(-1)
+
+
+def grpo_loss(logps: Tensor, advantages: Tensor, *, ref_logps: Tensor | None = None,
+              kl_coef: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
+    """Per-sequence GRPO losses `-A * logp + kl_coef * KL` (module docstring) and detached metrics:
+    `kl` (mean k3 KL to the reference; 0 without one), `logp` (mean sequence log-prob), `pg` (mean
+    policy-gradient term). The batch loss is the mean."""
+    pg = -advantages.detach() * logps
+    if ref_logps is not None and kl_coef > 0:
+        d = ref_logps.detach() - logps
+        kl = torch.exp(d) - d - 1.0
+    else:
+        kl = torch.zeros_like(logps)
+    losses = pg + kl_coef * kl
+    return losses, {"kl": kl.detach().mean(), "logp": logps.detach().mean(), "pg": pg.detach().mean()}
+

@@ -217,6 +217,58 @@ class TrainRecipe:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
 
+REWARD_TERMS = ("cer", "wer", "sim", "emotion", "dnsmos", "failure", "duration")  # lpo_speech.rewards
+
+
+@dataclass
+class OnlineConfig:
+    """`online:` training: every `sample_every` optimizer steps, the current policy samples `samples`
+    candidates for each of `prompts_per_step` prompts (split over the processes), the recipe's judges
+    score them, and the reward (a weighted sum of judge terms: lpo_speech.rewards) makes the signal:
+    best-vs-worst pairs trained with `loss` (algorithm: pairs; LPO, DPO, ...) or group-normalized
+    advantages (algorithm: grpo). Runs for `train.max_steps` steps (lpo_speech.online)."""
+
+    algorithm: str = "pairs"  # pairs (best vs worst reward per prompt, loss.type) | grpo
+    prompts_per_step: int = 4  # prompts sampled per optimizer step, over all processes
+    samples: int = 4  # candidates per prompt (the GRPO group)
+    sample_every: int = 1  # K: sample anew every K steps; the steps between reuse the last candidates
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    rewards: dict[str, float] = field(default_factory=lambda: {"cer": 1.0})  # term -> weight
+    min_reward_gap: float = 0.0  # pairs: the best's reward must exceed the worst's by more than this
+    normalize: str = "std"  # grpo: std ((r - mean) / (std + 1e-4), GRPO) | none (r - mean, Dr. GRPO)
+    kl_coef: float = 0.0  # grpo: weight of the KL to the reference (0: no reference needed)
+
+    def validate(self) -> None:
+        require(self.algorithm in ("pairs", "grpo"), "online.algorithm", "pairs or grpo")
+        require(self.prompts_per_step >= 1 and self.samples >= 2 and self.sample_every >= 1,
+                "online.prompts_per_step/samples/sample_every", "prompts >= 1, samples >= 2 (a group), sample_every >= 1")
+        require(self.temperature > 0 and 0 < self.top_p <= 1 and self.top_k >= 0, "online.temperature/top_p/top_k",
+                "temperature > 0, top_p in (0, 1], top_k >= 0")
+        require(bool(self.rewards) and all(k in REWARD_TERMS and math.isfinite(v) for k, v in self.rewards.items()),
+                "online.rewards", f"term -> finite weight, terms from {', '.join(REWARD_TERMS)}")
+        require(self.min_reward_gap >= 0, "online.min_reward_gap", "must be >= 0")
+        require(self.normalize in ("std", "none"), "online.normalize", "std or none")
+        require(self.kl_coef >= 0, "online.kl_coef", "must be >= 0")
+
+
+@dataclass
+class RoundsConfig:
+    """`rounds:` offline rounds in one `lpo-speech train`: each round takes the next `prompts_per_round`
+    prompts, samples them from the current policy, scores, builds pairs with their reference
+    log-probs and trains (the recipe's build_pairs and train settings), then the next round starts
+    from that model (lpo_speech.rounds)."""
+
+    n: int = 2
+    prompts_per_round: int = 200
+    reference: str = "round_start"  # round_start: each round's starting model | sft: the recipe's model.path
+
+    def validate(self) -> None:
+        require(self.n >= 1 and self.prompts_per_round >= 1, "rounds.n/prompts_per_round", "must be >= 1")
+        require(self.reference in ("round_start", "sft"), "rounds.reference", "round_start or sft")
+
+
 @dataclass(kw_only=True)
 class TrackRecipe:
     """The base of the track recipes (`track: asr`, `track: tts`): the training sections, plus the
@@ -234,9 +286,25 @@ class TrackRecipe:
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     offline_twin: str | None = None  # a recipe that runs without hub access; named when the hub is unreachable
+    online: OnlineConfig | None = None  # train on fresh samples of the current policy (lpo_speech.online)
+    rounds: RoundsConfig | None = None  # offline rounds: build pairs and train, n times (lpo_speech.rounds)
 
     def validate(self) -> None:
         require(self.track == self.TRACK, "track", self.TRACK)
+        require(self.online is None or self.rounds is None, "online/rounds", "one of them, not both")
+        if self.online is not None:
+            o, live = self.online, self.reference.source == "model" or self.model.lora is not None
+            require(self.train.max_steps > 0, "train.max_steps", "online training runs train.max_steps steps: set it")
+            require(not self.train.seeds, "train.seeds", "a soup of online runs is not supported: train them apart")
+            require(self.train.grad_accum == 1, "train.grad_accum", "1 for online training (a step is one batch of prompts)")
+            require(o.algorithm == "grpo" or self.loss.type != "sft", "loss.type",
+                    "online pairs need a preference loss (lpo-ste, sigmoid, ...)")
+            require(live or (o.algorithm == "grpo" and o.kl_coef == 0), "reference.source",
+                    "model (or LoRA): online pairs and the GRPO KL need the reference's log-probs of fresh samples")
+        if self.rounds is not None:
+            require(self.reference.source == "precomputed", "reference.source",
+                    "precomputed for rounds (each round's build-pairs stores its reference log-probs)")
+            require(not self.train.seeds, "train.seeds", "rounds train one run per round, not a soup")
         require(self.offline_twin is None or self.offline_twin.endswith((".yaml", ".yml")), "offline_twin",
                 "a recipe file (.yaml)")
         require(self.model.adapter in self.ADAPTERS, "model.adapter",
@@ -476,13 +544,19 @@ TRACKS: dict[str, str] = {
 }
 # `track:` key -> its build-pairs stage "module:function(recipe, quiet=, overwrite=) -> stats". Kept apart
 # from the recipe classes so a track's pair builder may import its recipe without a cycle.
+# `track:` key -> its online task "module:Class(recipe, policy, adapter, info, dtype)" (lpo_speech.online).
+ONLINE_TASKS: dict[str, str] = {
+    "asr": "lpo_speech.asr.online:AsrOnline",
+    "tts": "lpo_speech.tts.online:TtsOnline",
+}
 PAIR_BUILDERS: dict[str, str] = {
     "asr": "lpo_speech.asr.pairs:build_asr_pairs",
     "tts": "lpo_speech.tts.pairs:build_tts_pairs",
 }
 
 
-def _named(spec: str) -> Any:
+def named(spec: str) -> Any:
+    """The object a "module:name" registry entry names (imported on first use)."""
     module, _, name = spec.partition(":")
     return getattr(importlib.import_module(module), name)
 
@@ -495,7 +569,7 @@ def track_class(raw: dict, path: str | Path) -> Any:
     if not isinstance(track, str) or track not in TRACKS:
         raise UserError(f"unknown track {short(track)} (known: {', '.join(sorted(TRACKS)) or 'none'})",
                         where=str(path))
-    return _named(TRACKS[track])
+    return named(TRACKS[track])
 
 
 def recipe_class(path: str | Path) -> Any:
@@ -523,4 +597,4 @@ def build_pairs(recipe: Any, *, quiet: bool = False, overwrite: bool = False) ->
     track = getattr(recipe, "track", None)
     if track not in PAIR_BUILDERS:
         raise UserError("build-pairs needs a track recipe (track: asr or tts); this one has no `track:` key")
-    return _named(PAIR_BUILDERS[track])(recipe, quiet=quiet, overwrite=overwrite)
+    return named(PAIR_BUILDERS[track])(recipe, quiet=quiet, overwrite=overwrite)

@@ -31,6 +31,23 @@ Example (studies/asr-audio-llm.yaml is a full one):
     sets: {in-domain: "{work}/data/test.jsonl"}
     models: {base: "{work}/base"}
     baseline: base
+
+Three more keys, for comparisons that need them:
+
+  subsets:         manifests derived from another, written beside it (its relative audio paths hold)
+                   when a command first names them, as `{subset:NAME}`: `skip` the first rows, keep the
+                   `first` N, ask for every prompt in `all_styles` the manifest uses (3x the prompts)
+  runs.variant_seeds  a variant's own seeds instead of `runs.seeds` (three LPO seeds beside one DPO run)
+  runs.candidates  a variant that overrides `build_pairs.*` trains on pairs of its own, built before its
+                   first run in `{work}/variant-pairs/<variant>` (variants with the same pair overrides
+                   share them); with `candidates` (a build-pairs work folder a step made), its scored
+                   candidates are copied in first, so a variant that changes only how pairs are
+                   selected (or raises `build_pairs.limit`) samples nothing again
+
+On TTS eval sets (utterances with a `failure` flag) each row is also compared with the baseline prompt
+by prompt: failures, the prompts it fails that the baseline does not and the reverse, and the exact
+two-sided sign (McNemar) test on those two counts; with a style scorer, failures and speaking rate per
+requested style.
 """
 
 from __future__ import annotations
@@ -40,15 +57,19 @@ import math
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lpo_speech.errors import UserError
+from lpo_speech.records import write_jsonl_atomic
 from lpo_speech.recipe import build_recipe, read_recipe
 from lpo_speech.steps import StepLog, run_command, shown, train_command
 
 REPO = Path(__file__).resolve().parents[1]
+CANDIDATE_FILES = ("candidates.jsonl", "candidates.jsonl.settings.json")  # what a build-pairs resumes from
 
 
 @dataclass
@@ -58,18 +79,69 @@ class Step:
 
 
 @dataclass
+class Subset:
+    """A manifest derived from another: rows [skip:], the first N of them, optionally every style."""
+
+    data: str                     # the source manifest (JSONL)
+    skip: int = 0                 # drop its first rows (e.g. those a longer test split shares with a shorter one)
+    first: int = 0                # then keep the first N (0 = all)
+    all_styles: bool = False      # then each prompt also in every other style the manifest uses, as `<id>-<style>`
+
+    def validate(self) -> None:
+        if self.skip < 0 or self.first < 0:
+            raise ValueError("subsets: skip and first must be >= 0")
+        if not (self.skip or self.first or self.all_styles):
+            raise ValueError("subsets: set skip, first or all_styles (otherwise name the manifest itself)")
+
+    def path(self, source: Path) -> Path:
+        """Beside the source, named by what it keeps: `test_prompts_first100.jsonl`."""
+        tags = [f"from{self.skip}"] * bool(self.skip) + [f"first{self.first}"] * bool(self.first)
+        return source.with_name("_".join([source.stem, *tags, *["all_styles"] * self.all_styles]) + ".jsonl")
+
+    def write(self, source: Path, out: Path) -> None:
+        if not source.is_file():
+            raise UserError(f"{source}: no such manifest (a subset's source)")
+        rows = []
+        for n, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+            try:
+                rows += [json.loads(line)] if line.strip() else []
+            except json.JSONDecodeError as e:
+                raise UserError(f"not JSON ({e.msg})", where=f"{source}:{n}") from None
+        rows = rows[self.skip:][:self.first or None]
+        if self.all_styles:
+            styles = sorted({r["emotion"] for r in rows if r.get("emotion")})
+            if not styles:
+                raise UserError("no prompt has an 'emotion' (style) to ask for in every style", where=str(source))
+            rows = [q for r in rows for q in [r, *({**r, "id": f"{r['id']}-{s}", "emotion": s}
+                                                  for s in styles if s != r.get("emotion"))]]
+        write_jsonl_atomic(out, rows)
+
+
+@dataclass
 class Runs:
     recipe: str                   # the base training recipe
     variants: dict[str, list[str]]  # row name -> overrides on top of `overrides`
     overrides: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0])
+    variant_seeds: dict[str, list[int]] = field(default_factory=dict)  # a variant's own seeds instead of `seeds`
+    candidates: str | None = None  # build-pairs work folder whose candidates a variant's own pairs start from
     out: str = "{work}/runs/{variant}/seed{seed}"   # each run's train.out_dir
 
     def validate(self) -> None:
         if not self.variants:
             raise ValueError("runs.variants: name at least one variant (an empty list of overrides is the recipe)")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"runs.seeds: expected distinct seeds, got {self.seeds}")
+        if unknown := set(self.variant_seeds) - set(self.variants):
+            raise ValueError(f"runs.variant_seeds: {', '.join(sorted(unknown))} is not a variant")
+        for seeds in [self.seeds, *self.variant_seeds.values()]:
+            if not seeds or len(set(seeds)) != len(seeds):
+                raise ValueError(f"runs.seeds: expected distinct seeds, got {seeds}")
+
+    def seeds_of(self, variant: str) -> list[int]:
+        return self.variant_seeds.get(variant, self.seeds)
+
+    def pair_rules(self, variant: str) -> tuple[str, ...]:
+        """The variant's build_pairs overrides: they make pairs of its own."""
+        return tuple(o for o in self.variants[variant] if o.startswith("build_pairs."))
 
 
 @dataclass
@@ -93,14 +165,16 @@ class Study:
     title: str
     eval: Eval
     about: str = ""
+    subsets: dict[str, Subset] = field(default_factory=dict)  # `{subset:NAME}` in a command or eval set
     steps: list[Step] = field(default_factory=list)
     runs: Runs | None = None
     work_dir: str = "runs/studies/{name}"
     results_dir: str = "results/{name}"
 
     def validate(self) -> None:
-        if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
-            raise ValueError(f"name: letters, digits, '-', '_' or '.' only, got {self.name!r}")
+        for name in [self.name, *self.subsets]:
+            if not name or not all(c.isalnum() or c in "-_." for c in name):
+                raise ValueError(f"name: letters, digits, '-', '_' or '.' only, got {name!r}")
         rows = list(self.eval.models) + list(self.runs.variants if self.runs else [])
         if len(set(rows)) != len(rows):
             raise ValueError("eval.models and runs.variants share a name: every row needs its own")
@@ -131,76 +205,118 @@ class Model:
     seed: int | None = None
 
 
+@dataclass
+class Command:
+    kind: str                     # step | copy | pairs | train | eval
+    args: list[str]               # the lpo-speech arguments (copy: source and destination folders)
+    done: Path                    # skipped once this exists (train: the run folder)
+
+    def line(self) -> str:
+        if self.kind == "copy":
+            return "cp " + " ".join(shlex.quote(f"{self.args[0]}/{f}") for f in CANDIDATE_FILES) + f" {self.args[1]}/"
+        return shown(self.args)
+
+
+def placeholders(study: Study) -> dict[str, object]:
+    """`{work}` and each `{subset:NAME}`, for expand()."""
+    work = Path(expand(study.work_dir, name=study.name))
+    return {"work": work, **{f"subset:{n}": s.path(Path(expand(s.data, work=work))) for n, s in study.subsets.items()}}
+
+
 def plan(study: Study) -> tuple[Path, list[Model]]:
     """The work folder and every model the study evaluates, in table order."""
-    work = Path(expand(study.work_dir, name=study.name))
-    models = [Model(row, Path(expand(p, work=work))) for row, p in study.eval.models.items()]
+    values = placeholders(study)
+    work = values["work"]
+    models = [Model(row, Path(expand(p, **values))) for row, p in study.eval.models.items()]
     if study.runs:
         for variant in study.runs.variants:
-            for seed in study.runs.seeds:
+            for seed in study.runs.seeds_of(variant):
                 out = Path(expand(study.runs.out, work=work, variant=variant, seed=seed))
                 models.append(Model(variant, out / "model", seed))
     return work, models
-
-
-def _train_overrides(study: Study, work: Path, variant: str, seed: int) -> tuple[list[str], Path]:
-    runs = study.runs
-    out = Path(expand(runs.out, work=work, variant=variant, seed=seed))
-    items = [*runs.overrides, *runs.variants[variant]]
-    return [expand(o, work=work, variant=variant, seed=seed) for o in items] + [
-        f"train.seed={seed}", f"train.out_dir={out}"], out
 
 
 def _eval_dir(work: Path, set_name: str, m: Model) -> Path:
     return work / "eval" / set_name / (m.row if m.seed is None else f"{m.row}-seed{m.seed}")
 
 
-def run_study(path: str | Path, *, dry_run: bool = False) -> dict | None:
-    study = load_study(path)
-    work, models = plan(study)
-    commands: list[tuple[str, list[str], Path]] = []  # (kind, args, done / run dir)
-    for step in study.steps:
-        commands.append(("step", command_args(expand(step.run, work=work)), Path(expand(step.done, work=work))))
-    if study.runs:
-        for variant in study.runs.variants:
-            for seed in study.runs.seeds:
-                overrides, out = _train_overrides(study, work, variant, seed)
-                commands.append(("train", ["train", study.runs.recipe, *overrides], out))
+def study_commands(study: Study, work: Path, models: list[Model]) -> list[Command]:
+    """Every command in order: steps, each variant's own pairs (if any) and runs, then the evals."""
+    values = placeholders(study)
+    commands = [Command("step", command_args(expand(s.run, **values)), Path(expand(s.done, **values)))
+                for s in study.steps]
+    runs = study.runs
+    pair_dirs: dict[tuple[str, ...], Path] = {}   # pair overrides -> the folder of the first variant with them
+    for variant in runs.variants if runs else []:
+        common = [expand(o, **values) for o in runs.overrides]
+        rules = tuple(expand(o, **values) for o in runs.pair_rules(variant))
+        if rules and rules not in pair_dirs:
+            pairs = pair_dirs[rules] = work / "variant-pairs" / variant
+            if runs.candidates:
+                commands.append(Command("copy", [expand(runs.candidates, **values), str(pairs)],
+                                        pairs / CANDIDATE_FILES[0]))
+            commands.append(Command("pairs", ["build-pairs", runs.recipe, *common, *rules,
+                                              f"build_pairs.work_dir={pairs}", f"data.pairs={pairs / 'pairs_ref.jsonl'}"],
+                                    pairs / "pairs_ref.jsonl"))
+        own = [f"build_pairs.work_dir={pair_dirs[rules]}", f"data.pairs={pair_dirs[rules] / 'pairs_ref.jsonl'}"] if rules else []
+        for seed in runs.seeds_of(variant):
+            out = Path(expand(runs.out, work=work, variant=variant, seed=seed))
+            items = [expand(o, **values, variant=variant, seed=seed) for o in [*runs.overrides, *runs.variants[variant]]]
+            commands.append(Command("train", ["train", runs.recipe, *items, *own, f"train.seed={seed}",
+                                              f"train.out_dir={out}"], out))
     for set_name, manifest in study.eval.sets.items():
-        data = expand(manifest, work=work)
+        data = expand(manifest, **values)
         for m in models:
             out = _eval_dir(work, set_name, m)
-            commands.append(("eval", ["eval", "--wer", "--model", str(m.path), "--label", m.row, "--data", data,
-                                      "--out", str(out), *study.eval.args], out / "metrics.json"))
-    from lpo_speech.recipe import load_train_recipe
+            commands.append(Command("eval", ["eval", "--wer", "--model", str(m.path), "--label", m.row, "--data", data,
+                                             "--out", str(out), *study.eval.args], out / "metrics.json"))
+    return commands
 
-    for kind, args, _ in commands:  # a typo in a variant stops now, not after hours of earlier steps
-        if kind == "train":
-            load_train_recipe(args[1], args[2:])
+
+def run_study(path: str | Path, *, dry_run: bool = False) -> dict | None:
+    from lpo_speech.recipe import load_any_recipe
+
+    study = load_study(path)
+    work, models = plan(study)
+    commands = study_commands(study, work, models)
+    for c in commands:  # a typo in a variant or step stops now, not after hours of earlier steps
+        if c.kind in ("pairs", "train") or c.args[:1] in (["train"], ["build-pairs"]):
+            load_any_recipe(c.args[1], [a for a in c.args[2:] if not a.startswith("-")])
     if dry_run:
-        for _, args, _ in commands:
-            print(shown(args))
+        for c in commands:
+            print(c.line())
         return None
     log = StepLog(total=len(commands))
     t0 = time.perf_counter()
-    for kind, args, where in commands:
-        if kind == "train":
-            train_command(args[1], args[2:], where, log=log)
-        elif kind == "step" and args[:1] == ["train"]:
-            out = next((Path(a.split("=", 1)[1]) for a in args if a.startswith("train.out_dir=")), None)
-            if out is not None and (out / "checkpoints").exists() and not where.exists():
-                args = [*args, "--resume"]
-            run_command(args, done=where, log=log)
+    subsets = {n: (Path(expand(s.data, work=work)), s) for n, s in study.subsets.items()}
+    written: set[str] = set()
+    for c in commands:
+        for name, (source, subset) in subsets.items():  # a subset is (re)written when a command first names it
+            if name not in written and any(str(subset.path(source)) in a for a in c.args):
+                subset.write(source, subset.path(source))
+                written.add(name)
+        if c.kind == "copy":
+            copy_candidates(Path(c.args[0]), Path(c.args[1]), c.line(), log)
+        elif c.kind == "train":
+            train_command(c.args[1], c.args[2:], c.done, log=log)
+        elif c.kind == "step" and c.args[:1] == ["train"]:
+            out = next((Path(a.split("=", 1)[1]) for a in c.args if a.startswith("train.out_dir=")), None)
+            resume = out is not None and (out / "checkpoints").exists() and not c.done.exists()
+            run_command([*c.args, "--resume"] if resume else c.args, done=c.done, log=log)
         else:
-            run_command(args, done=where, log=log)
+            run_command(c.args, done=c.done, log=log)
     rows = []
-    for set_name in study.eval.sets:
-        for m in models:
+    for set_name, manifest in study.eval.sets.items():
+        compared = paired_failures(study, work, models, set_name, Path(expand(manifest, **placeholders(study))))
+        for m, extra in zip(models, compared):
             metrics = json.loads((_eval_dir(work, set_name, m) / "metrics.json").read_text())
-            rows.append({"row": m.row, "seed": m.seed, "set": set_name, "model": str(m.path), "metrics": metrics})
+            rows.append({"row": m.row, "seed": m.seed, "set": set_name, "model": str(m.path), "metrics": metrics,
+                         **({"paired": extra} if extra else {})})
     results = {"study": study.name, "title": study.title, "study_file": str(path), **provenance(),
-               "seconds": round(time.perf_counter() - t0), "commands": log.entries, "rows": rows,
-               "summary": summarize(rows, study.eval.metrics)}
+               "seconds": round(time.perf_counter() - t0), "commands": log.entries,
+               "subsets": {n: {"path": str(s.path(src)), "data": str(src), "skip": s.skip, "first": s.first,
+                               "all_styles": s.all_styles} for n, (src, s) in subsets.items()},
+               "rows": rows, "summary": summarize(rows, study.eval.metrics)}
     out_dir = Path(expand(study.results_dir, name=study.name))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -208,6 +324,70 @@ def run_study(path: str | Path, *, dry_run: bool = False) -> dict | None:
     (out_dir / "README.md").write_text(report(results, study, plots))
     print(f"\nresults: {out_dir / 'README.md'}, {out_dir / 'results.json'}")
     return results
+
+
+def copy_candidates(source: Path, dest: Path, line: str, log: StepLog) -> None:
+    """A variant's pair folder starts from the shared scored candidates (skipped once it has some)."""
+    if (dest / CANDIDATE_FILES[0]).exists():
+        print(f"\n== {log.progress()}skip (done: {dest / CANDIDATE_FILES[0]}) {line}", flush=True)
+        log.entries.append({"command": line, "ran": False, "seconds": 0.0})
+        return
+    if not (source / CANDIDATE_FILES[0]).is_file():
+        raise UserError(f"{source / CANDIDATE_FILES[0]}: missing (runs.candidates names a build-pairs work folder "
+                        "that a step makes)")
+    print(f"\n== {log.progress()}{line}", flush=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in CANDIDATE_FILES:
+        if (source / name).exists():
+            shutil.copy2(source / name, dest / name)
+    log.entries.append({"command": line, "ran": True, "seconds": 0.0})
+
+
+def sign_test_p(a: int, b: int) -> float:
+    """Exact two-sided sign test at 1/2 (McNemar's exact test on the discordant counts a and b)."""
+    n = a + b
+    return min(1.0, 2 * sum(math.comb(n, k) for k in range(min(a, b) + 1)) / 2 ** n) if n else 1.0
+
+
+def _utterances(path: Path) -> dict[str, dict] | None:
+    """An eval's utterances by id, when they carry TTS failure flags (None otherwise)."""
+    if not path.is_file():
+        return None
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {r["id"]: r for r in rows} if rows and all("failure" in r for r in rows) else None
+
+
+def paired_failures(study: Study, work: Path, models: list[Model], set_name: str, manifest: Path) -> list[dict | None]:
+    """Per model (in order): its failures against the baseline's, prompt by prompt, on one eval set."""
+    base_model = next((m for m in models if m.row == study.eval.baseline), None)
+    utts = [_utterances(_eval_dir(work, set_name, m) / m.row / "utterances.jsonl") for m in models]
+    base = utts[models.index(base_model)] if base_model else None
+    if base is None:
+        return [None] * len(models)
+    styled = "emotion_acc" in json.loads((_eval_dir(work, set_name, base_model) / "metrics.json").read_text())
+    wanted = {}
+    if styled and manifest.is_file():
+        rows = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines() if line.strip()]
+        wanted = {r["id"]: r.get("emotion") or "-" for r in rows}
+    out: list[dict | None] = []
+    for run in utts:
+        if run is None:
+            out.append(None)
+            continue
+        ids = [i for i in run if i in base]
+        new = sum(bool(run[i]["failure"] and not base[i]["failure"]) for i in ids)
+        fixed = sum(bool(base[i]["failure"] and not run[i]["failure"]) for i in ids)
+        got = {"vs": study.eval.baseline, "failures": sum(bool(u["failure"]) for u in run.values()), "new": new,
+               "fixed": fixed, "p": sign_test_p(new, fixed)}
+        if wanted:
+            got["by_style"] = {}
+            for style in sorted(set(wanted.values())):
+                mine = [i for i in run if wanted.get(i) == style]
+                both = [i for i in mine if i in base and run[i].get("terminated") and base[i].get("terminated")]
+                ratio = (sum(run[i]["duration_s"] / base[i]["duration_s"] for i in both) / len(both)) if both else None
+                got["by_style"][style] = {"failures": sum(bool(run[i]["failure"]) for i in mine), "duration_ratio": ratio}
+        out.append(got)
+    return out
 
 
 def provenance() -> dict:
@@ -281,6 +461,7 @@ def report(results: dict, study: Study, plots: list[str]) -> str:
     lines += ["", "Mean ± sample standard deviation over the runs (seeds) of each row; lower is better for error "
               "rates. The `vs` columns divide a row's mean by the baseline row's on the same set.", ""]
     lines += [f"![{p}]({p})" for p in plots] + [""]
+    lines += paired_table(results, sets)
     m = results["machine"]
     ran = [c for c in results["commands"] if c["ran"]]
     lines += ["## How it was made", "",
@@ -292,6 +473,32 @@ def report(results: dict, study: Study, plots: list[str]) -> str:
               "Commands, in order:", ""]
     lines += [f"    {c['command']}" for c in results["commands"]]
     return "\n".join(lines) + "\n"
+
+
+def paired_table(results: dict, sets: list[str]) -> list[str]:
+    """The prompt-by-prompt failure comparison with the baseline, per set (TTS evals only)."""
+    lines: list[str] = []
+    for set_name in sets:
+        rows = [r for r in results["rows"] if r["set"] == set_name and r.get("paired")]
+        if not rows:
+            continue
+        styles = list(rows[0]["paired"].get("by_style", {}))
+        by = f" | failures {' / '.join(styles)} | duration x {rows[0]['paired']['vs']} {' / '.join(styles)}" if styles else ""
+        lines += [f"Failures on {set_name}, prompt by prompt against {rows[0]['paired']['vs']} (new: the row fails "
+                  "where the baseline does not; fixed: the reverse; p: exact two-sided sign test on the two):", "",
+                  f"| row | seed | failures | new / fixed | p{by} |", "|---|---|---|---|---|" + "---|---|" * bool(styles)]
+        for r in rows:
+            p = r["paired"]
+            cells = [r["row"], "" if r["seed"] is None else str(r["seed"]), str(p["failures"]),
+                     f"{p['new']} / {p['fixed']}", f"{p['p']:.3f}"]
+            if styles:
+                s = p["by_style"]
+                cells += [" / ".join(str(s[k]["failures"]) for k in styles),
+                          " / ".join("-" if s[k]["duration_ratio"] is None else f"{s[k]['duration_ratio']:.2f}"
+                                     for k in styles)]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def plot(results: dict, study: Study, out_dir: Path) -> list[str]:

@@ -182,7 +182,7 @@ def train(recipe: TrainRecipe, *, resume: bool = False, quiet: bool = False, ada
             batch = {k: v.to(info.device, non_blocking=True) for k, v in
                      adapter.collate([items[i] for i in idx]).items()}
             if live_reference:
-                ref = _reference_logps(reference or policy, batch, info.device, dtype)
+                ref = reference_logps(reference or policy, batch, info.device, dtype)
             else:
                 ref = _stored_logps([items[i]["ref"] for i in idx], info.device)
             # Gradients are reduced across ranks only on the last micro-step of the global batch.
@@ -232,7 +232,7 @@ def train(recipe: TrainRecipe, *, resume: bool = False, quiet: bool = False, ada
             checkpoint.save_checkpoint(run_dir, step + 1, policy, opt, sched, rank=info.rank, world=info.world,
                                        keep=cfg.keep_checkpoints, sharded=is_sharded(policy))
     bar.close()
-    _save_model(recipe, adapter, policy, run_dir, info, dtype)
+    save_model(recipe, adapter, policy, run_dir, info, dtype)
     if info.is_main:
         log.finish(title=f"{recipe.loss.type} on {recipe.data.pairs}")
     barrier()
@@ -241,7 +241,7 @@ def train(recipe: TrainRecipe, *, resume: bool = False, quiet: bool = False, ada
     return run_dir
 
 
-def _save_model(recipe: TrainRecipe, adapter, policy, run_dir: Path, info, dtype: torch.dtype) -> None:
+def save_model(recipe: TrainRecipe, adapter, policy, run_dir: Path, info, dtype: torch.dtype) -> None:
     """The trained model in `model.dtype` (and the LoRA adapter, per model.lora.save). A sharded policy
     is gathered to rank 0 and loaded into a fresh copy there (collective: every rank calls this)."""
     if is_sharded(policy):
@@ -255,7 +255,7 @@ def _save_model(recipe: TrainRecipe, adapter, policy, run_dir: Path, info, dtype
 
 
 @torch.no_grad()
-def _reference_logps(reference, batch, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def reference_logps(reference, batch, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """Live reference log-probs: a frozen copy, or the LoRA policy with its adapter disabled."""
     with adapter_disabled(reference), autocast(device, dtype):
         out = reference(batch)

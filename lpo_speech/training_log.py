@@ -43,10 +43,10 @@ class MetricsLog:
             for k, v in row.items():
                 self.tb.add_scalar(f"train/{k}", v, step)
 
-    def finish(self, title: str) -> None:
+    def finish(self, title: str, panels: list[tuple[str, list[str]]] | None = None) -> None:
         if self.enabled:
             self._f.flush()
-            plot_metrics(self.path, self.run_dir / "training_curves.png", title=title)
+            plot_metrics(self.path, self.run_dir / "training_curves.png", title=title, panels=panels)
 
     def close(self) -> None:
         if self.enabled:
@@ -55,7 +55,9 @@ class MetricsLog:
                 self.tb.close()
 
 
-def plot_metrics(metrics_jsonl: Path, out_png: Path, *, title: str = "") -> None:
+def plot_metrics(metrics_jsonl: Path, out_png: Path, *, title: str = "",
+                 panels: list[tuple[str, list[str]]] | None = None) -> None:
+    """Up to six panels (title, metric keys) of the logged curves; default PANELS (offline training)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -65,11 +67,10 @@ def plot_metrics(metrics_jsonl: Path, out_png: Path, *, title: str = "") -> None
     if not rows:
         return
     fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
-    steps = [r["step"] for r in rows]
-    for ax, (name, keys) in zip(axes.flat, PANELS):
+    for ax, (name, keys) in zip(axes.flat, panels or PANELS):
         for k in keys:
-            if k in rows[0]:
-                ax.plot(steps, [r[k] for r in rows], label=k)
+            if any(k in r for r in rows):
+                ax.plot([r["step"] for r in rows if k in r], [r[k] for r in rows if k in r], label=k)
         ax.set_title(name)
         ax.set_xlabel("step")
         if len(keys) > 1:

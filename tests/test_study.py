@@ -1,5 +1,7 @@
 """`lpo-speech study`: a study file runs its steps, variants x seeds and evals, resumes, and writes one
-results schema (results.json, README.md, a plot) that records commit, commands, machine and date."""
+results schema (results.json, README.md, a plot) that records commit, commands, machine and date; derived
+eval sets, variants with their own pairs and seeds, the prompt-by-prompt failure comparison; every
+committed results folder is in that schema and names its study command."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ import sys
 import pytest
 from conftest import REPO
 
-from lpo_speech.study import expand, summarize
+from lpo_speech.errors import UserError
+
+from lpo_speech.study import Subset, expand, paired_failures, plan, load_study, sign_test_p, summarize
 
 RECIPE = REPO / "recipes" / "asr" / "whisper-tiny-offline.yaml"
 
@@ -121,5 +125,125 @@ def test_every_shipped_study_loads_and_names_valid_recipes(path, lpo, tmp_path):
     """--dry-run loads the study and validates every variant's recipe up front, running nothing."""
     proc = lpo("study", str(path), "--dry-run", cwd=REPO)
     lines = proc.stdout.splitlines()
-    assert lines and all(line.startswith("lpo-speech ") for line in lines)
+    assert lines and all(line.startswith(("lpo-speech ", "cp ")) for line in lines)
     assert sum(" train " in f" {line} " for line in lines) >= 3
+
+
+def test_subsets_skip_keep_and_ask_for_every_style(tmp_path):
+    src = tmp_path / "test_style_prompts.jsonl"
+    src.write_text("".join(json.dumps({"id": f"p{i}", "text": f"T{i}.", "emotion": s, "speaker_audio": "ref/x.wav"}) + "\n"
+                           for i, s in enumerate(["high", "low", "neutral", "high"])))
+    first = Subset(data=str(src), first=2)
+    assert first.path(src) == tmp_path / "test_style_prompts_first2.jsonl"  # beside it: relative audio holds
+    first.write(src, first.path(src))
+    assert [json.loads(x)["id"] for x in first.path(src).read_text().splitlines()] == ["p0", "p1"]
+    rest = Subset(data=str(src), skip=1, first=2, all_styles=True)
+    assert rest.path(src).name == "test_style_prompts_from1_first2_all_styles.jsonl"
+    rest.write(src, rest.path(src))
+    rows = [json.loads(x) for x in rest.path(src).read_text().splitlines()]
+    assert [(r["id"], r["emotion"]) for r in rows] == [  # each prompt keeps its id in its own style
+        ("p1", "low"), ("p1-high", "high"), ("p1-neutral", "neutral"),
+        ("p2", "neutral"), ("p2-high", "high"), ("p2-low", "low")]
+    assert {r["speaker_audio"] for r in rows} == {"ref/x.wav"} and {r["text"] for r in rows} == {"T1.", "T2."}
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text('{"id": "a", "text": "A."}\n')
+    with pytest.raises(UserError, match="no prompt has an 'emotion'"):
+        Subset(data=str(plain), all_styles=True).write(plain, tmp_path / "out.jsonl")
+
+
+TTS_RECIPE = REPO / "recipes" / "tts" / "tiny.yaml"
+
+
+def test_variants_with_pair_rules_build_their_own_pairs_from_shared_candidates(tmp_path, lpo):
+    (tmp_path / "s.yaml").write_text(f"""name: pairs
+title: t
+work_dir: w
+steps:
+  - run: build-pairs {TTS_RECIPE} build_pairs.work_dir={{work}}/pairs data.pairs={{work}}/pairs/pairs_ref.jsonl
+    done: "{{work}}/pairs/pairs_ref.jsonl"
+subsets:
+  test-9: {{data: data/test_prompts.jsonl, first: 9}}
+runs:
+  recipe: {TTS_RECIPE}
+  overrides: ["build_pairs.work_dir={{work}}/pairs", "data.pairs={{work}}/pairs/pairs_ref.jsonl"]
+  candidates: "{{work}}/pairs"
+  variants:
+    lpo: []
+    more: [build_pairs.limit=400]
+    more-dpo: [build_pairs.limit=400, loss.type=sigmoid]
+  seeds: [0]
+  variant_seeds: {{lpo: [0, 2]}}
+eval:
+  sets: {{test: "{{subset:test-9}}"}}
+  models: {{sft: base}}
+  baseline: sft
+""")
+    lines = lpo("study", "s.yaml", "--dry-run", cwd=tmp_path).stdout.splitlines()
+    assert not (tmp_path / "w").exists() and not (tmp_path / "data").exists()  # a dry run writes nothing
+    own = "build_pairs.work_dir=w/variant-pairs/more data.pairs=w/variant-pairs/more/pairs_ref.jsonl"
+    # the shared candidates are copied in once, right before the first variant that needs its own pairs
+    assert lines[3] == "cp w/pairs/candidates.jsonl w/pairs/candidates.jsonl.settings.json w/variant-pairs/more/"
+    builds = [x for x in lines if x.startswith("lpo-speech build-pairs")]
+    assert len(builds) == 2 and builds[1].endswith(f"build_pairs.limit=400 {own}")  # one for both `more` rows
+    trains = [x for x in lines if x.startswith("lpo-speech train")]
+    assert [t.split("train.out_dir=")[1] for t in trains] == [
+        "w/runs/lpo/seed0", "w/runs/lpo/seed2", "w/runs/more/seed0", "w/runs/more-dpo/seed0"]
+    assert "train.seed=2" in trains[1] and own not in trains[0] and all(own in t for t in trains[2:])
+    assert sum(x.startswith("cp ") for x in lines) == 1
+    evals = [x for x in lines if x.startswith("lpo-speech eval")]
+    assert len(evals) == 5 and all("--data data/test_prompts_first9.jsonl" in x for x in evals)
+    _, models = plan(load_study(tmp_path / "s.yaml"))
+    assert [(m.row, m.seed) for m in models] == [("sft", None), ("lpo", 0), ("lpo", 2), ("more", 0), ("more-dpo", 0)]
+
+
+def test_sign_test_by_hand():
+    assert sign_test_p(0, 0) == 1.0 and sign_test_p(3, 3) == 1.0
+    assert sign_test_p(0, 5) == pytest.approx(2 / 32)               # both tails of 1/2^5
+    assert sign_test_p(9, 1) == pytest.approx(2 * (1 + 10) / 1024)  # P(X <= 1) for X ~ Bin(10, 1/2), doubled
+
+
+def test_failures_are_compared_prompt_by_prompt_and_per_style(tmp_path):
+    (tmp_path / "s.yaml").write_text("name: f\ntitle: t\nwork_dir: w\neval:\n  sets: {dev: m.jsonl}\n"
+                                     "  models: {sft: a, lpo: b}\n  baseline: sft\n")
+    study = load_study(tmp_path / "s.yaml")
+    work, models = plan(study)
+    work = tmp_path / work
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"id": i, "text": "x", "emotion": s}) + "\n"
+                                for i, s in [("1", "high"), ("2", "high"), ("3", "low"), ("4", "low")]))
+    utts = {"sft": [(True, 2.0), (False, 2.0), (True, 4.0), (False, 4.0)],
+            "lpo": [(False, 1.0), (True, 3.0), (False, 2.0), (True, 4.0)]}
+    for row, rows in utts.items():
+        d = work / "eval" / "dev" / row
+        (d / row).mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({"wer": 0.5, "emotion_acc": 0.5}))
+        (d / row / "utterances.jsonl").write_text("".join(
+            json.dumps({"id": str(i + 1), "failure": f, "terminated": True, "duration_s": s}) + "\n"
+            for i, (f, s) in enumerate(rows)))
+    base, run = paired_failures(study, work, models, "dev", manifest)
+    assert base["new"] == base["fixed"] == 0 and base["failures"] == 2 and base["p"] == 1.0
+    assert run == {"vs": "sft", "failures": 2, "new": 2, "fixed": 2, "p": 1.0, "by_style": {
+        "high": {"failures": 1, "duration_ratio": pytest.approx((0.5 + 1.5) / 2)},
+        "low": {"failures": 1, "duration_ratio": pytest.approx((0.5 + 1.0) / 2)}}}
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "results").glob("*/results.json")), ids=lambda p: p.parent.name)
+def test_every_committed_result_is_one_study_in_one_schema(path):
+    """Each results folder names the study file that makes it (on its page too), with commit, commands,
+    machine and date; rows migrated from before the runner say what measured them and where."""
+    res = json.loads(path.read_text())
+    assert {"study", "title", "study_file", "commit", "date", "machine", "commands", "rows", "summary"} <= set(res)
+    assert res["study"] == path.parent.name and (REPO / res["study_file"]).is_file()
+    assert f"lpo-speech study {res['study_file']}" in (path.parent / "README.md").read_text()
+    assert res["rows"] and all({"row", "seed", "set", "metrics"} <= set(r) for r in res["rows"])
+    assert res["commands"] and res["machine"]["cores"]
+    study = load_study(REPO / res["study_file"])
+    rows = set(study.eval.models) | set(study.runs.variants if study.runs else [])
+    assert {r["row"] for r in res["rows"]} <= rows  # every row is one the study makes
+    if res.get("provenance", {}).get("migrated"):
+        sources = res["provenance"]["sources"]
+        assert res["provenance"]["reproduce"] == f"lpo-speech study {res['study_file']}"
+        assert all(len(s["commit"]) == 40 and s["command"] and s["date"] for s in sources)
+        assert all(any(r["source"].startswith(s["file"]) for s in sources) for r in res["rows"])
+    else:
+        assert len(res["commit"]) == 40

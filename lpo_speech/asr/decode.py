@@ -38,6 +38,30 @@ def make_asr_decoder(path: str, device: str | torch.device = "cpu", *, dtype: to
                       task=getattr(model_cfg, "task", None), max_new_tokens=max_new_tokens)
 
 
+def live_asr_decoder(adapter, pair_model, device: torch.device, *, max_new_tokens: int = 128):
+    """A decoder over a model being trained (online training: lpo_speech.asr.online): the trainer's
+    adapter and pair model, no second load. Under LoRA the decoder runs the base model with the
+    adapter layers peft injected into it, so samples come from the adapted policy."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    cls = AudioLLMDecoder if isinstance(adapter, AudioLLMAdapter) else AsrDecoder
+    dec = cls.__new__(cls)
+    hf = pair_model.hf_model
+    base = hf.get_base_model() if hasattr(hf, "get_base_model") else hf
+    dec.adapter, dec.device, dec.max_new_tokens = adapter, torch.device(device), max_new_tokens
+    dec.dtype = next(base.parameters()).dtype
+    dec.model = base
+    if cls is AudioLLMDecoder:
+        dec.pair_model = pair_model
+        gen_eos = base.generation_config.eos_token_id
+        gen_eos = gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else []
+        dec.eos_ids = list(dict.fromkeys([adapter.eos, *gen_eos]))
+    else:
+        dec.language, dec.task = adapter.cfg.language, adapter.cfg.task
+    return dec
+
+
 def _fingerprint(module: torch.nn.Module, kind: str = "") -> str:
     """A hash of `module`'s weights; `kind` keeps apart encoders with the same weights whose states
     differ (Whisper's encoder, and an audio LLM's tower holding those weights, pools and masks)."""

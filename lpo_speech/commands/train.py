@@ -42,6 +42,15 @@ def run(args: argparse.Namespace) -> int:
 
     recipe = load_any_recipe(args.recipe, args.overrides)  # parsed once
     preflight(recipe, "train", args.recipe)
+    if getattr(recipe, "online", None) is not None or getattr(recipe, "rounds", None) is not None:
+        if getattr(recipe, "online", None) is not None:  # sample, score and train in one loop
+            from lpo_speech.online import train_online as run_track
+        else:  # build pairs and train, round after round
+            from lpo_speech.rounds import train_rounds as run_track
+        run_dir = run_track(recipe, resume=args.resume, quiet=args.quiet)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"trained model: {run_dir / 'model'}  (curves: {run_dir / 'training_curves.png'})")
+        return 0
     recipe = train_view(recipe)
     run = train_soup if recipe.train.seeds else train  # train.seeds: one run per seed, then their average
     run_dir = run(recipe, resume=args.resume, quiet=args.quiet)
