@@ -85,7 +85,7 @@ class Subset:
     data: str                     # the source manifest (JSONL)
     skip: int = 0                 # drop its first rows (e.g. those a longer test split shares with a shorter one)
     first: int = 0                # then keep the first N (0 = all)
-    all_styles: bool = False      # then each prompt also in every other style the manifest uses, as `<id>-<style>`
+    all_styles: bool = False      # then each prompt also in every other style the source uses, as `<id>-<style>`
 
     def validate(self) -> None:
         if self.skip < 0 or self.first < 0:
@@ -107,9 +107,9 @@ class Subset:
                 rows += [json.loads(line)] if line.strip() else []
             except json.JSONDecodeError as e:
                 raise UserError(f"not JSON ({e.msg})", where=f"{source}:{n}") from None
+        styles = sorted({r["emotion"] for r in rows if r.get("emotion")})  # every style the source uses
         rows = rows[self.skip:][:self.first or None]
         if self.all_styles:
-            styles = sorted({r["emotion"] for r in rows if r.get("emotion")})
             if not styles:
                 raise UserError("no prompt has an 'emotion' (style) to ask for in every style", where=str(source))
             rows = [q for r in rows for q in [r, *({**r, "id": f"{r['id']}-{s}", "emotion": s}
