@@ -46,16 +46,60 @@ def _announce(sr: int, channels: int, target: int, origin: object) -> None:
     print(f"audio: converting {what} to {target} Hz mono on load (soxr; first: {origin})", file=sys.stderr)
 
 
+class _DecodedCache:
+    """The last decoded files of this process, up to a byte budget (least recently used out first):
+    a stage checks every input before it writes, then reads it again to work on it, and build-pairs
+    reads each audio for its candidates and again for its reference log-probs; with the cache each
+    file is decoded and resampled once per process. Keyed by the resolved path, its size and mtime,
+    and the target rate, so a changed file is read again. Budget: LPO_SPEECH_AUDIO_CACHE_MB (default
+    1024; 0 turns it off)."""
+
+    def __init__(self) -> None:
+        from collections import OrderedDict
+
+        self.items: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+        self.bytes = 0
+
+    def budget(self) -> int:
+        return int(float(os.environ.get("LPO_SPEECH_AUDIO_CACHE_MB", "1024")) * (1 << 20))
+
+    def get(self, key: tuple) -> np.ndarray | None:
+        hit = self.items.get(key)
+        if hit is not None:
+            self.items.move_to_end(key)
+        return hit
+
+    def put(self, key: tuple, audio: np.ndarray) -> None:
+        budget = self.budget()
+        if audio.nbytes > budget:
+            return
+        self.items[key] = audio
+        self.bytes += audio.nbytes
+        while self.bytes > budget:
+            _, old = self.items.popitem(last=False)
+            self.bytes -= old.nbytes
+
+
+_DECODED = _DecodedCache()
+
+
 def load_audio(path: str | os.PathLike, *, sample_rate: int, where: str | None = None) -> np.ndarray:
     """Load an audio file as mono float32 samples in [-1, 1] at `sample_rate` (converted if need be).
 
     `where` names the origin in messages (e.g. ``data/train.jsonl:12``); the file path is always
-    included.
+    included. Each file is decoded once per process while it stays in the cache (`_DecodedCache`);
+    every call returns its own copy.
     """
     p = Path(path)
     loc = f"{where}: {p}" if where else str(p)
     _info(p, loc)
-    return _decoded(str(p), loc, sample_rate, origin=p)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns, sample_rate)
+    hit = _DECODED.get(key)
+    if hit is None:
+        hit = _decoded(str(p), loc, sample_rate, origin=p)
+        _DECODED.put(key, hit)
+    return hit.copy()
 
 
 def decode_audio(data: bytes, *, sample_rate: int, where: str) -> np.ndarray:

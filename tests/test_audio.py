@@ -98,3 +98,26 @@ def test_other_sample_formats_load(tmp_path, subtype):
 def test_where_prefixes_message(tmp_path):
     with pytest.raises(UserError, match=r"^data/train\.jsonl:3: .*x\.wav: audio file not found$"):
         load_audio(tmp_path / "x.wav", sample_rate=16000, where="data/train.jsonl:3")
+
+
+def test_each_file_is_decoded_once_per_process(tmp_path, monkeypatch):
+    """A stage checks its inputs, then reads them again: the second read comes from the cache (a copy),
+    a rewritten file is decoded anew, and a zero budget turns the cache off."""
+    from lpo_speech import audio as audio_mod
+
+    calls = []
+    real = audio_mod._decoded
+    monkeypatch.setattr(audio_mod, "_decoded", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    path = tmp_path / "a.wav"
+    sf.write(path, _tone(8000), 8000, subtype="PCM_16")
+    first = load_audio(path, sample_rate=16000)
+    first[:] = 0  # the caller's copy: the cached samples stay as decoded
+    second = load_audio(path, sample_rate=16000)
+    assert len(calls) == 1 and np.abs(second).max() > 0.1
+    sf.write(path, 0.5 * _tone(8000), 8000, subtype="PCM_16")
+    os.utime(path, ns=(1, 1))  # another mtime, as a rewrite gets
+    assert np.abs(load_audio(path, sample_rate=16000)).max() < 0.6 and len(calls) == 2
+    monkeypatch.setenv("LPO_SPEECH_AUDIO_CACHE_MB", "0")
+    load_audio(tmp_path / "a.wav", sample_rate=8000)
+    load_audio(tmp_path / "a.wav", sample_rate=8000)
+    assert len(calls) == 4
