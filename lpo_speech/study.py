@@ -240,6 +240,10 @@ def _eval_dir(work: Path, set_name: str, m: Model) -> Path:
     return work / "eval" / set_name / (m.row if m.seed is None else f"{m.row}-seed{m.seed}")
 
 
+def pair_paths(folder: Path) -> list[str]:
+    return [f"build_pairs.work_dir={folder}", f"data.pairs={folder / 'pairs_ref.jsonl'}"]
+
+
 def study_commands(study: Study, work: Path, models: list[Model]) -> list[Command]:
     """Every command in order: steps, each variant's own pairs (if any) and runs, then the evals."""
     values = placeholders(study)
@@ -255,13 +259,13 @@ def study_commands(study: Study, work: Path, models: list[Model]) -> list[Comman
             if runs.candidates:
                 commands.append(Command("copy", [expand(runs.candidates, **values), str(pairs)],
                                         pairs / CANDIDATE_FILES[0]))
-            commands.append(Command("pairs", ["build-pairs", runs.recipe, *common, *rules,
-                                              f"build_pairs.work_dir={pairs}", f"data.pairs={pairs / 'pairs_ref.jsonl'}"],
+            commands.append(Command("pairs", ["build-pairs", runs.recipe, *common, *rules, *pair_paths(pairs)],
                                     pairs / "pairs_ref.jsonl"))
-        own = [f"build_pairs.work_dir={pair_dirs[rules]}", f"data.pairs={pair_dirs[rules] / 'pairs_ref.jsonl'}"] if rules else []
+        own = pair_paths(pair_dirs[rules]) if rules else []
         for seed in runs.seeds_of(variant):
             out = Path(expand(runs.out, work=work, variant=variant, seed=seed))
-            items = [expand(o, **values, variant=variant, seed=seed) for o in [*runs.overrides, *runs.variants[variant]]]
+            items = [expand(o, **values, variant=variant, seed=seed)
+                     for o in [*runs.overrides, *runs.variants[variant]]]
             commands.append(Command("train", ["train", runs.recipe, *items, *own, f"train.seed={seed}",
                                               f"train.out_dir={out}"], out))
     for set_name, manifest in study.eval.sets.items():
@@ -385,7 +389,8 @@ def paired_failures(study: Study, work: Path, models: list[Model], set_name: str
                 mine = [i for i in run if wanted.get(i) == style]
                 both = [i for i in mine if i in base and run[i].get("terminated") and base[i].get("terminated")]
                 ratio = (sum(run[i]["duration_s"] / base[i]["duration_s"] for i in both) / len(both)) if both else None
-                got["by_style"][style] = {"failures": sum(bool(run[i]["failure"]) for i in mine), "duration_ratio": ratio}
+                got["by_style"][style] = {"failures": sum(bool(run[i]["failure"]) for i in mine),
+                                          "duration_ratio": ratio}
         out.append(got)
     return out
 
@@ -482,11 +487,11 @@ def paired_table(results: dict, sets: list[str]) -> list[str]:
         rows = [r for r in results["rows"] if r["set"] == set_name and r.get("paired")]
         if not rows:
             continue
-        styles = list(rows[0]["paired"].get("by_style", {}))
-        by = f" | failures {' / '.join(styles)} | duration x {rows[0]['paired']['vs']} {' / '.join(styles)}" if styles else ""
-        lines += [f"Failures on {set_name}, prompt by prompt against {rows[0]['paired']['vs']} (new: the row fails "
-                  "where the baseline does not; fixed: the reverse; p: exact two-sided sign test on the two):", "",
-                  f"| row | seed | failures | new / fixed | p{by} |", "|---|---|---|---|---|" + "---|---|" * bool(styles)]
+        styles, base = list(rows[0]["paired"].get("by_style", {})), rows[0]["paired"]["vs"]
+        by = f" | failures {' / '.join(styles)} | duration x {base} {' / '.join(styles)}" if styles else ""
+        lines += [f"Failures on {set_name}, prompt by prompt against {base} (new: the row fails where the baseline "
+                  "does not; fixed: the reverse; p: exact two-sided sign test on the two):", "",
+                  f"| row | seed | failures | new / fixed | p{by} |", "|---" * (5 + 2 * bool(styles)) + "|"]
         for r in rows:
             p = r["paired"]
             cells = [r["row"], "" if r["seed"] is None else str(r["seed"]), str(p["failures"]),

@@ -14,7 +14,8 @@ from conftest import REPO
 
 from lpo_speech.errors import UserError
 
-from lpo_speech.study import Subset, expand, paired_failures, plan, load_study, sign_test_p, summarize
+from lpo_speech.study import (Subset, expand, load_study, paired_failures, paired_table, plan, sign_test_p,
+                              summarize)
 
 RECIPE = REPO / "recipes" / "asr" / "whisper-tiny-offline.yaml"
 
@@ -225,6 +226,17 @@ def test_failures_are_compared_prompt_by_prompt_and_per_style(tmp_path):
     assert run == {"vs": "sft", "failures": 2, "new": 2, "fixed": 2, "p": 1.0, "by_style": {
         "high": {"failures": 1, "duration_ratio": pytest.approx((0.5 + 1.5) / 2)},
         "low": {"failures": 1, "duration_ratio": pytest.approx((0.5 + 1.0) / 2)}}}
+
+
+def test_the_page_shows_the_failure_comparison():
+    paired = {"vs": "sft", "failures": 2, "new": 2, "fixed": 2, "p": 1.0,
+              "by_style": {"high": {"failures": 1, "duration_ratio": 1.0}, "low": {"failures": 1, "duration_ratio": None}}}
+    rows = [{"row": "lpo", "seed": 1, "set": "dev", "paired": paired}, {"row": "x", "seed": None, "set": "test"}]
+    assert paired_table({"rows": rows}, ["dev", "test"]) == [
+        "Failures on dev, prompt by prompt against sft (new: the row fails where the baseline does not; fixed: the "
+        "reverse; p: exact two-sided sign test on the two):", "",
+        "| row | seed | failures | new / fixed | p | failures high / low | duration x sft high / low |",
+        "|---|---|---|---|---|---|---|", "| lpo | 1 | 2 | 2 / 2 | 1.000 | 1 / 1 | 1.00 / - |", ""]
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "results").glob("*/results.json")), ids=lambda p: p.parent.name)
