@@ -39,16 +39,16 @@ from tqdm import tqdm
 
 from lpo_speech import checkpoint
 from lpo_speech.adapters import load_adapter
-from lpo_speech.distributed import all_reduce_mean, barrier, cleanup, init_distributed, record_runtime
+from lpo_speech.distributed import all_reduce_mean, init_distributed, record_runtime
 from lpo_speech.errors import UserError
 from lpo_speech.losses import group_advantages, grpo_loss, preference_loss
-from lpo_speech.parallel import clip_grad_norm, is_sharded, wrap
+from lpo_speech.parallel import clip_grad_norm, wrap
 from lpo_speech.policy import disable_dropout, load_policy, load_reference
 from lpo_speech.precision import autocast, dtype_name
 from lpo_speech.records import PreferencePair
 from lpo_speech.recipe import TrackRecipe, save_recipe
 from lpo_speech.rewards import reward
-from lpo_speech.trainer import build_optimizer, lr_lambda, reference_logps, save_model, seed_all
+from lpo_speech.trainer import build_optimizer, finish, lr_lambda, reference_logps, save_checkpoint, seed_all
 from lpo_speech.training_log import MetricsLog
 
 PANELS = [("reward", ["reward", "reward_best", "reward_worst"]), ("reward terms", ["term_cer", "term_wer", "term_sim",
@@ -213,18 +213,10 @@ def train_online(recipe: TrackRecipe, *, resume: bool = False, quiet: bool = Fal
         log.write(step + 1, row)
         bar.set_postfix(reward=f"{row['reward']:.3f}", loss=f"{row['loss']:.4f}")
         bar.update(1)
-        last = step + 1 == cfg.max_steps
-        if (cfg.save_every and (step + 1) % cfg.save_every == 0) or last:
-            checkpoint.save_checkpoint(run_dir, step + 1, policy, opt, sched, rank=info.rank, world=info.world,
-                                       keep=cfg.keep_checkpoints, sharded=is_sharded(policy))
+        save_checkpoint(cfg, run_dir, step + 1, policy, opt, sched, info, last=step + 1 == cfg.max_steps)
     bar.close()
-    save_model(tr, adapter, policy, run_dir, info, dtype)
-    if info.is_main:
-        log.finish(title=f"online {o.algorithm} ({tr.loss.type if o.algorithm == 'pairs' else 'grpo'})", panels=PANELS)
-    barrier()
-    log.close()
-    cleanup()
-    return run_dir
+    return finish(tr, adapter, policy, run_dir, info, dtype, log, panels=PANELS,
+                  title=f"online {o.algorithm} ({tr.loss.type if o.algorithm == 'pairs' else 'grpo'})")
 
 
 def _row(cands: list[list[dict]], loss, m: dict, grad_norm, lr: float, timing: dict, info) -> dict[str, Any]:

@@ -228,13 +228,24 @@ def train(recipe: TrainRecipe, *, resume: bool = False, quiet: bool = False, ada
                             pairs_s=f"{pairs_done / elapsed:.2f}")
             pending = []
         bar.update(1)
-        if (cfg.save_every and (step + 1) % cfg.save_every == 0) or last:
-            checkpoint.save_checkpoint(run_dir, step + 1, policy, opt, sched, rank=info.rank, world=info.world,
-                                       keep=cfg.keep_checkpoints, sharded=is_sharded(policy))
+        save_checkpoint(cfg, run_dir, step + 1, policy, opt, sched, info, last=last)
     bar.close()
+    return finish(recipe, adapter, policy, run_dir, info, dtype, log, title=f"{recipe.loss.type} on {recipe.data.pairs}")
+
+
+def save_checkpoint(cfg, run_dir: Path, step: int, policy, opt, sched, info, *, last: bool) -> None:
+    """A checkpoint every `train.save_every` steps and after the last one."""
+    if (cfg.save_every and step % cfg.save_every == 0) or last:
+        checkpoint.save_checkpoint(run_dir, step, policy, opt, sched, rank=info.rank, world=info.world,
+                                   keep=cfg.keep_checkpoints, sharded=is_sharded(policy))
+
+
+def finish(recipe: TrainRecipe, adapter, policy, run_dir: Path, info, dtype: torch.dtype, log: MetricsLog, *,
+           title: str, panels: list | None = None) -> Path:
+    """Save the model, draw the curves, close the log and the process group; returns the run folder."""
     save_model(recipe, adapter, policy, run_dir, info, dtype)
     if info.is_main:
-        log.finish(title=f"{recipe.loss.type} on {recipe.data.pairs}")
+        log.finish(title=title, panels=panels)
     barrier()
     log.close()
     cleanup()
