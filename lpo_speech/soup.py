@@ -4,7 +4,7 @@ Runs that differ only in seed (the order of the same pairs) agree on what the pa
 disagree on what each picked up by chance; averaging keeps the first and dilutes the second
 (Wortsman et al. 2022, "Model soups"; WARP, Ramé et al. 2024, averages aligned policies the same way).
 On the offline emotion track, single runs churned failures on dev where their three-seed average did
-not (results/tts-offline/README.md). It costs one training run per seed.
+not (results/emotion-sync-soup/README.md). It costs one training run per seed.
 
 Layout: `<out_dir>/seed-<s>/` is a complete run folder per seed (its own config, curves,
 checkpoints, model), `<out_dir>/model` the average (lpo_speech.merge), `<out_dir>/config.yaml` the

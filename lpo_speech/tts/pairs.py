@@ -45,7 +45,7 @@ Stages, each resumable and written atomically under `build_pairs.work_dir`:
                                        (duration, or tokens when unscored), so pairs differ in what
                                        the keys score more than in speaking rate (on the offline
                                        emotion recipe this raised failures: the long, stalled
-                                       rejected are what teach "do not stall"; results/tts-offline/README.md)
+                                       rejected are what teach "do not stall"; results/emotion-sync-settings/README.md)
                      * not_dominated   `selection: pareto` (as NeMo's TTS preference data): drop the
                                        pair when the rejected is as good as the chosen on ANY of
                                        `keys`; lexicographic only needs it ranked below
