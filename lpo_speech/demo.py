@@ -3,20 +3,22 @@
 It is nothing but the documented commands, run in order and printed as they run, so every number it
 reports can be reproduced by hand. Stages whose output exists are skipped: a rerun after an
 interruption resumes. Everything lands under `--out` (default runs/demo); `summary.json` names the
-models and the before/after numbers, `summary.md` shows them as tables.
+models and every number, `summary.md` shows them as tables. Each track is scored in domain (held-out
+sentences of its training generator and voices) and out of domain (natural sentences it never saw, and
+for ASR voices and channels it never heard), and its summary line says whether this run shows the gain
+the project's full-size study measured, or that it does not at demo size.
 
-asr      synthetic speech (espeak-ng voices, perturbed piper) -> Whisper tiny.en imported from the
-         CTranslate2 copy shipped in a pip package -> perturbation-based pairs with reference log-probs
-         -> LPO -> WER of the base and the LPO model on held-out speech.
-tts      the committed SFT codec LM (assets/tts-tiny-sft) -> a demo-sized copy of its world (the same
-         held-out sentences) -> sampled candidates judged by Whisper tiny.en, gold as chosen -> LPO ->
-         WER, failure rate, similarity and DNSMOS of SFT and LPO on held-out prompts.
-emotion  the phoneme-synchronous SFT model that saw few styled utterances
-         (assets/tts-tiny-sft-sync-rare-styles; it speaks, where the plain models mostly fail) -> a
-         demo-sized copy of its own world -> candidates ranked by the style classifier
-         (assets/style-classifier.json) and CER (recipes/tts/emotion-offline-sync.yaml: pareto pairs,
-         the chosen held to CER 0.3 and stability) -> LPO -> style accuracy, WER and failure rate of SFT
-         and LPO on held-out styled prompts.
+asr      synthetic speech (espeak-ng voices, perturbed piper, a quarter natural sentences) -> Whisper
+         tiny.en imported from the CTranslate2 copy shipped in a pip package -> SFT on the training
+         references -> pairs from the SFT model's own greedy and sampled transcripts plus perturbations
+         -> LPO + the chosen NLL from the SFT model -> WER of base, SFT and LPO.
+tts      the committed phoneme-synchronous SFT codec LM -> a demo-sized copy of its world (the same
+         held-out sentences) -> its own greedy output and samples judged by Whisper tiny.en, the best
+         as chosen (recipes/tts/tiny-sync-onpolicy.yaml) -> LPO + the chosen NLL -> judge WER, failure
+         rate and similarity of SFT and LPO.
+emotion  the phoneme-synchronous SFT model that saw few styled utterances -> a demo-sized copy of its
+         world -> candidates ranked by the style classifier and CER (recipes/tts/emotion-offline-sync.yaml)
+         -> LPO -> style accuracy, WER and failure rate of SFT and LPO on styled prompts.
 """
 
 from __future__ import annotations
@@ -26,38 +28,69 @@ import time
 from pathlib import Path
 
 from lpo_speech.errors import UserError
+from lpo_speech.records import write_jsonl_atomic
 from lpo_speech.steps import run_command, train_command
 
 REPO = Path(__file__).resolve().parents[1]
 ASR_RECIPE = REPO / "recipes" / "asr" / "whisper-tiny-offline.yaml"
-TTS_RECIPE = REPO / "recipes" / "tts" / "tiny.yaml"
+TTS_RECIPE = REPO / "recipes" / "tts" / "tiny-sync-onpolicy.yaml"
 EMOTION_RECIPE = REPO / "recipes" / "tts" / "emotion-offline-sync.yaml"
-TTS_SFT = REPO / "assets" / "tts-tiny-sft"
+TTS_SFT = REPO / "assets" / "tts-tiny-sft-sync"
 EMOTION_SFT = REPO / "assets" / "tts-tiny-sft-sync-rare-styles"  # the sync world, scarce styled speech
 STYLE_CLASSIFIER = REPO / "assets" / "style-classifier.json"
 TRACKS = ("asr", "tts", "emotion")
+SETS = ("in-domain", "out-of-domain")
+# What each track's full-size study measured (the README's results lines): the demo says whether its own
+# run points the same way. (metric, the model it is compared with, lower is better, the study's page)
+CLAIMS = {"asr": ("wer", "sft", True, "results/asr-whisper/README.md"),
+          "tts": ("wer", "sft", True, "results/tts-sync-onpolicy/README.md"),
+          "emotion": ("emotion_acc", "sft", False, "results/emotion-sync-soup/README.md")}
 
 
-def asr_stage(out: Path, *, n_train: int, n_test: int, recipe: Path = ASR_RECIPE) -> dict:
+def _first(src: Path, dst: Path, n: int) -> Path:
+    """The first `n` lines of a manifest, as a manifest of its own (a held-out subset)."""
+    if not dst.exists():
+        rows = [json.loads(line) for line in src.read_text().splitlines() if line.strip()][:n]
+        write_jsonl_atomic(dst, rows)
+    return dst
+
+
+def _eval(stage: Path, models: dict[str, Path], sets: dict[str, Path], extra: list[str]) -> dict:
+    """`eval --wer` of the models on both sets (OUT/<set>/...); returns {set: {label: metrics}}."""
+    args = ["eval", "--wer"]
+    for label, model in models.items():
+        args += ["--model", str(model), "--label", label]
+    for name, data in sets.items():
+        args += ["--data", f"{name}={data}"]
+    run_command([*args, "--out", str(stage / "eval"), *extra], done=stage / "eval" / "table.md")
+    return json.loads((stage / "eval" / "metrics.json").read_text())
+
+
+def asr_stage(out: Path, *, n_train: int, n_pairs: int, n_test: int) -> dict:
     asr = out / "asr"
-    paths = [f"model.path={asr / 'base'}", f"build_pairs.manifest={asr / 'data' / 'train.jsonl'}",
-             f"build_pairs.work_dir={asr / 'pairs'}", f"data.pairs={asr / 'pairs' / 'pairs_ref.jsonl'}",
-             f"train.out_dir={asr / 'lpo'}"]
-    run_command(["make-asr-data", "--out", str(asr / "data"), "--n-train", str(n_train), "--n-test", str(n_test)],
-         done=asr / "data" / "test.jsonl")
+    data, lpo_data = asr / "data", asr / "lpo-data"
+    run_command(["make-asr-data", "--out", str(data), "--n-train", str(n_train), "--n-test", str(n_test),
+                 "--natural-share", "0.25"], done=data / "test.jsonl")
+    run_command(["make-asr-data", "--out", str(data), "--ood", "--n-ood-dev", "0", "--n-ood-test", str(n_test)],
+                done=data / "ood_test.jsonl")
     run_command(["import-whisper-ct2", "bundled", str(asr / "base")], done=asr / "base" / "model.safetensors")
-    run_command(["build-pairs", str(recipe), *paths], done=asr / "pairs" / "pairs_ref.jsonl")
-    train_command(recipe, paths, asr / "lpo")
-    run_command(["eval", "--wer", "--model", str(asr / "base"), "--model", str(asr / "lpo" / "model"), "--label", "base",
-          "--label", "lpo", "--data", str(asr / "data" / "test.jsonl"), "--out", str(asr / "eval")],
-         done=asr / "eval" / "table.md")
-    metrics = json.loads((asr / "eval" / "metrics.json").read_text())
+    run_command(["sft-pairs", str(data / "train.jsonl"), str(data / "train_sft.jsonl")], done=data / "train_sft.jsonl")
+    sft = [f"model.path={asr / 'base'}", f"data.pairs={data / 'train_sft.jsonl'}", "loss.type=sft",
+           "loss.sft_weight=1.0", "loss.gamma=0.0", f"train.out_dir={asr / 'sft'}"]
+    train_command(ASR_RECIPE, sft, asr / "sft")
+    run_command(["make-asr-data", "--out", str(lpo_data), "--n-train", str(n_pairs), "--n-test", "0", "--seed", "1",
+                 "--natural-share", "0.25"], done=lpo_data / "train.jsonl")
+    paths = [f"model.path={asr / 'sft' / 'model'}", f"build_pairs.manifest={lpo_data / 'train.jsonl'}",
+             f"build_pairs.work_dir={asr / 'pairs'}", f"data.pairs={asr / 'pairs' / 'pairs.jsonl'}",
+             f"train.out_dir={asr / 'lpo'}", "build_pairs.greedy=true", "build_pairs.samples=2",
+             "build_pairs.perturbations=2", "build_pairs.max_pairs_per_utterance=2", "loss.sft_weight=0.2"]
+    run_command(["build-pairs", str(ASR_RECIPE), *paths], done=asr / "pairs" / "pairs.jsonl")
+    train_command(ASR_RECIPE, paths, asr / "lpo")
+    models = {"base": asr / "base", "sft": asr / "sft" / "model", "lpo": asr / "lpo" / "model"}
+    m = _eval(asr, models, {"in-domain": data / "test.jsonl", "out-of-domain": data / "ood_test.jsonl"}, [])
     pairs = json.loads((asr / "pairs" / "summary.json").read_text())
-    return {"base_model": str(asr / "base"), "lpo_model": str(asr / "lpo" / "model"),
-            "test_set": str(asr / "data" / "test.jsonl"), "pairs": pairs["pairs_written"],
-            "wer_before": metrics["base"]["wer"], "wer_after": metrics["lpo"]["wer"],
-            "wer_ratio": metrics["lpo"]["wer"] / max(metrics["base"]["wer"], 1e-9),
-            "table": (asr / "eval" / "table.md").read_text(), "curves": str(asr / "lpo" / "training_curves.png")}
+    return {"models": {k: str(v) for k, v in models.items()}, "pairs": pairs["pairs_written"], "metrics": m,
+            "curves": str(asr / "lpo" / "training_curves.png")}
 
 
 def tts_world(out: Path, *, n_prompts: int, n_test: int, sft: Path = TTS_SFT, track: str = "tts") -> Path:
@@ -68,55 +101,76 @@ def tts_world(out: Path, *, n_prompts: int, n_test: int, sft: Path = TTS_SFT, tr
     args = ["make-tts-data", "--out", str(data), "--n-train", str(world["n_train"]), "--n-dev", str(world["n_dev"]),
             "--n-test", str(world["n_test"]), "--seed", str(world["seed"]), "--style-share", str(world["style_share"]),
             "--limit", f"train={n_prompts}", "--limit", "dev=0", "--limit", f"test={n_test}",
-            "--limit", f"test_style={n_test}", "--no-ceiling", *(["--phoneme-sync"] if world.get("phoneme_sync") else [])]
+            "--limit", f"test_style={n_test}", "--no-ceiling",
+            *(["--natural-share", str(world["natural_share"])] if world.get("natural_share") else []),
+            *(["--phoneme-sync"] if world.get("phoneme_sync") else [])]
     run_command(args, done=data / "test_style_prompts.jsonl")
     return data
 
 
-def _align(stage: Path, recipe: Path, sft: Path, paths: list[str], heldout: Path, eval_extra: list[str]) -> tuple:
-    """build-pairs -> train -> eval (SFT vs LPO on `heldout`) for a TTS recipe; (metrics, pair summary)."""
+def _align(stage: Path, recipe: Path, sft: Path, paths: list[str], sets: dict[str, Path], eval_extra: list[str]) -> tuple:
+    """build-pairs -> train -> eval (SFT vs LPO on both sets) for a TTS recipe; (metrics, pair summary)."""
     paths = [f"model.path={sft}", f"build_pairs.work_dir={stage / 'pairs'}",
              f"data.pairs={stage / 'pairs' / 'pairs_ref.jsonl'}", f"train.out_dir={stage / 'lpo'}", *paths]
     run_command(["build-pairs", str(recipe), *paths], done=stage / "pairs" / "pairs_ref.jsonl")
     train_command(recipe, paths, stage / "lpo")
     # One sampling thread, as the recipes' runtime.sampling_threads: the tiny models sample fastest so.
-    run_command(["eval", "--wer", "--model", str(sft), "--model", str(stage / "lpo" / "model"), "--label", "sft", "--label",
-          "lpo", "--data", str(heldout), "--out", str(stage / "eval"), "--sampling-threads", "1", *eval_extra],
-         done=stage / "eval" / "table.md")
-    return (json.loads((stage / "eval" / "metrics.json").read_text()),
-            json.loads((stage / "pairs" / "summary.json").read_text()))
+    m = _eval(stage, {"sft": sft, "lpo": stage / "lpo" / "model"}, sets,
+              ["--sampling-threads", "1", "--batch-size", "32", "--no-dnsmos", *eval_extra])
+    return m, json.loads((stage / "pairs" / "summary.json").read_text())
 
 
-def _before_after(m: dict, keys: tuple[str, ...]) -> dict:
-    return {f"{k}_{when}": m[label].get(k) for k in keys for when, label in (("before", "sft"), ("after", "lpo"))}
-
-
-def tts_stage(out: Path, data: Path, *, n_prompts: int, sft: Path = TTS_SFT, recipe: Path = TTS_RECIPE) -> dict:
+def tts_stage(out: Path, data: Path, *, n_prompts: int, n_test: int, sft: Path = TTS_SFT, recipe: Path = TTS_RECIPE) -> dict:
     tts = out / "tts"
+    sets = {"in-domain": _first(data / "test_prompts.jsonl", tts / "test_prompts.jsonl", n_test),
+            "out-of-domain": _first(data / "ood_test_prompts.jsonl", tts / "ood_test_prompts.jsonl", n_test)}
     m, pairs = _align(tts, recipe, sft, [f"build_pairs.prompts={data / 'train_prompts.jsonl'}",
                                          f"build_pairs.gold={data / 'train.jsonl'}", f"build_pairs.limit={n_prompts}"],
-                      data / "test_prompts.jsonl", [])
-    return {"sft_model": str(sft), "lpo_model": str(tts / "lpo" / "model"), "test_set": str(data / "test_prompts.jsonl"),
-            "pairs": pairs["pairs_written"], **_before_after(m, ("wer", "failure_rate", "sim", "dnsmos")),
-            "wer_ratio": m["lpo"]["wer"] / max(m["sft"]["wer"], 1e-9),
-            "table": (tts / "eval" / "table.md").read_text(), "curves": str(tts / "lpo" / "training_curves.png")}
+                      sets, [])
+    return {"models": {"sft": str(sft), "lpo": str(tts / "lpo" / "model")}, "pairs": pairs["pairs_written"],
+            "metrics": m, "curves": str(tts / "lpo" / "training_curves.png")}
 
 
-def emotion_stage(out: Path, data: Path, *, n_prompts: int, sft: Path = EMOTION_SFT, recipe: Path = EMOTION_RECIPE,
-                  classifier: Path = STYLE_CLASSIFIER) -> dict:
+def emotion_stage(out: Path, data: Path, *, n_prompts: int, n_test: int, sft: Path = EMOTION_SFT,
+                  recipe: Path = EMOTION_RECIPE, classifier: Path = STYLE_CLASSIFIER) -> dict:
     emo = out / "emotion"
+    sets = {"in-domain": _first(data / "test_style_prompts.jsonl", emo / "test_style_prompts.jsonl", n_test),
+            "out-of-domain": _first(data / "ood_test_style_prompts.jsonl", emo / "ood_test_style_prompts.jsonl", n_test)}
     m, pairs = _align(emo, recipe, sft, [f"build_pairs.prompts={data / 'style_prompts.jsonl'}",
                                          f"build_pairs.limit={n_prompts}", f"build_pairs.emotion.path={classifier}"],
-                      data / "test_style_prompts.jsonl", ["--emotion-scorer", f"prosody:{classifier}"])
-    return {"sft_model": str(sft), "lpo_model": str(emo / "lpo" / "model"),
-            "test_set": str(data / "test_style_prompts.jsonl"), "pairs": pairs["pairs_written"],
-            "pair_rules": {k: v for k, v in pairs.items() if isinstance(v, int)},
-            **_before_after(m, ("emotion_acc", "wer", "failure_rate")),
-            "table": (emo / "eval" / "table.md").read_text(), "curves": str(emo / "lpo" / "training_curves.png")}
+                      sets, ["--emotion-scorer", f"prosody:{classifier}"])
+    return {"models": {"sft": str(sft), "lpo": str(emo / "lpo" / "model")}, "pairs": pairs["pairs_written"],
+            "metrics": m, "curves": str(emo / "lpo" / "training_curves.png")}
 
 
-def run_demo(out: str | Path, *, n_train: int = 200, n_test: int = 60, tracks: tuple[str, ...] = TRACKS,
-             n_tts_prompts: int = 96, n_tts_test: int = 60) -> dict:
+def verdict(track: str, metrics: dict) -> dict:
+    """Whether this run points the way the track's full-size study does (CLAIMS), set by set."""
+    key, base, lower, page = CLAIMS[track]
+    out = {}
+    for name in SETS:
+        a, b = metrics[name]["lpo"].get(key), metrics[name][base].get(key)
+        if a is None or b is None:
+            continue
+        ratio = a / b if b else float("nan")
+        out[name] = {"lpo": a, base: b, "ratio": ratio, "lpo_better": (a < b) if lower else (a > b)}
+    return {"metric": key, "compared_with": base, "page": page, "sets": out}
+
+
+def _lines(track: str, v: dict) -> list[str]:
+    key, base = v["metric"], v["compared_with"]
+    said = []
+    for name, s in v["sets"].items():
+        better = "better" if s["lpo_better"] else "not better"
+        said.append(f"{name}: LPO {key} {s['lpo']:.4f} vs {base} {s[base]:.4f} (x{s['ratio']:.3f}, {better})")
+    lines = ["; ".join(said) + "."]
+    if not v["sets"].get("in-domain", {}).get("lpo_better", False):
+        lines.append(f"At demo size this run does not show the in-domain gain the full-size study measured "
+                     f"({v['page']}).")
+    return lines
+
+
+def run_demo(out: str | Path, *, tracks: tuple[str, ...] = TRACKS, n_train: int = 300, n_pairs: int = 150,
+             n_test: int = 60, n_tts_prompts: int = 96, n_tts_test: int = 40) -> dict:
     unknown = [t for t in tracks if t not in TRACKS]
     if unknown:
         raise UserError(f"--tracks: unknown {unknown} (known: {', '.join(TRACKS)})")
@@ -125,34 +179,31 @@ def run_demo(out: str | Path, *, n_train: int = 200, n_test: int = 60, tracks: t
     t0 = time.perf_counter()
     summary: dict = {}
     if "asr" in tracks:
-        summary["asr"] = asr_stage(out, n_train=n_train, n_test=n_test)
+        summary["asr"] = asr_stage(out, n_train=n_train, n_pairs=n_pairs, n_test=n_test)
     if "tts" in tracks:
         data = tts_world(out, n_prompts=n_tts_prompts, n_test=n_tts_test)
-        summary["tts"] = tts_stage(out, data, n_prompts=n_tts_prompts)
-    if "emotion" in tracks:  # its SFT model is the phoneme-synchronous one: its own world
+        summary["tts"] = tts_stage(out, data, n_prompts=n_tts_prompts, n_test=n_tts_test)
+    if "emotion" in tracks:  # its SFT model is the phoneme-synchronous one that saw few styles: its own world
         data = tts_world(out, n_prompts=n_tts_prompts, n_test=n_tts_test, sft=EMOTION_SFT, track="emotion")
-        summary["emotion"] = emotion_stage(out, data, n_prompts=n_tts_prompts)
+        summary["emotion"] = emotion_stage(out, data, n_prompts=n_tts_prompts, n_test=n_tts_test)
+    for track in TRACKS:
+        if track in summary:
+            summary[track]["verdict"] = verdict(track, summary[track]["metrics"])
     summary["seconds"] = round(time.perf_counter() - t0)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    titles = {"asr": "ASR: Whisper tiny.en, SFT, then LPO + NLL on the SFT model's own transcripts",
+              "tts": "TTS: phoneme-synchronous tiny codec LM, LPO + NLL on its own judged samples",
+              "emotion": "Emotion (offline: speaking styles): LPO on pareto pairs over style and CER"}
     md = ["# lpo-speech demo", ""]
-    if "asr" in summary:
-        a = summary["asr"]
-        md += ["## ASR: Whisper tiny.en, LPO on perturbation-based pairs", "",
-               f"Held-out set: `{a['test_set']}`; {a['pairs']} training pairs; curves: `{a['curves']}`.", "",
-               a["table"], f"WER {a['wer_before']:.4f} -> {a['wer_after']:.4f} (x{a['wer_ratio']:.3f})", ""]
-    if "tts" in summary:
-        t = summary["tts"]
-        md += ["## TTS: tiny codec LM (Codec2 700C), LPO on gold-as-chosen pairs judged by Whisper tiny.en", "",
-               f"Held-out prompts: `{t['test_set']}`; {t['pairs']} training pairs; curves: `{t['curves']}`.", "",
-               t["table"], f"WER {t['wer_before']:.4f} -> {t['wer_after']:.4f} (x{t['wer_ratio']:.3f})", ""]
-    if "emotion" in summary:
-        e = summary["emotion"]
-        md += ["## Emotion (offline: speaking styles): LPO on pareto pairs over style and CER", "",
-               f"Held-out styled prompts: `{e['test_set']}`; {e['pairs']} training pairs; curves: `{e['curves']}`.",
-               "", e["table"], f"style accuracy {e['emotion_acc_before']:.3f} -> {e['emotion_acc_after']:.3f}; "
-               f"WER {e['wer_before']:.4f} -> {e['wer_after']:.4f}; "
-               f"failure rate {e['failure_rate_before']:.3f} -> {e['failure_rate_after']:.3f}", ""]
-    (out / "summary.md").write_text("\n".join(md))
+    for track in TRACKS:
+        if track not in summary:
+            continue
+        t = summary[track]
+        table = (out / track / "eval" / "table.md").read_text().split("\n\n")[0]
+        md += [f"## {titles[track]}", "", f"{t['pairs']} training pairs; curves: `{t['curves']}`.", "", table.strip(), "",
+               *_lines(track, t["verdict"]), ""]
+    md.append(f"Per-set tables: `{out}/<track>/eval/table.md`. Took {summary['seconds']} s.")
+    (out / "summary.md").write_text("\n".join(md) + "\n")
     print("\n" + "\n".join(md))
-    print(f"summary: {out / 'summary.json'} ({summary['seconds']} s)")
+    print(f"summary: {out / 'summary.json'}")
     return summary

@@ -259,3 +259,21 @@ def test_every_committed_result_is_one_study_in_one_schema(path):
         assert all(any(r["source"].startswith(s["file"]) for s in sources) for r in res["rows"])
     else:
         assert len(res["commit"]) == 40
+
+
+def test_demo_verdict_says_when_a_run_does_not_show_the_gain():
+    """The demo's summary line compares LPO with its baseline set by set, and says plainly when a
+    demo-size run does not point the way the full-size study does."""
+    from lpo_speech.demo import _lines, verdict
+
+    metrics = {"in-domain": {"sft": {"wer": 0.20}, "lpo": {"wer": 0.15}},
+               "out-of-domain": {"sft": {"wer": 0.40}, "lpo": {"wer": 0.44}}}
+    v = verdict("tts", metrics)
+    assert v["sets"]["in-domain"]["ratio"] == 0.75 and v["sets"]["in-domain"]["lpo_better"]
+    assert not v["sets"]["out-of-domain"]["lpo_better"]
+    lines = _lines("tts", v)
+    assert lines == ["in-domain: LPO wer 0.1500 vs sft 0.2000 (x0.750, better); "
+                     "out-of-domain: LPO wer 0.4400 vs sft 0.4000 (x1.100, not better)."]
+    worse = verdict("emotion", {"in-domain": {"sft": {"emotion_acc": 0.5}, "lpo": {"emotion_acc": 0.4}},
+                                "out-of-domain": {"sft": {"emotion_acc": 0.5}, "lpo": {"emotion_acc": 0.6}}})
+    assert _lines("emotion", worse)[1].startswith("At demo size this run does not show the in-domain gain")
