@@ -269,7 +269,7 @@ def test_demo_verdict_says_when_a_run_does_not_show_the_gain():
     metrics = {"in-domain": {"sft": {"wer": 0.20}, "lpo": {"wer": 0.15}},
                "out-of-domain": {"sft": {"wer": 0.40}, "lpo": {"wer": 0.44}}}
     v = verdict("tts", metrics)
-    assert v["sets"]["in-domain"]["ratio"] == 0.75 and v["sets"]["in-domain"]["lpo_better"]
+    assert v["sets"]["in-domain"]["ratio"] == pytest.approx(0.75) and v["sets"]["in-domain"]["lpo_better"]
     assert not v["sets"]["out-of-domain"]["lpo_better"]
     lines = _lines("tts", v)
     assert lines == ["in-domain: LPO wer 0.1500 vs sft 0.2000 (x0.750, better); "
