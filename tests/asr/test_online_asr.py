@@ -21,8 +21,9 @@ def asr_data(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("algorithm", ["grpo", "pairs"])
-def test_online_whisper(algorithm, tmp_path, lpo, whisper_tiny, asr_data):
+def test_online_whisper_grpo(tmp_path, lpo, whisper_tiny, asr_data):
+    """(Online pairs share every step but the loss with GRPO; tests/tts/test_online.py runs both.)"""
+    algorithm = "grpo"
     lpo("train", str(RECIPE), f"model.path={whisper_tiny}", f"build_pairs.manifest={asr_data / 'train.jsonl'}",
         f"train.out_dir={tmp_path / 'run'}", f"online.algorithm={algorithm}", "online.prompts_per_step=2",
         "online.samples=3", "train.max_steps=2", "--quiet", cwd=tmp_path)

@@ -24,7 +24,7 @@ build_pairs: {{prompts: {world}/train_prompts.jsonl, work_dir: {tmp_path}/unused
 online: {{algorithm: {algorithm}, prompts_per_step: 2, samples: 3, rewards: {{duration: 1.0}}, temperature: 1.0{extra}}}
 loss: {{type: lpo-ste}}
 reference: {{source: model}}
-train: {{out_dir: {tmp_path}/{out}, lr: 1.0e-3, max_steps: 4, batch_size: 2, save_every: 2, log_every: 1, warmup_steps: 0}}
+train: {{out_dir: {tmp_path}/{out}, lr: 1.0e-3, max_steps: 4, batch_size: 2, save_every: 2, keep_checkpoints: 3, log_every: 1, warmup_steps: 0}}
 runtime: {{device: cpu, sampling_threads: 1, threads: 1}}
 """)
     return path
@@ -56,17 +56,18 @@ def test_online_runs_keeps_samples_and_resumes_exactly(algorithm, tmp_path, lpo,
     else:
         assert "pg" in got[0] and got[0]["kl"] == 0.0
 
-    # killed after step 2 (its checkpoint), then resumed: the same losses and rewards as uninterrupted
-    part = recipe(tmp_path, world, tts_model, algorithm=algorithm, out="part")
-    lpo("train", str(part), "train.max_steps=4", "--quiet", cwd=tmp_path)
+    # killed after step 2 (its checkpoint): a copy of the run without what came later, resumed, gives
+    # the losses and rewards of the uninterrupted run (steps 2-3 drawn again from the restored weights)
     import shutil
 
-    shutil.rmtree(tmp_path / "part" / "checkpoints" / "step-000004")
-    shutil.rmtree(tmp_path / "part" / "model")
-    for f in (tmp_path / "part" / "samples").glob("step-00000[23]*"):
-        f.unlink()  # the resumed run must draw steps 2-3 again from the restored weights
-    lpo("train", str(part), "--resume", "--quiet", cwd=tmp_path)
-    again = rows(tmp_path / "part")
+    part = tmp_path / "part"
+    shutil.copytree(run, part)
+    for gone in (part / "checkpoints" / "step-000004", part / "model"):
+        shutil.rmtree(gone)
+    for f in (part / "samples").glob("step-00000[23]*"):
+        f.unlink()
+    lpo("train", str(full), f"train.out_dir={part}", "--resume", "--quiet", cwd=tmp_path)
+    again = rows(part)
     assert [r["step"] for r in again] == [1, 2, 3, 4]
     for a, b in zip(got, again):
         for k in ("loss", "reward", "reward_best", "reward_worst", "grad_norm"):
@@ -79,8 +80,13 @@ def test_online_recipe_errors_are_one_line(tmp_path, lpo, tts_world, tts_model):
     res = lpo("train", str(path), "online.rewards={cer: 1.0}", "--quiet", cwd=tmp_path, check=False)
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1] == (
         "error: build_pairs.judge: online.rewards read the ASR judge (cer, wer, failure): set build_pairs.judge")
-    res = lpo("train", str(path), "reference.source=precomputed", cwd=tmp_path, check=False)
-    assert res.returncode == 2 and "reference.source: model (or LoRA)" in res.stderr
-    res = lpo("train", str(path), "train.max_steps=0", cwd=tmp_path, check=False)
-    assert res.returncode == 2 and "online training runs train.max_steps steps" in res.stderr
     assert not (tmp_path / "bad").exists()
+    from lpo_speech.errors import UserError
+    from lpo_speech.recipe import load_any_recipe
+
+    with pytest.raises(UserError, match=r"reference.source: model \(or LoRA\)"):
+        load_any_recipe(path, ["reference.source=precomputed"])
+    with pytest.raises(UserError, match="online training runs train.max_steps steps"):
+        load_any_recipe(path, ["train.max_steps=0"])
+    with pytest.raises(UserError, match="online/rounds: one of them"):
+        load_any_recipe(path, ["rounds={n: 2}"])

@@ -51,6 +51,8 @@ def test_two_rounds(reference, tmp_path, lpo, tts_world, tts_model):
     assert (run / "model" / "model.safetensors").read_bytes() == (
         run / "round-2" / "train" / "model" / "model.safetensors").read_bytes()
     assert (run / "training_curves.png").is_file()
+    if reference == "sft":
+        return  # the rerun rules are the same for both references
     again = lpo("train", str(write_recipe(tmp_path, world, tts_model, reference)), cwd=tmp_path, check=False)
     assert again.returncode == 2 and "holds rounds of an earlier run; pass --resume" in again.stderr
     lpo("train", str(write_recipe(tmp_path, world, tts_model, reference)), "--resume", "--quiet", cwd=tmp_path)
