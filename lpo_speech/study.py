@@ -53,12 +53,8 @@ requested style.
 from __future__ import annotations
 
 import json
-import math
-import os
-import platform
 import shlex
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +62,7 @@ from pathlib import Path
 from lpo_speech.errors import UserError
 from lpo_speech.records import write_jsonl_atomic
 from lpo_speech.recipe import build_recipe, read_recipe
+from lpo_speech.study_report import paired_failures, plot, provenance, report, summarize
 from lpo_speech.steps import StepLog, run_command, shown, train_command
 
 REPO = Path(__file__).resolve().parents[1]
@@ -311,7 +308,9 @@ def run_study(path: str | Path, *, dry_run: bool = False) -> dict | None:
             run_command(c.args, done=c.done, log=log)
     rows = []
     for set_name, manifest in study.eval.sets.items():
-        compared = paired_failures(study, work, models, set_name, Path(expand(manifest, **placeholders(study))))
+        compared = paired_failures(study.eval.baseline, [m.row for m in models],
+                                   [_eval_dir(work, set_name, m) for m in models],
+                                   Path(expand(manifest, **placeholders(study))))
         for m, extra in zip(models, compared):
             metrics = json.loads((_eval_dir(work, set_name, m) / "metrics.json").read_text())
             rows.append({"row": m.row, "seed": m.seed, "set": set_name, "model": str(m.path), "metrics": metrics,
@@ -345,194 +344,3 @@ def copy_candidates(source: Path, dest: Path, line: str, log: StepLog) -> None:
         if (source / name).exists():
             shutil.copy2(source / name, dest / name)
     log.entries.append({"command": line, "ran": True, "seconds": 0.0})
-
-
-def sign_test_p(a: int, b: int) -> float:
-    """Exact two-sided sign test at 1/2 (McNemar's exact test on the discordant counts a and b)."""
-    n = a + b
-    return min(1.0, 2 * sum(math.comb(n, k) for k in range(min(a, b) + 1)) / 2 ** n) if n else 1.0
-
-
-def _utterances(path: Path) -> dict[str, dict] | None:
-    """An eval's utterances by id, when they carry TTS failure flags (None otherwise)."""
-    if not path.is_file():
-        return None
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return {r["id"]: r for r in rows} if rows and all("failure" in r for r in rows) else None
-
-
-def paired_failures(study: Study, work: Path, models: list[Model], set_name: str, manifest: Path) -> list[dict | None]:
-    """Per model (in order): its failures against the baseline's, prompt by prompt, on one eval set."""
-    base_model = next((m for m in models if m.row == study.eval.baseline), None)
-    utts = [_utterances(_eval_dir(work, set_name, m) / m.row / "utterances.jsonl") for m in models]
-    base = utts[models.index(base_model)] if base_model else None
-    if base is None:
-        return [None] * len(models)
-    styled = "emotion_acc" in json.loads((_eval_dir(work, set_name, base_model) / "metrics.json").read_text())
-    wanted = {}
-    if styled and manifest.is_file():
-        rows = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines() if line.strip()]
-        wanted = {r["id"]: r.get("emotion") or "-" for r in rows}
-    out: list[dict | None] = []
-    for run in utts:
-        if run is None:
-            out.append(None)
-            continue
-        ids = [i for i in run if i in base]
-        new = sum(bool(run[i]["failure"] and not base[i]["failure"]) for i in ids)
-        fixed = sum(bool(base[i]["failure"] and not run[i]["failure"]) for i in ids)
-        got = {"vs": study.eval.baseline, "failures": sum(bool(u["failure"]) for u in run.values()), "new": new,
-               "fixed": fixed, "p": sign_test_p(new, fixed)}
-        if wanted:
-            got["by_style"] = {}
-            for style in sorted(set(wanted.values())):
-                mine = [i for i in run if wanted.get(i) == style]
-                both = [i for i in mine if i in base and run[i].get("terminated") and base[i].get("terminated")]
-                ratio = (sum(run[i]["duration_s"] / base[i]["duration_s"] for i in both) / len(both)) if both else None
-                got["by_style"][style] = {"failures": sum(bool(run[i]["failure"]) for i in mine),
-                                          "duration_ratio": ratio}
-        out.append(got)
-    return out
-
-
-def provenance() -> dict:
-    """Commit, date and machine, so a results file says what produced it."""
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"commit": git("rev-parse", "HEAD") or None, "uncommitted_changes": bool(git("status", "--porcelain")),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "machine": {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "torch": torch.__version__,
-                        "python": platform.python_version()}}
-
-
-def _mean_sd(values: list[float]) -> tuple[float, float | None]:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
-def summarize(rows: list[dict], metrics: list[str]) -> list[dict]:
-    """Per row, set and metric: mean, sample sd (None for one run) and the number of runs."""
-    out: list[dict] = []
-    keys = list(dict.fromkeys((r["row"], r["set"]) for r in rows))
-    for row, set_name in keys:
-        found = [r["metrics"] for r in rows if r["row"] == row and r["set"] == set_name]
-        for metric in metrics:
-            values = [float(m[metric]) for m in found if isinstance(m.get(metric), (int, float))]
-            if not values:
-                continue
-            mean, sd = _mean_sd(values)
-            out.append({"row": row, "set": set_name, "metric": metric, "mean": mean, "sd": sd, "n": len(values)})
-    return out
-
-
-def _cell(s: dict | None) -> str:
-    if s is None:
-        return "n/a"
-    return f"{s['mean']:.4f}" if s["sd"] is None else f"{s['mean']:.4f} ± {s['sd']:.4f}"
-
-
-def report(results: dict, study: Study, plots: list[str]) -> str:
-    summary = {(s["row"], s["set"], s["metric"]): s for s in results["summary"]}
-    rows = list(dict.fromkeys(s["row"] for s in results["summary"]))
-    sets, metrics, base = list(study.eval.sets), study.eval.metrics, study.eval.baseline
-    head = ["row", "runs"]
-    for set_name in sets:
-        head += [f"{set_name} {m}" for m in metrics] + ([f"{set_name} {metrics[0]} vs {base}"] if base else [])
-    lines = [f"# {study.title}", "", study.about.strip(), "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in rows:
-        n = max(s["n"] for s in results["summary"] if s["row"] == row)
-        cells = [row, str(n)]
-        for set_name in sets:
-            cells += [_cell(summary.get((row, set_name, m))) for m in metrics]
-            if base:
-                a, b = summary.get((row, set_name, metrics[0])), summary.get((base, set_name, metrics[0]))
-                cells.append(f"x{a['mean'] / b['mean']:.3f}" if a and b and b["mean"] > 0 else "n/a")
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Mean ± sample standard deviation over the runs (seeds) of each row; lower is better for error "
-              "rates. The `vs` columns divide a row's mean by the baseline row's on the same set.", ""]
-    lines += [f"![{p}]({p})" for p in plots] + [""]
-    lines += paired_table(results, sets)
-    m = results["machine"]
-    ran = [c for c in results["commands"] if c["ran"]]
-    lines += ["## How it was made", "",
-              f"    lpo-speech study {results['study_file']}", "",
-              f"Commit `{results['commit']}`" + (" with uncommitted changes" if results["uncommitted_changes"] else "")
-              + f"; {results['date']}; {m['cpu']}, {m['cores']} cores" + (f", {m['gpu']}" if m["gpu"] else ", no GPU")
-              + f"; torch {m['torch']}. {len(ran)} of {len(results['commands'])} commands ran in this invocation "
-              f"({results['seconds']} s); the others were done before (see results.json).", "",
-              "Commands, in order:", ""]
-    lines += [f"    {c['command']}" for c in results["commands"]]
-    return "\n".join(lines) + "\n"
-
-
-def paired_table(results: dict, sets: list[str]) -> list[str]:
-    """The prompt-by-prompt failure comparison with the baseline, per set (TTS evals only)."""
-    lines: list[str] = []
-    for set_name in sets:
-        rows = [r for r in results["rows"] if r["set"] == set_name and r.get("paired")]
-        if not rows:
-            continue
-        styles, base = list(rows[0]["paired"].get("by_style", {})), rows[0]["paired"]["vs"]
-        by = f" | failures {' / '.join(styles)} | duration x {base} {' / '.join(styles)}" if styles else ""
-        lines += [f"Failures on {set_name}, prompt by prompt against {base} (new: the row fails where the baseline "
-                  "does not; fixed: the reverse; p: exact two-sided sign test on the two):", "",
-                  f"| row | seed | failures | new / fixed | p{by} |", "|---" * (5 + 2 * bool(styles)) + "|"]
-        for r in rows:
-            p = r["paired"]
-            cells = [r["row"], "" if r["seed"] is None else str(r["seed"]), str(p["failures"]),
-                     f"{p['new']} / {p['fixed']}", f"{p['p']:.3f}"]
-            if styles:
-                s = p["by_style"]
-                cells += [" / ".join(str(s[k]["failures"]) for k in styles),
-                          " / ".join("-" if s[k]["duration_ratio"] is None else f"{s[k]['duration_ratio']:.2f}"
-                                     for k in styles)]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-    return lines
-
-
-def plot(results: dict, study: Study, out_dir: Path) -> list[str]:
-    """One bar chart of the headline metric: a group per eval set, a bar per row, seed spread as error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metric = study.eval.metrics[0]
-    summary = [s for s in results["summary"] if s["metric"] == metric]
-    rows = list(dict.fromkeys(s["row"] for s in summary))
-    sets = list(study.eval.sets)
-    if not summary:
-        return []
-    fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(sets) * max(1, len(rows)) / 2, 3.6))
-    width = 0.8 / max(1, len(rows))
-    for i, row in enumerate(rows):
-        got = {s["set"]: s for s in summary if s["row"] == row}
-        xs = [j + i * width for j, set_name in enumerate(sets) if set_name in got]
-        ys = [got[s]["mean"] for s in sets if s in got]
-        err = [got[s]["sd"] or 0.0 for s in sets if s in got]
-        ax.bar(xs, ys, width, yerr=err, capsize=3, label=row)
-    ax.set_xticks([j + width * (len(rows) - 1) / 2 for j in range(len(sets))], sets)
-    ax.set_ylabel(metric)
-    ax.set_title(study.name)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    name = f"{metric}.png"
-    fig.savefig(out_dir / name, dpi=110)
-    plt.close(fig)
-    return [name]

@@ -14,8 +14,8 @@ from conftest import REPO
 
 from lpo_speech.errors import UserError
 
-from lpo_speech.study import (Subset, expand, load_study, paired_failures, paired_table, plan, sign_test_p,
-                              summarize)
+from lpo_speech.study import Subset, expand, load_study, plan
+from lpo_speech.study_report import paired_failures, paired_table, sign_test_p, summarize
 
 RECIPE = REPO / "recipes" / "asr" / "whisper-tiny-offline.yaml"
 
@@ -221,7 +221,8 @@ def test_failures_are_compared_prompt_by_prompt_and_per_style(tmp_path):
         (d / row / "utterances.jsonl").write_text("".join(
             json.dumps({"id": str(i + 1), "failure": f, "terminated": True, "duration_s": s}) + "\n"
             for i, (f, s) in enumerate(rows)))
-    base, run = paired_failures(study, work, models, "dev", manifest)
+    base, run = paired_failures(study.eval.baseline, [m.row for m in models],
+                                [work / "eval" / "dev" / m.row for m in models], manifest)
     assert base["new"] == base["fixed"] == 0 and base["failures"] == 2 and base["p"] == 1.0
     assert run == {"vs": "sft", "failures": 2, "new": 2, "fixed": 2, "p": 1.0, "by_style": {
         "high": {"failures": 1, "duration_ratio": pytest.approx((0.5 + 1.5) / 2)},
