@@ -137,5 +137,6 @@ def export_run(run_dir: str | Path, out: str | Path, *, evals: list[str] | None 
         curves = (run_dir / "training_curves.png").is_file()
         if curves:
             shutil.copy2(run_dir / "training_curves.png", tmp / "training_curves.png")
-        (tmp / "README.md").write_text(model_card(config, model_cfg, metrics, tables, name or out.name, curves=curves))
+        title = name or f"{run_dir.resolve().parent.name}-{run_dir.resolve().name}"  # e.g. my-whisper-lpo
+        (tmp / "README.md").write_text(model_card(config, model_cfg, metrics, tables, title, curves=curves))
     return out

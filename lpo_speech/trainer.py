@@ -154,7 +154,8 @@ def train(recipe: TrainRecipe, *, resume: bool = False, quiet: bool = False, ada
     global_size = cfg.batch_size * cfg.grad_accum * info.world
     if len(items) < global_size:
         raise UserError(f"{recipe.data.pairs}: {len(items)} usable pairs, fewer than one global batch of "
-                        f"{global_size} (train.batch_size x train.grad_accum x processes)")
+                        f"{global_size} (train.batch_size x train.grad_accum x processes); lower train.batch_size or "
+                        "train.grad_accum, or add data")
     batches = GlobalBatches([adapter.length(it) for it in items], global_size, seed=cfg.seed,
                             length_buckets=recipe.data.length_buckets)
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * batches.steps_per_epoch))

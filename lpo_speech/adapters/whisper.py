@@ -84,8 +84,17 @@ class WhisperAdapter:
         model = load_pretrained(AutoModelForSpeechSeq2Seq, path, dtype=dtype)
         self.processor = load_pretrained(AutoProcessor, path)
         self.tokenizer = self.processor.tokenizer
-        if getattr(self.cfg, "language", None) or getattr(self.cfg, "task", None):
-            self.tokenizer.set_prefix_tokens(language=self.cfg.language, task=self.cfg.task)
+        self.language, self.task = getattr(self.cfg, "language", None), getattr(self.cfg, "task", None)
+        if not getattr(model.generation_config, "is_multilingual", True):
+            # An English-only Whisper (tiny.en ... medium.en) writes no language or task token: `en` and
+            # `transcribe` are what it does anyway (a recipe for a multilingual model sets them), anything
+            # else it cannot do.
+            if self.language not in (None, "en", "english") or self.task not in (None, "transcribe"):
+                raise UserError(f"{path} is an English-only Whisper: model.language must be en or null and "
+                                "model.task transcribe or null", where="model.language/model.task")
+            self.language = self.task = None
+        if self.language or self.task:
+            self.tokenizer.set_prefix_tokens(language=self.language, task=self.task)
         self.tokenizer.set_prefix_tokens(predict_timestamps=False)
         self.prefix = list(self.tokenizer.prefix_tokens)
         self.eos = self.tokenizer.eos_token_id
@@ -151,5 +160,12 @@ class WhisperAdapter:
         return self._states[audio]
 
     def save(self, model: WhisperPairModel, out_dir: Path) -> None:
+        # The language and task it was trained to write go with it: eval and export then decode with the
+        # prompt of training, whatever they are told.
+        gen = model.model.generation_config
+        if self.language:
+            gen.language = self.language
+        if self.task:
+            gen.task = self.task
         model.model.save_pretrained(out_dir)
         self.processor.save_pretrained(out_dir)

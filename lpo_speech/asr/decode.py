@@ -58,7 +58,7 @@ def live_asr_decoder(adapter, pair_model, device: torch.device, *, max_new_token
         gen_eos = gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else []
         dec.eos_ids = list(dict.fromkeys([adapter.eos, *gen_eos]))
     else:
-        dec.language, dec.task = adapter.cfg.language, adapter.cfg.task
+        dec.language, dec.task = adapter.language, adapter.task
     return dec
 
 
@@ -84,7 +84,7 @@ class AsrDecoder:
         self.adapter = WhisperAdapter(ModelConfig(path=path, adapter="whisper", language=language, task=task))
         self.model = self.adapter.load(path, torch.device(device), dtype).model.eval()
         self.device, self.dtype = torch.device(device), dtype
-        self.language, self.task = language, task
+        self.language, self.task = self.adapter.language, self.adapter.task  # as the adapter resolved them
         self.max_new_tokens = max_new_tokens
 
     def encoder_fingerprint(self) -> str:

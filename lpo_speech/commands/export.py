@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", help="folder to write (model files, README.md model card, training_curves.png)")
     parser.add_argument("--eval", action="append", default=[], metavar="DIR",
                         help="an `lpo-speech eval --out` folder whose table goes into the card (repeat)")
-    parser.add_argument("--name", help="the model's name in the card (default: OUT's folder name)")
+    parser.add_argument("--name", help="the model's name in the card (default: the run folder's parent and name, e.g. my-whisper-lpo)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
 
 

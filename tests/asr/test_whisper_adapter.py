@@ -100,3 +100,16 @@ def test_decoding_samples_and_beam_n_best_from_cached_states(whisper_tiny, audio
     torch.manual_seed(0)
     assert dec.transcribe(states=states, n=4, do_sample=True, temperature=1.0) == samples
     assert [len(s) for s in samples] == [4, 4] and all(t.strip() for s in samples for t in s)
+
+
+def test_english_only_whisper_takes_en_transcribe_and_refuses_others(whisper_tiny, audio, tmp_path):
+    """A recipe written for a multilingual Whisper (language en, task transcribe) runs on tiny.en as it
+    is; another language is one line; a trained model keeps the language and task it was taught."""
+    from lpo_speech.asr.decode import AsrDecoder
+    from lpo_speech.audio import load_audio
+
+    dec = AsrDecoder(str(whisper_tiny), language="en", task="transcribe")
+    assert dec.language is None and "kitchen" in dec.transcribe([load_audio(audio[0], sample_rate=16_000)])[0][0].lower()
+    with pytest.raises(UserError, match="English-only Whisper: model.language must be en or null"):
+        WhisperAdapter(ModelConfig(path=str(whisper_tiny), adapter="whisper", language="de")).load(
+            str(whisper_tiny), torch.device("cpu"))
