@@ -83,35 +83,31 @@ def _cap(s: str) -> str:
     return s[0].upper() + s[1:]
 
 
+# The sentence templates; each draws its own words from `rng` in its own order (kept as written: the
+# generated sentences, and so every world and held-out set, depend on that order).
+TEMPLATES = (
+    lambda rng, who, other, vt, vi: f"{_cap(who)} {vt[1]} {_thing(rng)} {_place(rng)} {rng.choice(TIME_PAST)}.",
+    lambda rng, who, other, vt, vi: f"{_cap(who)} will {vt[0]} {_thing(rng)} {rng.choice(TIME_FUTURE)}.",
+    lambda rng, who, other, vt, vi: f"Could you please {vt[0]} {_thing(rng)} {_place(rng)}?",
+    lambda rng, who, other, vt, vi: f"{_cap(who)} {vi[1]} {_place(rng)} because {other} was {rng.choice(STATES)}.",
+    lambda rng, who, other, vt, vi: f"The {rng.choice(THINGS)} {_place(rng)} is {rng.choice(ADVERBS)} {rng.choice(ADJ)}.",
+    lambda rng, who, other, vt, vi: f"We should {vt[0]} {_thing(rng)} before {rng.choice(EVENTS)}.",
+    lambda rng, who, other, vt, vi: f"{_cap(who)} {vi[2]} {_place(rng)} {rng.choice(TIME_HABIT)}.",
+    lambda rng, who, other, vt, vi: f"Did {who} {vt[0]} {_thing(rng)} {rng.choice(TIME_PAST)}?",
+    lambda rng, who, other, vt, vi: f"{_cap(rng.choice(TIME_PAST))}, {who} {vi[1]} {_place(rng)} with {other}.",
+    lambda rng, who, other, vt, vi: f"I think {who} {vt[1]} {_thing(rng)} and {rng.choice(VERBS_T)[1]} {_thing(rng)}.",
+    lambda rng, who, other, vt, vi: f"Please do not {vt[0]} {_thing(rng)} until {rng.choice(EVENTS)}.",
+    lambda rng, who, other, vt, vi: f"{_cap(who)} was too {rng.choice(STATES)} to {vi[0]} {rng.choice(TIME_PAST)}.",
+)
+
+
 def _sentence(rng: random.Random) -> str:
     """One sentence from a randomly chosen template (may fall outside the word-count range)."""
     who = rng.choice(PEOPLE)
     other = rng.choice([p for p in PEOPLE if p != who])
     vt, vi = rng.choice(VERBS_T), rng.choice(VERBS_I)
-    t = rng.randrange(12)
-    if t == 0:
-        return f"{_cap(who)} {vt[1]} {_thing(rng)} {_place(rng)} {rng.choice(TIME_PAST)}."
-    if t == 1:
-        return f"{_cap(who)} will {vt[0]} {_thing(rng)} {rng.choice(TIME_FUTURE)}."
-    if t == 2:
-        return f"Could you please {vt[0]} {_thing(rng)} {_place(rng)}?"
-    if t == 3:
-        return f"{_cap(who)} {vi[1]} {_place(rng)} because {other} was {rng.choice(STATES)}."
-    if t == 4:
-        return f"The {rng.choice(THINGS)} {_place(rng)} is {rng.choice(ADVERBS)} {rng.choice(ADJ)}."
-    if t == 5:
-        return f"We should {vt[0]} {_thing(rng)} before {rng.choice(EVENTS)}."
-    if t == 6:
-        return f"{_cap(who)} {vi[2]} {_place(rng)} {rng.choice(TIME_HABIT)}."
-    if t == 7:
-        return f"Did {who} {vt[0]} {_thing(rng)} {rng.choice(TIME_PAST)}?"
-    if t == 8:
-        return f"{_cap(rng.choice(TIME_PAST))}, {who} {vi[1]} {_place(rng)} with {other}."
-    if t == 9:
-        return f"I think {who} {vt[1]} {_thing(rng)} and {rng.choice(VERBS_T)[1]} {_thing(rng)}."
-    if t == 10:
-        return f"Please do not {vt[0]} {_thing(rng)} until {rng.choice(EVENTS)}."
-    return f"{_cap(who)} was too {rng.choice(STATES)} to {vi[0]} {rng.choice(TIME_PAST)}."
+    t = rng.randrange(len(TEMPLATES))
+    return TEMPLATES[t](rng, who, other, vt, vi)
 
 
 def generate(n: int, seed: int = 0) -> list[str]:
