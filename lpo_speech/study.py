@@ -10,9 +10,10 @@ and writes `results/<name>/`:
   results.json   one schema: study, commit (and whether the tree had uncommitted changes), date,
                  machine, every command (ran or skipped as done, seconds), one row per model, seed and
                  set with its metrics, and the per-model summary (mean, sample sd, seeds)
-  README.md      the page for readers: what was compared, the table (mean ± sd over seeds; the change
+  README.md      the page for readers: what was compared (`about`), the table (mean ± sd over seeds; the change
                  against the baseline row for each set, so a gain in domain bought by forgetting out of
-                 domain shows at a glance), the commands, the machine
+                 domain shows at a glance), what it shows (`findings`, written after a run: rerunning
+                 the study with everything done only rewrites the page), the commands, the machine
   <metric>.png   the headline metric per set and model, with the spread over seeds
 
 Example (studies/asr-audio-llm.yaml is a full one):
@@ -162,6 +163,7 @@ class Study:
     title: str
     eval: Eval
     about: str = ""
+    findings: str = ""  # what the table shows, written after a run; the page prints it under the table
     subsets: dict[str, Subset] = field(default_factory=dict)  # `{subset:NAME}` in a command or eval set
     steps: list[Step] = field(default_factory=list)
     runs: Runs | None = None

@@ -136,6 +136,8 @@ def report(results: dict, study: Any, plots: list[str]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Mean ± sample standard deviation over the runs (seeds) of each row; lower is better for error "
               "rates. The `vs` columns divide a row's mean by the baseline row's on the same set.", ""]
+    if study.findings.strip():
+        lines += ["## What it shows", "", study.findings.strip(), ""]
     lines += [f"![{p}]({p})" for p in plots] + [""]
     lines += paired_table(results, sets)
     m = results["machine"]

@@ -86,10 +86,13 @@ def test_a_study_runs_resumes_and_writes_one_schema(tmp_path, lpo, whisper_tiny,
     assert json.loads((tmp_path / "work" / "runs" / "dpo" / "seed1" / "metrics.jsonl").read_text().splitlines()[0])
     assert "seed: 1\n" in (tmp_path / "work" / "runs" / "dpo" / "seed1" / "config.yaml").read_text()
 
-    again = lpo("study", "s.yaml", cwd=tmp_path)  # everything done: all skipped, same rows
+    # everything done: all skipped, same rows; findings written after the run appear under the table
+    (tmp_path / "s.yaml").write_text(study_text(whisper_tiny, asr_data) + "findings: LPO and DPO tie here.\n")
+    again = lpo("study", "s.yaml", cwd=tmp_path)
     res2 = json.loads((tmp_path / "results" / "tiny" / "results.json").read_text())
     assert [c["ran"] for c in res2["commands"]] == [False] * 10 and "skip (done:" in again.stdout
     assert res2["rows"] == res["rows"]
+    assert "## What it shows\n\nLPO and DPO tie here." in (tmp_path / "results" / "tiny" / "README.md").read_text()
 
 
 def test_summary_mean_and_sample_sd_by_hand():
