@@ -169,26 +169,89 @@ def _lines(track: str, v: dict) -> list[str]:
     return lines
 
 
-def run_demo(out: str | Path, *, tracks: tuple[str, ...] = TRACKS, n_train: int = 300, n_pairs: int = 150,
-             n_test: int = 60, n_tts_prompts: int = 96, n_tts_test: int = 40) -> dict:
+def run_track(out: Path, track: str, sizes: dict) -> dict:
+    """One track end to end; its part of the summary, also kept as `<out>/<track>/summary.json`."""
+    if track == "asr":
+        part = asr_stage(out, n_train=sizes["n_train"], n_pairs=sizes["n_pairs"], n_test=sizes["n_test"])
+    else:  # the emotion track's SFT model is the sync model that saw few styled utterances: its own world
+        sft = TTS_SFT if track == "tts" else EMOTION_SFT
+        data = tts_world(out, n_prompts=sizes["n_tts_prompts"], n_test=sizes["n_tts_test"], sft=sft, track=track)
+        stage = tts_stage if track == "tts" else emotion_stage
+        part = stage(out, data, n_prompts=sizes["n_tts_prompts"], n_test=sizes["n_tts_test"])
+    part["verdict"] = verdict(track, part["metrics"])
+    (out / track / "summary.json").write_text(json.dumps(part, indent=2))
+    return part
+
+
+def lanes(tracks: tuple[str, ...], jobs: int) -> list[tuple[str, ...]]:
+    """Which tracks run side by side: `jobs` processes, the tracks dealt out in order. Most of a TTS
+    track is the tiny codec LM sampling on one thread and a judge on one thread, so on 2 cores three
+    one-thread processes finish sooner than one two-thread process running the tracks in turn."""
+    jobs = max(1, min(jobs, len(tracks)))
+    return [tuple(tracks[i::jobs]) for i in range(jobs)]
+
+
+def _run_lanes(out: Path, groups: list[tuple[str, ...]], sizes: dict) -> None:
+    """Each lane as its own `lpo-speech demo --part` process (one torch thread each), its output kept in
+    `<out>/<lane>.log`; the steps it starts and finishes are echoed here, prefixed with the lane."""
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    procs = []
+    for lane in groups:
+        name = ",".join(lane)
+        args = [sys.executable, "-m", "lpo_speech.cli", "demo", "--out", str(out), "--tracks", name, "--jobs", "1",
+                "--part", *[f"--{k.replace('_', '-')}={v}" for k, v in sizes.items()]]
+        log = out / f"{name.replace(',', '+')}.log"
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        print(f"[{name}] running; its log: {log}", flush=True)
+
+        def pump(proc=proc, log=log, name=name) -> None:
+            with log.open("a", encoding="utf-8") as f:
+                for line in proc.stdout:
+                    f.write(line)
+                    f.flush()
+                    if line.startswith("== ") or line.startswith("error:"):
+                        print(f"[{name}] {line.rstrip()}", flush=True)
+
+        thread = threading.Thread(target=pump, daemon=True)
+        thread.start()
+        procs.append((name, proc, thread, log))
+    failed = []
+    for name, proc, thread, log in procs:
+        proc.wait()
+        thread.join()
+        if proc.returncode != 0:
+            failed.append(f"{name} (exit {proc.returncode}; its log: {log})")
+    if failed:
+        raise UserError(f"demo: {'; '.join(failed)}")
+
+
+def run_demo(out: str | Path, *, tracks: tuple[str, ...] = TRACKS, jobs: int = 3, part: bool = False,
+             n_train: int = 300, n_pairs: int = 150, n_test: int = 60, n_tts_prompts: int = 96,
+             n_tts_test: int = 40) -> dict:
+    """Every track (`jobs` processes side by side, one torch thread each; 1: one after another in this
+    process), then the summary; `part`: run the tracks asked for and leave the summary to the process
+    that started this one."""
     unknown = [t for t in tracks if t not in TRACKS]
     if unknown:
         raise UserError(f"--tracks: unknown {unknown} (known: {', '.join(TRACKS)})")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    sizes = dict(n_train=n_train, n_pairs=n_pairs, n_test=n_test, n_tts_prompts=n_tts_prompts, n_tts_test=n_tts_test)
     t0 = time.perf_counter()
-    summary: dict = {}
-    if "asr" in tracks:
-        summary["asr"] = asr_stage(out, n_train=n_train, n_pairs=n_pairs, n_test=n_test)
-    if "tts" in tracks:
-        data = tts_world(out, n_prompts=n_tts_prompts, n_test=n_tts_test)
-        summary["tts"] = tts_stage(out, data, n_prompts=n_tts_prompts, n_test=n_tts_test)
-    if "emotion" in tracks:  # its SFT model is the phoneme-synchronous one that saw few styles: its own world
-        data = tts_world(out, n_prompts=n_tts_prompts, n_test=n_tts_test, sft=EMOTION_SFT, track="emotion")
-        summary["emotion"] = emotion_stage(out, data, n_prompts=n_tts_prompts, n_test=n_tts_test)
-    for track in TRACKS:
-        if track in summary:
-            summary[track]["verdict"] = verdict(track, summary[track]["metrics"])
+    groups = lanes(tracks, 1 if part else jobs)
+    if len(groups) == 1:
+        summary = {track: run_track(out, track, sizes) for track in groups[0]}
+    else:
+        _run_lanes(out, groups, sizes)
+        summary = {t: json.loads((out / t / "summary.json").read_text()) for t in tracks}
+    if part:
+        return summary
+    summary = {t: summary[t] for t in TRACKS if t in summary}
     summary["seconds"] = round(time.perf_counter() - t0)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     titles = {"asr": "ASR: Whisper tiny.en, SFT, then LPO + NLL on the SFT model's own transcripts",

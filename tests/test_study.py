@@ -281,3 +281,12 @@ def test_demo_verdict_says_when_a_run_does_not_show_the_gain():
     worse = verdict("emotion", {"in-domain": {"sft": {"emotion_acc": 0.5}, "lpo": {"emotion_acc": 0.4}},
                                 "out-of-domain": {"sft": {"emotion_acc": 0.5}, "lpo": {"emotion_acc": 0.6}}})
     assert _lines("emotion", worse)[1].startswith("At demo size this run does not show the in-domain gain")
+
+
+def test_demo_lanes_deal_the_tracks_out():
+    from lpo_speech.demo import lanes
+
+    assert lanes(("asr", "tts", "emotion"), 3) == [("asr",), ("tts",), ("emotion",)]
+    assert lanes(("asr", "tts", "emotion"), 2) == [("asr", "emotion"), ("tts",)]
+    assert lanes(("asr", "tts", "emotion"), 1) == [("asr", "tts", "emotion")]
+    assert lanes(("tts",), 3) == [("tts",)]
