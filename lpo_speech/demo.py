@@ -12,8 +12,9 @@ asr      synthetic speech (espeak-ng voices, perturbed piper, a quarter natural 
          tiny.en imported from the CTranslate2 copy shipped in a pip package -> SFT on the training
          references -> pairs from the SFT model's own greedy and sampled transcripts plus perturbations
          -> LPO + the chosen NLL from the SFT model -> WER of base, SFT and LPO.
-tts      the committed phoneme-synchronous SFT codec LM -> a demo-sized copy of its world (the same
-         held-out sentences) -> its own greedy output and samples judged by Whisper tiny.en, the best
+tts      the committed phoneme-synchronous SFT codec LM whose SFT data held natural sentences -> a
+         demo-sized copy of its world (the same held-out sentences) -> its own greedy output and samples
+         judged by Whisper tiny.en, the best
          as chosen (recipes/tts/tiny-sync-onpolicy.yaml) -> LPO + the chosen NLL -> judge WER, failure
          rate and similarity of SFT and LPO.
 emotion  the phoneme-synchronous SFT model that saw few styled utterances -> a demo-sized copy of its
@@ -35,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 ASR_RECIPE = REPO / "recipes" / "asr" / "whisper-tiny-offline.yaml"
 TTS_RECIPE = REPO / "recipes" / "tts" / "tiny-sync-onpolicy.yaml"
 EMOTION_RECIPE = REPO / "recipes" / "tts" / "emotion-offline-sync.yaml"
-TTS_SFT = REPO / "assets" / "tts-tiny-sft-sync"
+TTS_SFT = REPO / "assets" / "tts-tiny-sft-sync-natural"  # speaks natural sentences too: out of domain means something
 EMOTION_SFT = REPO / "assets" / "tts-tiny-sft-sync-rare-styles"  # the sync world, scarce styled speech
 STYLE_CLASSIFIER = REPO / "assets" / "style-classifier.json"
 TRACKS = ("asr", "tts", "emotion")
@@ -43,7 +44,7 @@ SETS = ("in-domain", "out-of-domain")
 # What each track's full-size study measured (the README's results lines): the demo says whether its own
 # run points the same way. (metric, the model it is compared with, lower is better, the study's page)
 CLAIMS = {"asr": ("wer", "sft", True, "results/asr-whisper/README.md"),
-          "tts": ("wer", "sft", True, "results/tts-sync-onpolicy/README.md"),
+          "tts": ("wer", "sft", True, "results/tts-online/README.md"),
           "emotion": ("emotion_acc", "sft", False, "results/emotion-sync-soup/README.md")}
 
 
