@@ -48,8 +48,10 @@ CLAIMS = {"asr": ("wer", "sft", True, "results/asr-whisper/README.md"),
           "emotion": ("emotion_acc", "sft", False, "results/emotion-sync-soup/README.md")}
 
 
-def _first(src: Path, dst: Path, n: int) -> Path:
-    """The first `n` lines of a manifest, as a manifest of its own (a held-out subset)."""
+def _first(src: Path, n: int) -> Path:
+    """The first `n` lines of a manifest, as a manifest of its own beside it (so the relative paths in
+    it, a prompt's reference voice, still resolve)."""
+    dst = src.with_name(f"{src.stem}_first{n}.jsonl")
     if not dst.exists():
         rows = [json.loads(line) for line in src.read_text().splitlines() if line.strip()][:n]
         write_jsonl_atomic(dst, rows)
@@ -123,8 +125,8 @@ def _align(stage: Path, recipe: Path, sft: Path, paths: list[str], sets: dict[st
 
 def tts_stage(out: Path, data: Path, *, n_prompts: int, n_test: int, sft: Path = TTS_SFT, recipe: Path = TTS_RECIPE) -> dict:
     tts = out / "tts"
-    sets = {"in-domain": _first(data / "test_prompts.jsonl", tts / "test_prompts.jsonl", n_test),
-            "out-of-domain": _first(data / "ood_test_prompts.jsonl", tts / "ood_test_prompts.jsonl", n_test)}
+    sets = {"in-domain": _first(data / "test_prompts.jsonl", n_test),
+            "out-of-domain": _first(data / "ood_test_prompts.jsonl", n_test)}
     m, pairs = _align(tts, recipe, sft, [f"build_pairs.prompts={data / 'train_prompts.jsonl'}",
                                          f"build_pairs.gold={data / 'train.jsonl'}", f"build_pairs.limit={n_prompts}"],
                       sets, [])
@@ -135,8 +137,8 @@ def tts_stage(out: Path, data: Path, *, n_prompts: int, n_test: int, sft: Path =
 def emotion_stage(out: Path, data: Path, *, n_prompts: int, n_test: int, sft: Path = EMOTION_SFT,
                   recipe: Path = EMOTION_RECIPE, classifier: Path = STYLE_CLASSIFIER) -> dict:
     emo = out / "emotion"
-    sets = {"in-domain": _first(data / "test_style_prompts.jsonl", emo / "test_style_prompts.jsonl", n_test),
-            "out-of-domain": _first(data / "ood_test_style_prompts.jsonl", emo / "ood_test_style_prompts.jsonl", n_test)}
+    sets = {"in-domain": _first(data / "test_style_prompts.jsonl", n_test),
+            "out-of-domain": _first(data / "ood_test_style_prompts.jsonl", n_test)}
     m, pairs = _align(emo, recipe, sft, [f"build_pairs.prompts={data / 'style_prompts.jsonl'}",
                                          f"build_pairs.limit={n_prompts}", f"build_pairs.emotion.path={classifier}"],
                       sets, ["--emotion-scorer", f"prosody:{classifier}"])
