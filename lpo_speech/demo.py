@@ -203,7 +203,7 @@ def _run_lanes(out: Path, groups: list[tuple[str, ...]], sizes: dict) -> None:
     import threading
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    procs = []
+    procs, echo = [], threading.Lock()  # one lane's line at a time on the console
     for lane in groups:
         name = ",".join(lane)
         args = [sys.executable, "-m", "lpo_speech.cli", "demo", "--out", str(out), "--tracks", name, "--jobs", "1",
@@ -218,7 +218,8 @@ def _run_lanes(out: Path, groups: list[tuple[str, ...]], sizes: dict) -> None:
                     f.write(line)
                     f.flush()
                     if line.startswith("== ") or line.startswith("error:"):
-                        print(f"[{name}] {line.rstrip()}", flush=True)
+                        with echo:
+                            print(f"[{name}] {line.rstrip()}", flush=True)
 
         thread = threading.Thread(target=pump, daemon=True)
         thread.start()
