@@ -234,21 +234,24 @@ def data_sets(specs: list[str]) -> list[tuple[str, str]]:
 
 def comparison_table(by_set: dict[str, dict[str, dict]], baseline: str, lang: str = "en") -> str:
     """One row per model: each set's headline rate (WER, or CER for zh) and its ratio to the baseline
-    model's on the same set (and the failure rate for TTS), so a gain on one set bought by a loss on
-    another (forgetting out of domain) shows at a glance."""
+    model's on the same set (and the failure rate for TTS, the emotion accuracy for styled prompts), so
+    a gain on one set bought by a loss on another (forgetting out of domain) shows at a glance."""
     rate = headline(lang)
     labels = list(next(iter(by_set.values())))
     tts = any("failure_rate" in m for res in by_set.values() for m in res.values())
+    styled = any("emotion_acc" in m for res in by_set.values() for m in res.values())
     head = ["model"]
     for name in by_set:
-        head += [f"{name} {rate}", f"{name} vs {baseline}"] + ([f"{name} failure"] if tts else [])
+        head += [f"{name} {rate}", f"{name} vs {baseline}"] + ([f"{name} failure"] if tts else []) + (
+            [f"{name} emotion acc"] if styled else [])
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for label in labels:
         cells = [label]
         for name, res in by_set.items():
             m, base = res[label], res[baseline]
             ratio = m[rate] / base[rate] if base.get(rate) else float("nan")
-            cells += [f"{m[rate]:.4f}", f"x{ratio:.3f}"] + ([f"{m.get('failure_rate', float('nan')):.3f}"] if tts else [])
+            cells += [f"{m[rate]:.4f}", f"x{ratio:.3f}"] + ([f"{m.get('failure_rate', float('nan')):.3f}"] if tts else []) + (
+                [f"{m.get('emotion_acc', float('nan')):.3f}"] if styled else [])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
