@@ -63,7 +63,7 @@ from pathlib import Path
 from lpo_speech.errors import UserError
 from lpo_speech.records import write_jsonl_atomic
 from lpo_speech.recipe import build_recipe, read_recipe
-from lpo_speech.study_report import paired_failures, plot, provenance, report, summarize
+from lpo_speech.study_report import merge_history, paired_failures, plot, provenance, report, summarize
 from lpo_speech.steps import StepLog, run_command, shown, train_command
 
 REPO = Path(__file__).resolve().parents[1]
@@ -317,12 +317,14 @@ def run_study(path: str | Path, *, dry_run: bool = False) -> dict | None:
             metrics = json.loads((_eval_dir(work, set_name, m) / "metrics.json").read_text())
             rows.append({"row": m.row, "seed": m.seed, "set": set_name, "model": str(m.path), "metrics": metrics,
                          **({"paired": extra} if extra else {})})
-    results = {"study": study.name, "title": study.title, "study_file": str(path), **provenance(),
-               "seconds": round(time.perf_counter() - t0), "commands": log.entries,
+    out_dir = Path(expand(study.results_dir, name=study.name))
+    made = provenance()
+    commands = merge_history(log.entries, out_dir / "results.json", study.name, made)
+    results = {"study": study.name, "title": study.title, "study_file": str(path), **made,
+               "seconds": round(time.perf_counter() - t0), "commands": commands,
                "subsets": {n: {"path": str(s.path(src)), "data": str(src), "skip": s.skip, "first": s.first,
                                "all_styles": s.all_styles} for n, (src, s) in subsets.items()},
                "rows": rows, "summary": summarize(rows, study.eval.metrics)}
-    out_dir = Path(expand(study.results_dir, name=study.name))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     plots = plot(results, study, out_dir)

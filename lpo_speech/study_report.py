@@ -88,6 +88,35 @@ def provenance() -> dict:
                         "python": platform.python_version()}}
 
 
+def merge_history(entries: list[dict], earlier_file: Path, name: str, made: dict) -> list[dict]:
+    """Every command with the commit and date of the invocation that ran it: this one's for what ran
+    now, the earlier results file's for what was skipped as done (so re-rendering a finished study keeps
+    where its numbers came from)."""
+    earlier: dict[str, dict] = {}
+    try:
+        old = json.loads(earlier_file.read_text())
+    except (OSError, ValueError):
+        old = None
+    if isinstance(old, dict) and old.get("study") == name:
+        for c in old.get("commands", []):
+            if c.get("ran"):  # files written before this field: the run's own commit and date
+                earlier[_key(c["command"])] = {**c, "commit": c.get("commit", old.get("commit")),
+                                         "date": c.get("date", old.get("date")),
+                                         "uncommitted_changes": c.get("uncommitted_changes", old.get("uncommitted_changes"))}
+    out = []
+    for c in entries:
+        if c["ran"]:
+            out.append({**c, "commit": made["commit"], "date": made["date"],
+                        "uncommitted_changes": made["uncommitted_changes"]})
+        else:
+            out.append(earlier.get(_key(c["command"]), c))
+    return out
+
+
+def _key(command: str) -> str:
+    return command.removesuffix(" --resume")  # a finished training step is shown with --resume when skipped
+
+
 def _mean_sd(values: list[float]) -> tuple[float, float | None]:
     mean = sum(values) / len(values)
     if len(values) < 2:
@@ -141,13 +170,20 @@ def report(results: dict, study: Any, plots: list[str]) -> str:
     lines += [f"![{p}]({p})" for p in plots] + [""]
     lines += paired_table(results, sets)
     m = results["machine"]
-    ran = [c for c in results["commands"] if c["ran"]]
+    by_commit: dict[tuple, int] = {}
+    for c in results["commands"]:
+        if c.get("commit"):
+            key = (c["commit"], bool(c.get("uncommitted_changes")), c.get("date", ""))
+            by_commit[key] = by_commit.get(key, 0) + 1
+    made = "; ".join(f"{n} at commit `{commit}`" + (" with uncommitted changes" if dirty else "") + f" ({date})"
+                     for (commit, dirty, date), n in by_commit.items())
+    unknown = sum(not c.get("commit") for c in results["commands"])
     lines += ["## How it was made", "",
               f"    lpo-speech study {results['study_file']}", "",
-              f"Commit `{results['commit']}`" + (" with uncommitted changes" if results["uncommitted_changes"] else "")
-              + f"; {results['date']}; {m['cpu']}, {m['cores']} cores" + (f", {m['gpu']}" if m["gpu"] else ", no GPU")
-              + f"; torch {m['torch']}. {len(ran)} of {len(results['commands'])} commands ran in this invocation "
-              f"({results['seconds']} s); the others were done before (see results.json).", "",
+              f"{m['cpu']}, {m['cores']} cores" + (f", {m['gpu']}" if m["gpu"] else ", no GPU") + f"; torch {m['torch']}. "
+              f"Of its {len(results['commands'])} commands, {made or 'none ran'}"
+              + (f"; {unknown} were done before any recorded run" if unknown else "") + ". This page was written at "
+              f"commit `{results['commit']}` ({results['date']}).", "",
               "Commands, in order:", ""]
     lines += [f"    {c['command']}" for c in results["commands"]]
     return "\n".join(lines) + "\n"

@@ -90,7 +90,9 @@ def test_a_study_runs_resumes_and_writes_one_schema(tmp_path, lpo, whisper_tiny,
     (tmp_path / "s.yaml").write_text(study_text(whisper_tiny, asr_data) + "findings: LPO and DPO tie here.\n")
     again = lpo("study", "s.yaml", cwd=tmp_path)
     res2 = json.loads((tmp_path / "results" / "tiny" / "results.json").read_text())
-    assert [c["ran"] for c in res2["commands"]] == [False] * 10 and "skip (done:" in again.stdout
+    assert [c["ran"] for c in res2["commands"]] == [True] * 10 and "skip (done:" in again.stdout
+    # each command keeps the commit and date of the invocation that ran it
+    assert [(c["commit"], c["date"]) for c in res2["commands"]] == [(res["commit"], res["date"])] * 10
     assert res2["rows"] == res["rows"]
     assert "## What it shows\n\nLPO and DPO tie here." in (tmp_path / "results" / "tiny" / "README.md").read_text()
 
