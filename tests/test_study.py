@@ -267,22 +267,24 @@ def test_every_committed_result_is_one_study_in_one_schema(path):
         assert len(res["commit"]) == 40
 
 
-def test_demo_verdict_says_when_a_run_does_not_show_the_gain():
-    """The demo's summary line compares LPO with its baseline set by set, and says plainly when a
-    demo-size run does not point the way the full-size study does."""
+def test_demo_verdict_reads_the_run_against_the_study():
+    """The demo's summary compares LPO with the row its full-size study compares it with, set by set,
+    and says whether the run points the way the study found, or another way at demo size."""
     from lpo_speech.demo import _lines, verdict
 
-    metrics = {"in-domain": {"sft": {"wer": 0.20}, "lpo": {"wer": 0.15}},
-               "out-of-domain": {"sft": {"wer": 0.40}, "lpo": {"wer": 0.44}}}
-    v = verdict("tts", metrics)
+    metrics = {"in-domain": {"sft-continued": {"wer": 0.20}, "lpo": {"wer": 0.15}},
+               "out-of-domain": {"sft-continued": {"wer": 0.40}, "lpo": {"wer": 0.44}}}
+    v = verdict("asr", metrics)  # the ASR study found LPO not better than SFT continued in either set
     assert v["sets"]["in-domain"]["ratio"] == pytest.approx(0.75) and v["sets"]["in-domain"]["lpo_better"]
-    assert not v["sets"]["out-of-domain"]["lpo_better"]
-    lines = _lines("tts", v)
-    assert lines == ["in-domain: LPO wer 0.1500 vs sft 0.2000 (x0.750, better); "
-                     "out-of-domain: LPO wer 0.4400 vs sft 0.4000 (x1.100, not better)."]
-    worse = verdict("emotion", {"in-domain": {"sft": {"emotion_acc": 0.5}, "lpo": {"emotion_acc": 0.4}},
-                                "out-of-domain": {"sft": {"emotion_acc": 0.5}, "lpo": {"emotion_acc": 0.6}}})
-    assert _lines("emotion", worse)[1].startswith("At demo size this run does not show the in-domain gain")
+    assert not v["sets"]["in-domain"]["as_the_study"] and v["sets"]["out-of-domain"]["as_the_study"]
+    assert _lines("asr", v) == [
+        "in-domain: LPO wer 0.1500 vs sft-continued 0.2000 (x0.750, better); "
+        "out-of-domain: LPO wer 0.4400 vs sft-continued 0.4000 (x1.100, not better).",
+        "The full-size study (results/asr-whisper/README.md) found LPO against sft-continued in-domain: not "
+        "better, out-of-domain: not better; at demo size this run points another way on in-domain."]
+    same = verdict("emotion", {"in-domain": {"sft": {"emotion_acc": 0.5}, "lpo": {"emotion_acc": 0.6}},
+                               "out-of-domain": {"sft": {"emotion_acc": 0.5}, "lpo": {"emotion_acc": 0.4}}})
+    assert _lines("emotion", same)[1].endswith("found LPO against sft in-domain: better; this run points the same way.")
 
 
 def test_demo_lanes_deal_the_tracks_out():
