@@ -19,7 +19,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def make_tiny_llama(path: Path, vocab: int = 64, seed: int = 0) -> Path:
-    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)

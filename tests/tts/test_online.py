@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
-
 
 def recipe(tmp_path: Path, world: Path, model: Path, *, algorithm: str, out: str, extra: str = "") -> Path:
     path = tmp_path / f"{out}.yaml"
