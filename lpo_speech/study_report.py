@@ -182,7 +182,7 @@ def report(results: dict, study: Any, plots: list[str]) -> str:
               f"    lpo-speech study {results['study_file']}", "",
               f"{m['cpu']}, {m['cores']} cores" + (f", {m['gpu']}" if m["gpu"] else ", no GPU") + f"; torch {m['torch']}. "
               f"Of its {len(results['commands'])} commands, {made or 'none ran'}"
-              + (f"; {unknown} were done before any recorded run" if unknown else "") + ". This page was written at "
+              + (f"; {unknown} {'was' if unknown == 1 else 'were'} done before any recorded run" if unknown else "") + ". This page was written at "
               f"commit `{results['commit']}` ({results['date']}).", "",
               "Commands, in order:", ""]
     lines += [f"    {c['command']}" for c in results["commands"]]
