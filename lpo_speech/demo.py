@@ -15,9 +15,8 @@ asr      synthetic speech (espeak-ng voices, perturbed piper, a quarter natural 
          (the honest baseline) -> WER of base, SFT, SFT continued and LPO.
 tts      the committed phoneme-synchronous SFT codec LM whose SFT data held natural sentences -> a
          demo-sized copy of its world (the same held-out sentences) -> its own greedy output and samples
-         judged by Whisper tiny.en, the best
-         as chosen (recipes/tts/tiny-sync-onpolicy.yaml) -> LPO + the chosen NLL -> judge WER, failure
-         rate and similarity of SFT and LPO.
+         judged by Whisper tiny.en, the best as chosen (recipes/tts/tiny-sync-onpolicy.yaml) -> LPO + the
+         chosen NLL -> judge WER, failure rate and similarity of SFT and LPO.
 emotion  the phoneme-synchronous SFT model that saw few styled utterances -> a demo-sized copy of its
          world -> candidates ranked by the style classifier and CER (recipes/tts/emotion-offline-sync.yaml)
          -> LPO -> style accuracy, WER and failure rate of SFT and LPO on styled prompts.

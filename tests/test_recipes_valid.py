@@ -11,7 +11,7 @@ RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").rglob("*.yaml
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_recipe_validates(path):
-    assert getattr(load_any_recipe(path), "track", None) in (None, "asr", "tts")  # a train-only recipe has none
+    load_any_recipe(path)  # its own schema (a track recipe, or a train-only one) accepts it
     assert load_train_recipe(path).train.out_dir
 
 
