@@ -71,6 +71,9 @@ class OnlineTask(Protocol):
     def record(self, item, chosen: dict, rejected: dict | None) -> PreferencePair:
         """A pair (or, rejected None, a chosen-only row) the adapter encodes."""
 
+    def close(self) -> None:
+        """Stop what the task started (judge worker processes)."""
+
 
 def make_task(recipe: TrackRecipe, policy, adapter, info, dtype) -> OnlineTask:
     from lpo_speech.recipe import ONLINE_TASKS, named
@@ -156,7 +159,8 @@ def train_online(recipe: TrackRecipe, *, resume: bool = False, quiet: bool = Fal
         run_dir.mkdir(parents=True, exist_ok=True)
         save_recipe(recipe, run_dir / "config.yaml")  # the whole recipe: the online section shapes the run
     record_runtime("train", info, run_dir if info.is_main else None, quiet=quiet, strategy=cfg.strategy,
-                   weights=dtype_name(dtype), online=f"{o.algorithm}, {o.prompts_per_step} prompts x {o.samples}")
+                   weights=dtype_name(dtype), online=f"{o.algorithm}, {o.prompts_per_step} prompts x {o.samples}"
+                   + (f", judges in {o.judge_workers} worker processes" if o.judge_workers else ""))
     needs_ref = o.algorithm == "pairs" or o.kl_coef > 0
     reference = None  # the live reference: a frozen copy, or (LoRA) the policy with its adapter disabled
     if needs_ref and tr.model.lora is None:
@@ -172,48 +176,51 @@ def train_online(recipe: TrackRecipe, *, resume: bool = False, quiet: bool = Fal
     log = MetricsLog(run_dir, start_step=start, enabled=info.is_main)
     bar = tqdm(total=cfg.max_steps, initial=start, desc=f"online {o.algorithm}", unit="step",
                disable=quiet or not info.is_main, dynamic_ncols=True)
-    for step in range(start, cfg.max_steps):
-        drawn_at = step - step % o.sample_every
-        items, cands, timing = sample_batch(task, policy, recipe, drawn_at, info, run_dir)
-        t0 = time.perf_counter()
-        if o.algorithm == "pairs":
-            records, weights = best_vs_worst(task, items, cands, o.min_reward_gap)
-        else:
-            records = [task.record(it, c, None) for it, group in zip(items, cands) for c in group]
-            weights = group_advantages(torch.tensor([c["reward"] for g in cands for c in g]), o.samples,
-                                       normalize=o.normalize).tolist()
-        adapter.chosen_only = o.algorithm == "grpo"  # GRPO rows are single responses
-        batch = {k: v.to(info.device) for k, v in adapter.collate(
-            [adapter.encode(r, f"online step {step + 1}", run_dir) for r in records]).items()}
-        w = torch.tensor(weights, dtype=torch.float32, device=info.device)
-        with autocast(info.device, dtype):
-            out = model(batch)
-        if o.algorithm == "pairs":
-            ref = reference_logps(reference or policy, batch, info.device, dtype)
-            losses, m = preference_loss(out.chosen, out.rejected, ref[0], ref[1], loss_type=tr.loss.type,
-                                        beta=tr.loss.beta, r1=tr.loss.r1, r2=tr.loss.r2, gamma=tr.loss.gamma,
-                                        label_smoothing=tr.loss.label_smoothing)
-            per = losses + tr.loss.sft_weight * out.chosen_nll
-            loss = (per * w).sum() / w.sum().clamp(min=1.0)
-            m["pairs"] = w.sum()
-        else:
-            ref = reference_logps(reference or policy, batch, info.device, dtype)[0] if o.kl_coef > 0 else None
-            losses, m = grpo_loss(out.chosen, w, ref_logps=ref, kl_coef=o.kl_coef)
-            loss = losses.mean()
-        loss.backward()
-        grad_norm = clip_grad_norm(trainable, cfg.max_grad_norm)
-        if not torch.isfinite(grad_norm + loss.detach()).item():
-            raise UserError(f"step {step + 1}: non-finite loss or gradient (loss {float(loss):g}, grad norm "
-                            f"{float(grad_norm):g}); nothing was saved for this step", where=str(run_dir))
-        lr = sched.get_last_lr()[0]
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        row = _row(cands, loss, m, grad_norm, lr, {**timing, "train_s": time.perf_counter() - t0}, info)
-        log.write(step + 1, row)
-        bar.set_postfix(reward=f"{row['reward']:.3f}", loss=f"{row['loss']:.4f}")
-        bar.update(1)
-        save_checkpoint(cfg, run_dir, step + 1, policy, opt, sched, info, last=step + 1 == cfg.max_steps)
+    try:
+        for step in range(start, cfg.max_steps):
+            drawn_at = step - step % o.sample_every
+            items, cands, timing = sample_batch(task, policy, recipe, drawn_at, info, run_dir)
+            t0 = time.perf_counter()
+            if o.algorithm == "pairs":
+                records, weights = best_vs_worst(task, items, cands, o.min_reward_gap)
+            else:
+                records = [task.record(it, c, None) for it, group in zip(items, cands) for c in group]
+                weights = group_advantages(torch.tensor([c["reward"] for g in cands for c in g]), o.samples,
+                                           normalize=o.normalize).tolist()
+            adapter.chosen_only = o.algorithm == "grpo"  # GRPO rows are single responses
+            batch = {k: v.to(info.device) for k, v in adapter.collate(
+                [adapter.encode(r, f"online step {step + 1}", run_dir) for r in records]).items()}
+            w = torch.tensor(weights, dtype=torch.float32, device=info.device)
+            with autocast(info.device, dtype):
+                out = model(batch)
+            if o.algorithm == "pairs":
+                ref = reference_logps(reference or policy, batch, info.device, dtype)
+                losses, m = preference_loss(out.chosen, out.rejected, ref[0], ref[1], loss_type=tr.loss.type,
+                                            beta=tr.loss.beta, r1=tr.loss.r1, r2=tr.loss.r2, gamma=tr.loss.gamma,
+                                            label_smoothing=tr.loss.label_smoothing)
+                per = losses + tr.loss.sft_weight * out.chosen_nll
+                loss = (per * w).sum() / w.sum().clamp(min=1.0)
+                m["pairs"] = w.sum()
+            else:
+                ref = reference_logps(reference or policy, batch, info.device, dtype)[0] if o.kl_coef > 0 else None
+                losses, m = grpo_loss(out.chosen, w, ref_logps=ref, kl_coef=o.kl_coef)
+                loss = losses.mean()
+            loss.backward()
+            grad_norm = clip_grad_norm(trainable, cfg.max_grad_norm)
+            if not torch.isfinite(grad_norm + loss.detach()).item():
+                raise UserError(f"step {step + 1}: non-finite loss or gradient (loss {float(loss):g}, grad norm "
+                                f"{float(grad_norm):g}); nothing was saved for this step", where=str(run_dir))
+            lr = sched.get_last_lr()[0]
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            row = _row(cands, loss, m, grad_norm, lr, {**timing, "train_s": time.perf_counter() - t0}, info)
+            log.write(step + 1, row)
+            bar.set_postfix(reward=f"{row['reward']:.3f}", loss=f"{row['loss']:.4f}")
+            bar.update(1)
+            save_checkpoint(cfg, run_dir, step + 1, policy, opt, sched, info, last=step + 1 == cfg.max_steps)
+    finally:
+        task.close()  # judge worker processes
     bar.close()
     return finish(tr, adapter, policy, run_dir, info, dtype, log, panels=PANELS,
                   title=f"online {o.algorithm} ({tr.loss.type if o.algorithm == 'pairs' else 'grpo'})")

@@ -239,6 +239,7 @@ class OnlineConfig:
     min_reward_gap: float = 0.0  # pairs: the best's reward must exceed the worst's by more than this
     normalize: str = "std"  # grpo: std ((r - mean) / (std + 1e-4), GRPO) | none (r - mean, Dr. GRPO)
     kl_coef: float = 0.0  # grpo: weight of the KL to the reference (0: no reference needed)
+    judge_workers: int = 0  # TTS: score in N worker processes (lpo_speech.tts.judge_pool); 0: in the training process
 
     def validate(self) -> None:
         require(self.algorithm in ("pairs", "grpo"), "online.algorithm", "pairs or grpo")
@@ -251,6 +252,7 @@ class OnlineConfig:
         require(self.min_reward_gap >= 0, "online.min_reward_gap", "must be >= 0")
         require(self.normalize in ("std", "none"), "online.normalize", "std or none")
         require(self.kl_coef >= 0, "online.kl_coef", "must be >= 0")
+        require(self.judge_workers >= 0, "online.judge_workers", "must be >= 0")
 
 
 @dataclass

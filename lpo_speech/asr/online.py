@@ -30,6 +30,9 @@ class AsrOnline:
         if unknown:
             raise UserError(f"the ASR track scores transcripts: reward terms wer and cer only, not {', '.join(unknown)}",
                             where="online.rewards")
+        if self.online.judge_workers:
+            raise UserError("the ASR track's rewards are WER/CER of the sampled text, computed in the training "
+                            "process: judge_workers is for the TTS judges; set 0", where="online.judge_workers")
         cols = InputColumns(text=bp.text_column, audio=bp.audio_column, id=bp.id_column, split=bp.split)
         manifest = prepare_manifest(bp.manifest, Path(recipe.train.out_dir) / "input", cols)
         self.items = load_jsonl(manifest, AsrUtterance)
@@ -39,6 +42,9 @@ class AsrOnline:
         self.lang = bp.lang
         self.decoder = live_asr_decoder(adapter, policy, info.device)
         self.last_sample_s = 0.0
+
+    def close(self) -> None:  # nothing started beside the training process
+        pass
 
     def text(self, item: AsrUtterance) -> str:
         return item.text

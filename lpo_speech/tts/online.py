@@ -5,7 +5,8 @@ the batched KV-cache sampler (lpo_speech.tts.synthesize: the recipe's length gua
 phoneme-synchronous symbols, `runtime.sampling_threads`), decoded by the model's codec on the judge
 device, and scored by lpo_speech.tts.scoring with only the scorers the reward terms read (`cer` and
 `wer` the ASR judge, `sim` speaker similarity, `emotion` the emotion scorer, `dnsmos` DNSMOS;
-`duration` needs none). A candidate's tokens enter a pair with EOS when it terminated, as in
+`duration` needs none), in this process or, with `online.judge_workers: N`, in N worker processes
+(lpo_speech.tts.judge_pool: the same scores). A candidate's tokens enter a pair with EOS when it terminated, as in
 build-pairs.
 """
 
@@ -19,6 +20,7 @@ from lpo_speech.distributed import resolve_device
 from lpo_speech.errors import UserError
 from lpo_speech.records import PreferencePair, TtsPrompt, load_jsonl
 from lpo_speech.rewards import needed
+from lpo_speech.tts.judge_pool import JudgePool
 from lpo_speech.tts.recipe import TtsRecipe
 from lpo_speech.tts.scoring import Clip, TtsScorer
 from lpo_speech.tts.synthesize import prompt_ids, synthesize
@@ -42,9 +44,11 @@ class TtsOnline:
                             where="build_pairs.judge")
         if "emotion" in wants and bp.emotion is None:
             raise UserError("online.rewards read emotion: set build_pairs.emotion (a scorer)", where="build_pairs.emotion")
-        self.scorer = TtsScorer(judge=bp.judge, similarity="similarity" in wants, dnsmos="dnsmos" in wants,
-                                emotion=bp.emotion if "emotion" in wants else None, lang=bp.lang,
-                                device=str(judge_device)) if wants else None
+        settings = dict(judge=bp.judge, similarity="similarity" in wants, dnsmos="dnsmos" in wants,
+                        emotion=bp.emotion if "emotion" in wants else None, lang=bp.lang, device=str(judge_device))
+        self.scorer = TtsScorer(**settings) if wants else None
+        # judges in worker processes (lpo_speech.tts.judge_pool), or in this one
+        self.pool = JudgePool(settings, self.online.judge_workers) if wants and self.online.judge_workers else None
         self.refs: dict = {}
         self.last_sample_s = 0.0
         if "similarity" in wants:  # every reference voice checked now, not at the step that first needs it
@@ -65,20 +69,22 @@ class TtsOnline:
                             max_seconds=bp.max_seconds, seconds_per_char=bp.seconds_per_char, seed=seed,
                             batch_size=bp.batch_size, codec=self.codec, threads=self.threads)
         self.last_sample_s = time.perf_counter() - t0
-        out = []
-        for p, group in zip(items, synths):
-            clips = [Clip(p.text, s.wav, s.sr, terminated=s.terminated, undecodable=s.undecodable, emotion=p.emotion)
-                     for s in group]
-            if self.scorer is not None:
-                from lpo_speech.tts.evaluate import load_reference
+        if self.scorer is None:  # a judge-free reward (duration): what every candidate has
+            scored = [[{"duration_s": round(s.duration_s, 3), "terminated": s.terminated,
+                        "undecodable": s.undecodable} for s in group] for group in synths]
+        else:
+            from lpo_speech.tts.evaluate import load_reference
 
-                ref = load_reference(self.bp.prompts, p, None, self.refs) if self.scorer.similarity else None
-                scores = self.scorer.score(clips, ref)
-            else:  # a judge-free reward (duration): what every candidate has
-                scores = [{"duration_s": round(s.duration_s, 3), "terminated": s.terminated,
-                           "undecodable": s.undecodable} for s in group]
-            out.append([{"tokens": s.tokens, "terminated": s.terminated, "scores": sc} for s, sc in zip(group, scores)])
-        return out
+            groups = [([Clip(p.text, s.wav, s.sr, terminated=s.terminated, undecodable=s.undecodable, emotion=p.emotion)
+                        for s in group], load_reference(bp.prompts, p, None, self.refs) if self.scorer.similarity else None)
+                      for p, group in zip(items, synths)]
+            scored = self.pool.score(groups) if self.pool else [self.scorer.score(c, ref) for c, ref in groups]
+        return [[{"tokens": s.tokens, "terminated": s.terminated, "scores": sc} for s, sc in zip(group, scores)]
+                for group, scores in zip(synths, scored)]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
 
     def _response(self, c: dict) -> list[int]:
         toks = list(c["tokens"])

@@ -46,3 +46,7 @@ def test_asr_reward_terms_are_checked(tmp_path, lpo, whisper_tiny, asr_data):
               f"train.out_dir={tmp_path / 'run'}", "online.rewards={sim: 1.0}", cwd=tmp_path, check=False)
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1] == (
         "error: online.rewards: the ASR track scores transcripts: reward terms wer and cer only, not sim")
+    res = lpo("train", str(RECIPE), f"model.path={whisper_tiny}", f"build_pairs.manifest={asr_data / 'train.jsonl'}",
+              f"train.out_dir={tmp_path / 'run'}", "online.judge_workers=2", cwd=tmp_path, check=False)
+    assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith(
+        "error: online.judge_workers: the ASR track's rewards are WER/CER of the sampled text")

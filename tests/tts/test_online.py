@@ -88,3 +88,28 @@ def test_online_recipe_errors_are_one_line(tmp_path, lpo, tts_world, tts_model):
         load_any_recipe(path, ["train.max_steps=0"])
     with pytest.raises(UserError, match="online/rounds: one of them"):
         load_any_recipe(path, ["rounds={n: 2}"])
+
+
+def test_judge_workers_score_as_the_training_process(tmp_path, lpo, tts_world, tts_model):
+    """`online.judge_workers: 2`: two spawned processes run the real Whisper judge (the bundled tiny.en)
+    and give the candidates the scores, rewards and losses that scoring in the training process gives."""
+    world, _ = tts_world
+    path = recipe(tmp_path, world, tts_model, algorithm="pairs", out="unused")
+    judged = ["build_pairs.judge={type: faster-whisper, model: bundled}", "build_pairs.keys=[cer]", "online.rewards={cer: 1.0, failure: 0.5}",
+              "train.max_steps=1"]
+    for out, workers in (("inproc", 0), ("pool", 2)):
+        lpo("train", str(path), *judged, f"online.judge_workers={workers}", f"train.out_dir={tmp_path / out}",
+            "--quiet", cwd=tmp_path)
+    a, b = ([json.loads(l) for l in (tmp_path / run / "samples" / "step-000000.rank0.jsonl").read_text().splitlines()]
+            for run in ("inproc", "pool"))
+    assert a == b and len(a) == 2
+    assert all("hyp" in c["scores"] and set(c["terms"]) == {"cer", "failure"} for g in a for c in g["candidates"])
+    inproc, pool = rows(tmp_path / "inproc"), rows(tmp_path / "pool")
+    assert [r["loss"] for r in inproc] == pytest.approx([r["loss"] for r in pool], rel=1e-6, abs=1e-7)
+    assert all("term_cer" in r and "term_failure" in r for r in pool)
+    assert json.loads((tmp_path / "pool" / "runtime.json").read_text())["online"].endswith("judges in 2 worker processes")
+    from lpo_speech.errors import UserError
+    from lpo_speech.recipe import load_any_recipe
+
+    with pytest.raises(UserError, match="online.judge_workers: must be >= 0"):
+        load_any_recipe(path, ["online.judge_workers=-1"])
