@@ -8,7 +8,8 @@ checkpoints: an interrupted study continues where it stopped), evaluates every m
 and writes `results/<name>/`:
 
   results.json   one schema: study, commit (and whether the tree had uncommitted changes), date,
-                 machine, every command (ran or skipped as done, seconds), one row per model, seed and
+                 machine, every command (`ran`: by this or a recorded earlier invocation, whose commit
+                 and date it keeps; `ran_now`: by this one; seconds), one row per model, seed and
                  set with its metrics, and the per-model summary (mean, sample sd, seeds)
   README.md      the page for readers: what was compared (`about`), the table (mean ± sd over seeds; the change
                  against the baseline row for each set, so a gain in domain bought by forgetting out of

@@ -107,9 +107,9 @@ def merge_history(entries: list[dict], earlier_file: Path, name: str, made: dict
     for c in entries:
         if c["ran"]:
             out.append({**c, "commit": made["commit"], "date": made["date"],
-                        "uncommitted_changes": made["uncommitted_changes"]})
-        else:
-            out.append(earlier.get(_key(c["command"]), c))
+                        "uncommitted_changes": made["uncommitted_changes"], "ran_now": True})
+        else:  # `ran` stays true when an earlier invocation ran it; `ran_now` says this one did not
+            out.append({**earlier.get(_key(c["command"]), c), "ran_now": False})
     return out
 
 

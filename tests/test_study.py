@@ -67,7 +67,7 @@ def test_a_study_runs_resumes_and_writes_one_schema(tmp_path, lpo, whisper_tiny,
     res = json.loads((tmp_path / "results" / "tiny" / "results.json").read_text())
     assert {"study", "commit", "uncommitted_changes", "date", "machine", "commands", "rows", "summary"} <= set(res)
     assert res["machine"]["cores"] >= 1 and res["commit"] and len(res["commit"]) == 40
-    assert [c["ran"] for c in res["commands"]] == [True] * 10
+    assert [(c["ran"], c["ran_now"]) for c in res["commands"]] == [(True, True)] * 10
     assert sum(c["command"].startswith("lpo-speech train ") for c in res["commands"]) == 4
     rows = {(r["row"], r["seed"]): r for r in res["rows"]}
     assert set(rows) == {("base", None), ("lpo", 0), ("lpo", 1), ("dpo", 0), ("dpo", 1)}
@@ -90,7 +90,7 @@ def test_a_study_runs_resumes_and_writes_one_schema(tmp_path, lpo, whisper_tiny,
     (tmp_path / "s.yaml").write_text(study_text(whisper_tiny, asr_data) + "findings: LPO and DPO tie here.\n")
     again = lpo("study", "s.yaml", cwd=tmp_path)
     res2 = json.loads((tmp_path / "results" / "tiny" / "results.json").read_text())
-    assert [c["ran"] for c in res2["commands"]] == [True] * 10 and "skip (done:" in again.stdout
+    assert [(c["ran"], c["ran_now"]) for c in res2["commands"]] == [(True, False)] * 10 and "skip (done:" in again.stdout
     # each command keeps the commit and date of the invocation that ran it
     assert [(c["commit"], c["date"]) for c in res2["commands"]] == [(res["commit"], res["date"])] * 10
     assert res2["rows"] == res["rows"]
