@@ -1,7 +1,7 @@
 """The TTS judges in worker processes (`online.judge_workers: N`), for online training.
 
-Scoring is the largest share of an online TTS step when the judges run on CPU threads (Whisper, the
-speaker encoder and the style classifier over every candidate: lpo_speech.tts.scoring). With N > 0 the
+On CPU, scoring every candidate with the judges (Whisper, the speaker encoder, the style classifier:
+lpo_speech.tts.scoring) is a large share of an online TTS step (benchmarks/judge_workers.py). With N > 0 the
 online task starts N processes once (spawned, so each has its own torch and CTranslate2 runtime); each
 builds one TtsScorer from the same settings, runs with one torch thread, and scores whole candidate
 groups (one prompt's N candidates, as the in-process path scores them), so the scores are the ones the
@@ -43,7 +43,6 @@ class JudgePool:
     """N worker processes, each with a TtsScorer(**settings)."""
 
     def __init__(self, settings: dict[str, Any], workers: int):
-        self.workers = workers
         self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_start, initargs=(settings,))
 
