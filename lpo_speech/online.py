@@ -42,7 +42,7 @@ from lpo_speech.adapters import load_adapter
 from lpo_speech.distributed import all_reduce_mean, init_distributed, record_runtime
 from lpo_speech.errors import UserError
 from lpo_speech.losses import group_advantages, grpo_loss, preference_loss
-from lpo_speech.parallel import clip_grad_norm, wrap
+from lpo_speech.parallel import clip_grad_norm, with_full_weights, wrap
 from lpo_speech.policy import disable_dropout, load_policy, load_reference
 from lpo_speech.precision import autocast, dtype_name
 from lpo_speech.records import PreferencePair
@@ -108,7 +108,8 @@ def sample_batch(task: OnlineTask, policy, recipe: TrackRecipe, step: int, info,
         return items, [r["candidates"] for r in rows], {"sample_s": 0.0, "score_s": 0.0}
     seed = random.Random(f"{cfg.seed}:{step}:{info.rank}").randrange(2**31)
     t0 = time.perf_counter()
-    cands = task.generate(policy, items, o.samples, seed)
+    # Under FSDP the sampler needs whole weights: gathered once for the whole draw (lpo_speech.parallel).
+    cands = with_full_weights(policy, lambda: task.generate(policy, items, o.samples, seed))
     timing = {"sample_s": getattr(task, "last_sample_s", time.perf_counter() - t0)}
     timing["score_s"] = time.perf_counter() - t0 - timing["sample_s"]
     for item, group in zip(items, cands):

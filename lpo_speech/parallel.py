@@ -36,7 +36,8 @@ def ensure_process_group(info: DistInfo) -> None:
 def shard_fsdp(pair_model: nn.Module, info: DistInfo, cfg, compute_dtype: torch.dtype) -> nn.Module:
     """fully_shard the pair model in place (blocks, encoder, root); returns it."""
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+    from torch.distributed.fsdp import (CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard,
+                                        register_fsdp_forward_method)
 
     ensure_process_group(info)
     mesh = init_device_mesh(info.device.type, (dist.get_world_size(),))
@@ -67,6 +68,9 @@ def shard_fsdp(pair_model: nn.Module, info: DistInfo, cfg, compute_dtype: torch.
     shard(pair_model)
     if hasattr(pair_model, "prepare_for_sharding"):
         pair_model.prepare_for_sharding()
+    # `call` runs any function inside the root's forward hooks (lpo_speech.parallel.with_full_weights).
+    register_fsdp_forward_method(pair_model, "call")
+    pair_model.fsdp_reshard_after_forward = cfg.fsdp_reshard_after_forward
     return pair_model
 
 
@@ -124,3 +128,30 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor] | None:
 
     sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     return sd if dist.get_rank() == 0 else None
+
+
+def with_full_weights(model: nn.Module, fn):
+    """`fn()` with every weight of `model` whole on this rank, for code that calls the transformers model
+    directly, token by token (sampling during online training), instead of through the pair model's
+    forward. A sharded model is gathered once (every FSDP unit unsharded, in the compute dtype),
+    kept gathered across the calls inside `fn` (no all-gather per token), and resharded after, so
+    the optimizer and the next training forward see the shards again. Collective under FSDP: every
+    rank calls it. Other models just run `fn()`."""
+    if not is_sharded(model):
+        return fn()
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    for m in units:
+        m.set_reshard_after_forward(False, recurse=False)
+    try:
+        # Through the root's registered forward method: FSDP's root set-up runs first (it takes the
+        # first module to run forward as the root) and the root's own weights (embeddings, head) are
+        # gathered; each block's weights are gathered by its own hook at its first call.
+        with torch.no_grad():
+            return model.call(fn)
+    finally:
+        for m in units:
+            m.reshard()
+            # the root keeps its weights between forward and backward, as FSDP's default does
+            m.set_reshard_after_forward(m is not model and model.fsdp_reshard_after_forward, recurse=False)

@@ -65,6 +65,11 @@ class PairModel(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> SeqLogps:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def call(self, fn):
+        """`fn()`; under FSDP a registered forward method, so it runs inside the root's forward hooks
+        (lpo_speech.parallel.with_full_weights)."""
+        return fn()
+
     @property
     def hf_model(self) -> nn.Module:
         return getattr(self, self.hf_attr)
