@@ -72,8 +72,11 @@ def _launcher_error_file(line: str) -> None:
 
 
 def _fail(line: str) -> int:
-    """Print the one line of a user error, tell a torchrun launcher about it; exit status 2."""
-    print(line, file=sys.stderr, flush=True)
+    """Print the one line of a user error, tell a torchrun launcher about it; exit status 2. Under a
+    launcher every process that meets a bad setting fails with the same line: rank 0 prints it, the
+    others hand theirs to the launcher only (its summary names each failed rank's line)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(line, file=sys.stderr, flush=True)
     _launcher_error_file(line)
     return 2
 

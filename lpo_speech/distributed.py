@@ -137,6 +137,22 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_initialized():
+        t = t.clone()
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def all_reduce_max(value: int, device: torch.device) -> int:
+    """The largest `value` over the processes (an int known on the host)."""
+    if not dist.is_initialized():
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
 def shard(items: Sequence[T], rank: int, world: int) -> list[T]:
     """Every world-th item starting at rank: balanced, and the union over ranks is the whole list."""
     return list(items[rank::world])

@@ -29,6 +29,7 @@ sampling, scoring and training; `training_curves.png` plots them.
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from pathlib import Path
@@ -39,10 +40,10 @@ from tqdm import tqdm
 
 from lpo_speech import checkpoint
 from lpo_speech.adapters import load_adapter
-from lpo_speech.distributed import all_reduce_mean, init_distributed, record_runtime
+from lpo_speech.distributed import all_reduce_max, all_reduce_sum, init_distributed, record_runtime
 from lpo_speech.errors import UserError
 from lpo_speech.losses import group_advantages, grpo_loss, preference_loss
-from lpo_speech.parallel import clip_grad_norm, with_full_weights, wrap
+from lpo_speech.parallel import clip_grad_norm, gradient_sync, shard_fsdp, with_full_weights, wrap
 from lpo_speech.policy import disable_dropout, load_policy, load_reference
 from lpo_speech.precision import autocast, dtype_name
 from lpo_speech.records import PreferencePair
@@ -96,9 +97,10 @@ def _samples_path(run_dir: Path, step: int, rank: int) -> Path:
     return run_dir / "samples" / f"step-{step:06d}.rank{rank}.jsonl"
 
 
-def sample_batch(task: OnlineTask, policy, recipe: TrackRecipe, step: int, info, run_dir: Path) -> tuple[list, list, dict]:
+def sample_batch(task: OnlineTask, policy, recipe: TrackRecipe, step: int, info, run_dir: Path,
+                 dtype: torch.dtype) -> tuple[list, list, dict]:
     """This rank's items and their scored candidates for `step` (reused from its samples file when
-    the run already drew them), plus timings."""
+    the run already drew them), plus timings. The policy samples as it trains: in the compute dtype."""
     o, cfg = recipe.online, recipe.train
     idx = step_prompts(len(task.items), o.prompts_per_step, step, cfg.seed)[info.rank::info.world]
     items = [task.items[i] for i in idx]
@@ -109,7 +111,8 @@ def sample_batch(task: OnlineTask, policy, recipe: TrackRecipe, step: int, info,
     seed = random.Random(f"{cfg.seed}:{step}:{info.rank}").randrange(2**31)
     t0 = time.perf_counter()
     # Under FSDP the sampler needs whole weights: gathered once for the whole draw (lpo_speech.parallel).
-    cands = with_full_weights(policy, lambda: task.generate(policy, items, o.samples, seed))
+    with autocast(info.device, dtype):
+        cands = with_full_weights(policy, lambda: task.generate(policy, items, o.samples, seed))
     timing = {"sample_s": getattr(task, "last_sample_s", time.perf_counter() - t0)}
     timing["score_s"] = time.perf_counter() - t0 - timing["sample_s"]
     for item, group in zip(items, cands):
@@ -125,7 +128,7 @@ def sample_batch(task: OnlineTask, policy, recipe: TrackRecipe, step: int, info,
 
 def best_vs_worst(task: OnlineTask, items: list, cands: list[list[dict]], min_gap: float) -> tuple[list, list[float]]:
     """Per item, (chosen = best reward, rejected = worst) when the gap exceeds `min_gap`; with no such
-    item, one zero-weight pair keeps every process's forward and backward in step (DDP)."""
+    item, one zero-weight pair keeps every process's forward and backward in step (DDP, FSDP)."""
     pairs, weights = [], []
     for item, group in zip(items, cands):
         ranked = sorted(group, key=lambda c: c["reward"], reverse=True)
@@ -137,10 +140,32 @@ def best_vs_worst(task: OnlineTask, items: list, cands: list[list[dict]], min_ga
     return pairs, weights
 
 
+def step_rows(task: OnlineTask, o, items: list, cands: list[list[dict]]) -> tuple[list, list[float], list[float]]:
+    """This process's training rows for a step: records, the weight each carries in the loss (1 per
+    pair; GRPO: the candidate's advantage) and the count each adds to the step's mean (0 for the
+    stand-in pair of a process with no pair)."""
+    if o.algorithm == "pairs":
+        records, weights = best_vs_worst(task, items, cands, o.min_reward_gap)
+        return records, weights, weights
+    records = [task.record(it, c, None) for it, group in zip(items, cands) for c in group]
+    advantages = group_advantages(torch.tensor([c["reward"] for g in cands for c in g]), o.samples,
+                                  normalize=o.normalize).tolist()
+    return records, advantages, [1.0] * len(records)
+
+
+def check_world(o, info) -> None:
+    """Every process samples whole prompts: a step's prompts must reach every process (before loading)."""
+    if o.prompts_per_step < info.world:
+        raise UserError(f"{o.prompts_per_step} prompts per step cannot feed {info.world} processes (each samples "
+                        f"whole prompts): set it to at least {info.world}, best a multiple of {info.world}",
+                        where="online.prompts_per_step")
+
+
 def train_online(recipe: TrackRecipe, *, resume: bool = False, quiet: bool = False) -> Path:
     o, tr = recipe.online, recipe.train_recipe()
     cfg = tr.train
     info = init_distributed(tr.runtime.device)
+    check_world(o, info)
     if tr.runtime.threads:
         torch.set_num_threads(tr.runtime.threads)
     run_dir = Path(cfg.out_dir)
@@ -150,7 +175,9 @@ def train_online(recipe: TrackRecipe, *, resume: bool = False, quiet: bool = Fal
     seed_all(cfg.seed)
     adapter = load_adapter(tr.model)
     adapter.average = tr.loss.average_logps
-    policy, dtype = load_policy(tr, adapter, info.device)
+    # FSDP loads on the CPU and moves each rank's shard to its device (lpo_speech.parallel).
+    load_device = torch.device("cpu") if cfg.strategy == "fsdp" else info.device
+    policy, dtype = load_policy(tr, adapter, info.device, load_device=load_device)
     policy.train()
     disable_dropout(policy)
     task = make_task(recipe, policy, adapter, info, dtype)
@@ -165,8 +192,10 @@ def train_online(recipe: TrackRecipe, *, resume: bool = False, quiet: bool = Fal
     needs_ref = o.algorithm == "pairs" or o.kl_coef > 0
     reference = None  # the live reference: a frozen copy, or (LoRA) the policy with its adapter disabled
     if needs_ref and tr.model.lora is None:
-        reference = load_reference(tr, adapter, info.device)
-    model = wrap(policy, info, cfg, dtype)
+        reference = load_reference(tr, adapter, info.device, load_device=load_device)
+        if cfg.strategy == "fsdp":
+            reference = shard_fsdp(reference, info, cfg, dtype)
+    model = wrap(policy, info, cfg, dtype)  # DDP wrapper, FSDP shards (in place), or the policy itself
     trainable = [p for p in policy.parameters() if p.requires_grad]
     opt = build_optimizer(policy, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(
@@ -177,45 +206,49 @@ def train_online(recipe: TrackRecipe, *, resume: bool = False, quiet: bool = Fal
     log = MetricsLog(run_dir, start_step=start, enabled=info.is_main)
     bar = tqdm(total=cfg.max_steps, initial=start, desc=f"online {o.algorithm}", unit="step",
                disable=quiet or not info.is_main, dynamic_ncols=True)
+    adapter.chosen_only = o.algorithm == "grpo"  # GRPO rows are single responses
     try:
         for step in range(start, cfg.max_steps):
             drawn_at = step - step % o.sample_every
-            items, cands, timing = sample_batch(task, policy, recipe, drawn_at, info, run_dir)
+            items, cands, timing = sample_batch(task, policy, recipe, drawn_at, info, run_dir, dtype)
             t0 = time.perf_counter()
-            if o.algorithm == "pairs":
-                records, weights = best_vs_worst(task, items, cands, o.min_reward_gap)
-            else:
-                records = [task.record(it, c, None) for it, group in zip(items, cands) for c in group]
-                weights = group_advantages(torch.tensor([c["reward"] for g in cands for c in g]), o.samples,
-                                           normalize=o.normalize).tolist()
-            adapter.chosen_only = o.algorithm == "grpo"  # GRPO rows are single responses
-            batch = {k: v.to(info.device) for k, v in adapter.collate(
-                [adapter.encode(r, f"online step {step + 1}", run_dir) for r in records]).items()}
-            w = torch.tensor(weights, dtype=torch.float32, device=info.device)
-            with autocast(info.device, dtype):
-                out = model(batch)
-            if o.algorithm == "pairs":
-                ref = reference_logps(reference or policy, batch, info.device, dtype)
-                losses, m = preference_loss(out.chosen, out.rejected, ref[0], ref[1], loss_type=tr.loss.type,
-                                            beta=tr.loss.beta, r1=tr.loss.r1, r2=tr.loss.r2, gamma=tr.loss.gamma,
-                                            label_smoothing=tr.loss.label_smoothing)
-                per = losses + tr.loss.sft_weight * out.chosen_nll
-                loss = (per * w).sum() / w.sum().clamp(min=1.0)
-                m["pairs"] = w.sum()
-            else:
-                ref = reference_logps(reference or policy, batch, info.device, dtype)[0] if o.kl_coef > 0 else None
-                losses, m = grpo_loss(out.chosen, w, ref_logps=ref, kl_coef=o.kl_coef)
-                loss = losses.mean()
-            loss.backward()
+            records, weights, counts = step_rows(task, o, items, cands)
+            # The step's loss is the mean over every process's rows (pairs or candidates), whatever
+            # the split: each process scales its sum by world / total, and DDP/FSDP average the
+            # gradients over the processes. Rows go through in micro-batches of train.batch_size, the
+            # same number on every process (a process with fewer runs zero-count stand-ins), so the
+            # collectives of DDP's last backward and of every FSDP forward stay in step.
+            total = all_reduce_sum(torch.tensor(sum(counts), dtype=torch.float64, device=info.device))
+            scale = info.world / max(float(total), 1.0)
+            n_micro = all_reduce_max(math.ceil(len(records) / cfg.batch_size), info.device)
+            sums: dict[str, torch.Tensor] = {}
+            for k in range(n_micro):
+                idx = list(range(k * cfg.batch_size, min((k + 1) * cfg.batch_size, len(records)))) or [0]
+                count = torch.tensor([counts[i] if k * cfg.batch_size < len(records) else 0.0 for i in idx],
+                                     dtype=torch.float32, device=info.device)
+                weight = torch.tensor([weights[i] for i in idx], dtype=torch.float32, device=info.device) * count
+                batch = {key: v.to(info.device) for key, v in adapter.collate(
+                    [adapter.encode(records[i], f"online step {step + 1}", run_dir) for i in idx]).items()}
+                with gradient_sync(model, k == n_micro - 1):
+                    with autocast(info.device, dtype):
+                        out = model(batch)
+                    per, m = row_losses(tr, o, out, batch, weight, reference or policy, info.device, dtype)
+                    ((per * count).sum() * scale).backward()
+                # m holds means over the micro-batch's rows, which all count 1 (or it is one stand-in)
+                for key, v in {"loss": (per * count).sum().detach(), **{key: v * count.sum() for key, v in m.items()}}.items():
+                    sums[key] = sums.get(key, 0.0) + v.to(info.device, torch.float64)
             grad_norm = clip_grad_norm(trainable, cfg.max_grad_norm)
-            if not torch.isfinite(grad_norm + loss.detach()).item():
-                raise UserError(f"step {step + 1}: non-finite loss or gradient (loss {float(loss):g}, grad norm "
+            means = {key: float(v) / max(float(total), 1.0) for key, v in zip(sums, all_reduce_sum(torch.stack(list(sums.values()))))}
+            if not (math.isfinite(float(grad_norm)) and math.isfinite(means["loss"])):
+                raise UserError(f"step {step + 1}: non-finite loss or gradient (loss {means['loss']:g}, grad norm "
                                 f"{float(grad_norm):g}); nothing was saved for this step", where=str(run_dir))
+            if o.algorithm == "pairs":
+                means["pairs"] = float(total)
             lr = sched.get_last_lr()[0]
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            row = _row(cands, loss, m, grad_norm, lr, {**timing, "train_s": time.perf_counter() - t0}, info)
+            row = _row(cands, means, grad_norm, lr, {**timing, "train_s": time.perf_counter() - t0}, info)
             log.write(step + 1, row)
             bar.set_postfix(reward=f"{row['reward']:.3f}", loss=f"{row['loss']:.4f}")
             bar.update(1)
@@ -227,18 +260,35 @@ def train_online(recipe: TrackRecipe, *, resume: bool = False, quiet: bool = Fal
                   title=f"online {o.algorithm} ({tr.loss.type if o.algorithm == 'pairs' else 'grpo'})")
 
 
-def _row(cands: list[list[dict]], loss, m: dict, grad_norm, lr: float, timing: dict, info) -> dict[str, Any]:
-    """One metrics row, averaged over the processes: rewards (mean, each group's best and worst), each
-    reward term's mean, the loss and its metrics, grad norm, lr and seconds."""
+def row_losses(tr, o, out, batch, weight: torch.Tensor, reference, device, dtype) -> tuple[torch.Tensor, dict]:
+    """Per-row losses of a micro-batch and their metrics (means over its rows). Pairs: the recipe's
+    preference loss (reference log-probs from the live reference) plus the chosen NLL; GRPO: the policy
+    gradient with `weight` as advantages, plus the KL to the reference when kl_coef > 0."""
+    loss = tr.loss
+    if o.algorithm == "pairs":
+        ref = reference_logps(reference, batch, device, dtype)
+        losses, m = preference_loss(out.chosen, out.rejected, ref[0], ref[1], loss_type=loss.type, beta=loss.beta,
+                                    r1=loss.r1, r2=loss.r2, gamma=loss.gamma, label_smoothing=loss.label_smoothing)
+        if losses.shape[0] == 2 * out.chosen.shape[0]:  # kto_pair: a chosen and a rejected value per pair
+            losses = losses.view(2, -1).mean(0)
+        return losses + loss.sft_weight * out.chosen_nll, m
+    ref = reference_logps(reference, batch, device, dtype)[0] if o.kl_coef > 0 else None
+    return grpo_loss(out.chosen, weight, ref_logps=ref, kl_coef=o.kl_coef)
+
+
+def _row(cands: list[list[dict]], means: dict, grad_norm, lr: float, timing: dict, info) -> dict[str, Any]:
+    """One metrics row: rewards over every process's candidates (mean, each group's best and worst), each
+    reward term's mean, the step's loss metrics (`means`, already over every process), grad norm, lr,
+    and the seconds each phase took (mean over the processes)."""
     flat = [c for g in cands for c in g]
-    values = {"reward": sum(c["reward"] for c in flat) / len(flat),
-              "reward_best": sum(max(c["reward"] for c in g) for g in cands) / len(cands),
-              "reward_worst": sum(min(c["reward"] for c in g) for g in cands) / len(cands),
-              **{f"term_{k}": sum(c["terms"][k] for c in flat) / len(flat) for k in flat[0]["terms"]},
-              "loss": float(loss.detach()), **{k: float(v) for k, v in m.items()}, "grad_norm": float(grad_norm),
-              **timing}
-    keys = sorted(values)
-    reduced = all_reduce_mean(torch.tensor([values[k] for k in keys], dtype=torch.float64, device=info.device))
-    row = {k: float(v) for k, v in zip(keys, reduced.tolist())}
-    row["lr"] = lr
+    sums = {"reward": sum(c["reward"] for c in flat), "reward_best": sum(max(c["reward"] for c in g) for g in cands),
+            "reward_worst": sum(min(c["reward"] for c in g) for g in cands),
+            **{f"term_{k}": sum(c["terms"][k] for c in flat) for k in flat[0]["terms"]},
+            "n": len(flat), "groups": len(cands), **{k: v / info.world for k, v in timing.items()}}
+    keys = sorted(sums)
+    total = dict(zip(keys, all_reduce_sum(torch.tensor([sums[k] for k in keys], dtype=torch.float64,
+                                                         device=info.device)).tolist()))
+    row = {k: total[k] / total["groups" if k in ("reward_best", "reward_worst") else "n"]
+           for k in keys if k.startswith(("reward", "term_"))}
+    row.update({k: total[k] for k in timing}, **means, grad_norm=float(grad_norm), lr=lr)
     return row

@@ -50,3 +50,36 @@ def test_asr_reward_terms_are_checked(tmp_path, lpo, whisper_tiny, asr_data):
               f"train.out_dir={tmp_path / 'run'}", "online.judge_workers=2", cwd=tmp_path, check=False)
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith(
         "error: online.judge_workers: the ASR track's rewards are WER/CER of the sampled text")
+
+
+@pytest.mark.slow
+def test_online_whisper_under_ddp_matches_one_process(tmp_path, whisper_tiny, asr_data):
+    """`torchrun --nproc_per_node 2` online pairs for Whisper: each process samples its share of the
+    prompts; one process given those same candidates (its samples files, as a resumed run reuses them)
+    trains to the same losses."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    args = [f"model.path={whisper_tiny}", f"build_pairs.manifest={asr_data / 'train.jsonl'}", "online.algorithm=pairs",
+            "online.prompts_per_step=4", "online.samples=3", "online.temperature=1.5", "train.max_steps=2",
+            "train.batch_size=1", "train.log_every=1", "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29571",
+                          "-m", "lpo_speech.cli", "train", str(RECIPE), f"train.out_dir={tmp_path / 'ddp'}", *args],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    for step in range(2):  # position k of a step went to rank k % 2
+        shares = [(tmp_path / "ddp" / "samples" / f"step-{step:06d}.rank{r}.jsonl").read_text().splitlines() for r in (0, 1)]
+        merged = [shares[k % 2][k // 2] for k in range(4)]
+        path = tmp_path / "one" / "samples" / f"step-{step:06d}.rank0.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(merged) + "\n")
+    subprocess.run([sys.executable, "-m", "lpo_speech.cli", "train", str(RECIPE), f"train.out_dir={tmp_path / 'one'}", *args],
+                   cwd=tmp_path, env=env, check=True, capture_output=True, timeout=600)
+    one, two = ([json.loads(l) for l in (tmp_path / run / "metrics.jsonl").read_text().splitlines()] for run in ("one", "ddp"))
+    assert any(r["pairs"] > 0 for r in one)  # sampled transcripts differ in WER: there is a signal
+    for key in ("loss", "x1", "x2", "pairs", "grad_norm", "reward"):
+        assert [r[key] for r in one] == pytest.approx([r[key] for r in two], rel=1e-4, abs=1e-5), key
