@@ -8,6 +8,11 @@ exactly: the live reference of a LoRA run is the policy itself with its adapter 
 the base's dtype (its `autocast_adapter_dtype`), so the optimizer updates an fp32 master copy of
 the only weights that train.
 
+No adapter goes inside a part of the model the recipe froze (`model.freeze_encoder`: Whisper's
+encoder, an audio LLM's tower; lpo_speech.parallel.frozen_parts): the adapters compute its states
+alone, once per audio, so an adapter there would never get a gradient (DDP stops on such a
+parameter). peft's `exclude_modules` names those parts, and the saved adapter_config.json keeps it.
+
 The run's `model/` folder holds, per `model.lora.save`: `merged` full weights (LoRA folded into W, a
 plain model every lpo-speech tool reads), the `adapter` alone (peft's adapter_config.json +
 adapter_model.safetensors, plus the tokenizer or processor), or `both` (merged in `model/`, the adapter
@@ -18,6 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,26 +37,39 @@ from lpo_speech.stages import atomic_folder
 ADAPTER_CONFIG = "adapter_config.json"
 
 
-def peft_config(settings: Any, base_path: str):
+def peft_config(settings: Any, base_path: str, exclude: list[str] | None = None):
+    """peft's LoraConfig for `model.lora`; no adapter inside the modules named in `exclude` (or below them)."""
     from peft import LoraConfig
 
     targets = "all-linear" if list(settings.target_modules) == ["all-linear"] else list(settings.target_modules)
     # The base recorded in the adapter: an absolute path when it is a local folder, so the adapter can
     # be merged from any working directory.
     base = str(Path(base_path).resolve()) if Path(base_path).exists() else base_path
+    # A string is matched by peft against each module's full name (re.fullmatch).
+    skip = "(" + "|".join(re.escape(name) for name in exclude) + r")(\..*)?" if exclude else None
     return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                      target_modules=targets, bias="none", base_model_name_or_path=base)
+                      target_modules=targets, exclude_modules=skip, bias="none", base_model_name_or_path=base)
 
 
 def apply_lora(pair_model, settings: Any, base_path: str) -> None:
     """Wrap the pair model's transformers model in a peft LoRA model (in place): the base freezes,
-    only the adapter trains."""
+    only the adapter trains, and a frozen encoder gets no adapter."""
     from peft import get_peft_model
 
+    from lpo_speech.parallel import frozen_parts
+
+    frozen = [name for name, _ in frozen_parts(pair_model.hf_model)]
     try:
-        pair_model.set_hf_model(get_peft_model(pair_model.hf_model, peft_config(settings, base_path)))
-    except ValueError as e:  # peft: target modules not found in the model
-        raise UserError(f"{str(e).splitlines()[0]}", where="model.lora.target_modules") from None
+        with warnings.catch_warnings():  # a frozen part the targets do not match anyway is not news
+            warnings.filterwarnings("ignore", message="You have passed exclude_modules")
+            model = get_peft_model(pair_model.hf_model, peft_config(settings, base_path, frozen))
+    except ValueError as e:  # peft: target modules not found in the model (or only in a frozen part)
+        detail = str(e).splitlines()[0]
+        if frozen and not detail.startswith("Target modules"):  # they matched only inside the frozen part
+            detail = (f"{list(settings.target_modules)} match no layer outside the frozen encoder ({', '.join(frozen)}; "
+                      f"model.freeze_encoder), which gets no adapter ({detail})")
+        raise UserError(detail, where="model.lora.target_modules") from None
+    pair_model.set_hf_model(model)
 
 
 def is_lora(pair_model) -> bool:

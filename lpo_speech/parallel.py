@@ -2,8 +2,12 @@
 
 * `ddp`: every process holds the whole model; DistributedDataParallel all-reduces gradients on the
   last micro-step of each global batch. One process needs no wrapper.
-* `fsdp`: FSDP2's `fully_shard` on every transformer block (the model's `_no_split_modules`, as
-  transformers and accelerate name them), on the encoder of an encoder-decoder, then on the root.
+* `fsdp`: FSDP2's `fully_shard` on every transformer block, then on the root. The blocks are the
+  outermost modules of a class that some transformers model inside names in its `_no_split_modules`
+  (as transformers and accelerate name them): each decoder layer of a language model, each encoder
+  layer of Whisper or of an audio LLM's tower. A frozen encoder (`model.freeze_encoder`) is left out
+  of sharding: every rank keeps it whole, since the adapters run it alone, once per audio, outside
+  the pair forward (`frozen_parts`). The number of units and the largest one are logged at start.
   Each rank keeps 1/N of the weights, gradients and optimizer state (in `train.master_dtype`); a
   block's weights are gathered just before its forward and backward, cast to the compute dtype
   (MixedPrecisionPolicy: bf16 params, fp32 gradient reduction), and freed after
@@ -33,8 +37,74 @@ def ensure_process_group(info: DistInfo) -> None:
         dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
 
 
+def frozen_parts(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, module) of each sub-model (a transformers PreTrainedModel) in which nothing trains while
+    something else in `model` does: a frozen encoder (`model.freeze_encoder`), whose states the
+    adapters compute alone, once per audio, outside the pair forward. LoRA puts no adapter there
+    (lpo_speech.lora: it would never get a gradient, which stops DDP) and FSDP leaves it unsharded.
+    The outermost such sub-models only; none in a model where nothing trains (a reference copy)."""
+    from transformers import PreTrainedModel
+
+    if not any(p.requires_grad for p in model.parameters()):
+        return []
+    found: list[tuple[str, nn.Module]] = []
+    for name, module in model.named_modules():
+        if any(name.startswith(f"{f}.") for f, _ in found) or not isinstance(module, PreTrainedModel):
+            continue
+        params = list(module.parameters())
+        if params and not any(p.requires_grad for p in params):
+            found.append((name, module))
+    return found
+
+
+def fsdp_blocks(pair_model: nn.Module) -> list[nn.Module]:
+    """The modules FSDP shards as units below the root: the outermost modules of a class named in the
+    `_no_split_modules` of any transformers model inside (the top model's list alone may miss the
+    language model's decoder layer or the encoder's layer), outside frozen parts."""
+    from transformers import PreTrainedModel
+
+    names: set[str] = set()
+    for module in pair_model.modules():
+        if isinstance(module, PreTrainedModel):
+            names.update(module._no_split_modules or ())
+    skip = [name for name, _ in frozen_parts(pair_model)]
+    blocks: list[tuple[str, nn.Module]] = []
+    for name, module in pair_model.named_modules():
+        inside = skip + [b for b, _ in blocks]
+        if type(module).__name__ in names and not any(name == s or name.startswith(f"{s}.") for s in inside):
+            blocks.append((name, module))
+    return [module for _, module in blocks]
+
+
+def _count(params) -> int:
+    return sum({id(p): p.numel() for p in params}.values())  # tied weights count once
+
+
+def fsdp_summary(pair_model: nn.Module) -> dict[str, object]:
+    """What FSDP will make of the pair model, for the start-of-run line and runtime.json: the number of
+    units (blocks + the root), the largest one's class and parameter count, and what stays whole on
+    every rank (a frozen encoder). A model without blocks is refused: FSDP would gather it whole for
+    every forward, with no memory saved over DDP."""
+    from lpo_speech.errors import UserError
+
+    blocks = fsdp_blocks(pair_model)
+    if not blocks:
+        name = type(getattr(pair_model, "hf_model", pair_model)).__name__
+        raise UserError(f"{name} names no transformer block class (_no_split_modules) to shard by; "
+                        "train it with train.strategy ddp", where="train.strategy")
+    frozen = [m for _, m in frozen_parts(pair_model)]
+    inside = {id(p) for m in blocks + frozen for p in m.parameters()}
+    root = _count(p for p in pair_model.parameters() if id(p) not in inside)
+    largest = max(blocks, key=lambda m: _count(m.parameters()))
+    size, kind = max((_count(largest.parameters()), type(largest).__name__), (root, "the root"))
+    return {"fsdp_units": len(blocks) + 1, "fsdp_largest_unit": f"{kind}, {size:,} params",
+            "fsdp_unsharded": (", ".join(f"{type(m).__name__} (frozen), {_count(m.parameters()):,} params"
+                                         for m in frozen) or None)}
+
+
 def shard_fsdp(pair_model: nn.Module, info: DistInfo, cfg, compute_dtype: torch.dtype) -> nn.Module:
-    """fully_shard the pair model in place (blocks, encoder, root); returns it."""
+    """fully_shard the pair model in place (blocks, then the root; frozen parts stay whole on every
+    rank); returns it."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import (CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard,
                                         register_fsdp_forward_method)
@@ -42,9 +112,16 @@ def shard_fsdp(pair_model: nn.Module, info: DistInfo, cfg, compute_dtype: torch.
     ensure_process_group(info)
     mesh = init_device_mesh(info.device.type, (dist.get_world_size(),))
     offload = CPUOffloadPolicy() if cfg.fsdp_cpu_offload else OffloadPolicy()
-    assigned: set[int] = set()
+    blocks = fsdp_blocks(pair_model)
+    frozen = [m for _, m in frozen_parts(pair_model)]
+    # FSDP moves what it shards to the device and leaves ignored parameters where they are: a frozen
+    # part goes there whole (buffers too).
+    for module in frozen:
+        module.to(info.device)
+    assigned: set[int] = {id(p) for m in frozen for p in m.parameters()}
+    ignored = {p for m in frozen for p in m.parameters()}
 
-    def shard(module: nn.Module) -> None:
+    def shard(module: nn.Module, **kw) -> None:
         # A group gathers its weights in the compute dtype when they share one dtype; a group that
         # mixes dtypes (a LoRA block: frozen base in model.dtype, fp32 adapter) is gathered as stored
         # and computes under autocast: FSDP2 cannot cast a mixed group and reduce its gradients in fp32.
@@ -55,17 +132,13 @@ def shard_fsdp(pair_model: nn.Module, info: DistInfo, cfg, compute_dtype: torch.
         # cast_forward_inputs off: a batch carries float token counts that bf16 would round.
         mp = MixedPrecisionPolicy(param_dtype=cast, reduce_dtype=torch.float32, cast_forward_inputs=False)
         fully_shard(module, mesh=mesh, mp_policy=mp, offload_policy=offload,
-                    reshard_after_forward=cfg.fsdp_reshard_after_forward)
+                    reshard_after_forward=cfg.fsdp_reshard_after_forward, **kw)
 
-    hf = pair_model.hf_model
-    blocks = set(getattr(hf, "_no_split_modules", None) or [])
-    for module in pair_model.modules():
-        if type(module).__name__ in blocks:
-            shard(module)
-    encoder = hf.get_encoder() if hasattr(hf, "get_encoder") and hf.config.is_encoder_decoder else None
-    if encoder is not None:  # so the encoder can run alone (frozen-encoder states are computed outside the pair forward)
-        shard(encoder)
-    shard(pair_model)
+    if not blocks:
+        fsdp_summary(pair_model)  # raises: nothing to shard by
+    for module in blocks:
+        shard(module)
+    shard(pair_model, ignored_params=ignored or None)
     if hasattr(pair_model, "prepare_for_sharding"):
         pair_model.prepare_for_sharding()
     # `call` runs any function inside the root's forward hooks (lpo_speech.parallel.with_full_weights).

@@ -28,7 +28,8 @@ from lpo_speech.errors import UserError
 from lpo_speech.lora import adapter_disabled
 from lpo_speech.losses import preference_loss
 from lpo_speech.training_log import MetricsLog
-from lpo_speech.parallel import clip_grad_norm, full_state_dict, gradient_sync, is_sharded, shard_fsdp, wrap
+from lpo_speech.parallel import (clip_grad_norm, fsdp_summary, full_state_dict, gradient_sync, is_sharded, shard_fsdp,
+                                 wrap)
 from lpo_speech.policy import disable_dropout, load_policy, load_reference, save_trained
 from lpo_speech.precision import autocast, dtype_name
 from lpo_speech.records import PreferencePair, read_jsonl
@@ -120,11 +121,6 @@ def train(recipe: TrainRecipe, *, resume: bool = False, quiet: bool = False, ada
         if checkpoint.latest(run_dir) is not None and not resume:
             raise UserError(f"{run_dir}: holds checkpoints of an earlier run; pass --resume to continue it "
                             "or set train.out_dir to a new folder")
-    if cfg.strategy == "fsdp" and recipe.model.freeze_encoder:
-        # Frozen-encoder states are computed per process as batches need them; FSDP would have to
-        # gather the encoder in lockstep on every rank for that.
-        raise UserError("a frozen encoder trains with strategy ddp (the decoder alone fits DDP)",
-                        where="model.freeze_encoder")
     if not Path(recipe.data.pairs).is_file():  # fail before the (slow) model load
         raise UserError(f"{recipe.data.pairs}: no such file")
     seed_all(cfg.seed)
@@ -135,6 +131,8 @@ def train(recipe: TrainRecipe, *, resume: bool = False, quiet: bool = False, ada
     # FSDP loads on the CPU and moves each rank's shard to its device (lpo_speech.parallel).
     load_device = torch.device("cpu") if cfg.strategy == "fsdp" else info.device
     policy, dtype = load_policy(recipe, adapter, info.device, load_device=load_device)
+    # FSDP's units, logged below; a model with no transformer blocks to shard by stops here, before any write.
+    units = fsdp_summary(policy) if cfg.strategy == "fsdp" else {}
     policy.train()
     disable_dropout(policy)
     items, pairs = load_pairs(recipe, adapter, quiet=quiet or not info.is_main, dtype=dtype)
@@ -144,7 +142,7 @@ def train(recipe: TrainRecipe, *, resume: bool = False, quiet: bool = False, ada
     record_runtime("train", info, run_dir if info.is_main else None, quiet=quiet, strategy=cfg.strategy,
                    weights=dtype_name(dtype), master=cfg.master_dtype if dtype != torch.float32 else None,
                    lora=f"r={recipe.model.lora.r}" if recipe.model.lora else None,
-                   trainable=f"{sum(p.numel() for p in policy.parameters() if p.requires_grad):,} params")
+                   trainable=f"{sum(p.numel() for p in policy.parameters() if p.requires_grad):,} params", **units)
     reference = None  # None: stored log-probs, or (LoRA) the policy with its adapter disabled
     if recipe.reference.source == "model" and recipe.loss.type != "sft" and recipe.model.lora is None:
         reference = load_reference(recipe, adapter, info.device, load_device=load_device)
