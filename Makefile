@@ -1,11 +1,12 @@
-# Quick start: `make demo` (the offline end-to-end job) and `make test` (the suite). Each one creates
+# Quick start: `make demo` (the offline end-to-end job) and `make test` (the suite; `make test-all`
+# adds the slow multi-process runs, as CI does). Each one creates
 # or refreshes .venv from requirements.lock first.
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench lock clean
+.PHONY: setup demo test test-all bench lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v espeak-ng >/dev/null || { echo "installing espeak-ng (Debian)"; apt-get update -qq && apt-get install -y -qq espeak-ng sox >/dev/null; }
@@ -21,7 +22,12 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/lpo-speech demo --out runs/demo
 
+# The suite without the tests marked slow (multi-process runs under torchrun, end-to-end benchmark
+# smoke runs); `make test-all` runs every test, as CI does.
 test: setup
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-all: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: setup

@@ -4,11 +4,13 @@ Read top to bottom like lpo_speech.trainer, whose pieces it shares (optimizer, s
 checkpoints, saving). Each optimizer step s:
 
   1. prompts   the next `online.prompts_per_step` prompts of a seeded permutation per epoch (a
-               function of (train.seed, s) alone), split over the processes; each process samples
-               and scores its share on its own device;
+               function of (train.seed, s) alone), split over the processes (position k to process
+               k mod world: every process needs one, so more processes than prompts is refused);
+               each process samples and scores its share on its own device;
   2. sample    every `sample_every` steps the current policy draws `online.samples` candidates per
                prompt (the track's sampler: batched KV-cache sampling for codec LMs, Whisper's
-               decoder for ASR), seeded by (train.seed, s, prompt); the steps between reuse them;
+               decoder for ASR; under FSDP the weights are gathered once for the draw), seeded by
+               (train.seed, s, process); the steps between reuse them;
   3. score     the recipe's judges score every candidate in batches (lpo_speech.tts.scoring for TTS,
                WER/CER for ASR) and lpo_speech.rewards turns the scores into one reward each;
   4. signal    `algorithm: pairs`: per prompt, the best-rewarded candidate is chosen and the worst
@@ -16,7 +18,10 @@ checkpoints, saving). Each optimizer step s:
                (LPO, DPO, ...; reference log-probs from the live reference); `algorithm: grpo`: each
                prompt's candidates are a group, their rewards become advantages
                (lpo_speech.losses.group_advantages) and the loss is lpo_speech.losses.grpo_loss;
-  5. update    backward, clip, a non-finite check, optimizer and schedule step, log, checkpoint.
+  5. update    the rows go through in micro-batches of `train.batch_size` (the same number on every
+               process), gradients accumulate, and the step's loss is the mean over every process's
+               rows, so any process count given the same candidates trains alike (tested); then clip,
+               a non-finite check, optimizer and schedule step, log, checkpoint.
 
 Every sampled batch is kept in `<out_dir>/samples/step-<s>.rank<r>.jsonl` (candidates, scores,
 rewards), so a run can be inspected, and a resumed run (checkpoints hold weights, optimizer,

@@ -151,7 +151,7 @@ class TrainConfig:
     warmup_steps: int = 0
     max_steps: int = 0  # 0 = derived from epochs
     epochs: float = 1.0
-    batch_size: int = 4  # pairs per device per micro-step
+    batch_size: int = 4  # pairs per device per micro-step (online: rows, pairs or GRPO candidates, per forward)
     grad_accum: int = 1
     weight_decay: float = 0.0
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
@@ -298,7 +298,8 @@ class TrackRecipe:
             o, live = self.online, self.reference.source == "model" or self.model.lora is not None
             require(self.train.max_steps > 0, "train.max_steps", "online training runs train.max_steps steps: set it")
             require(not self.train.seeds, "train.seeds", "a soup of online runs is not supported: train them apart")
-            require(self.train.grad_accum == 1, "train.grad_accum", "1 for online training (a step is one batch of prompts)")
+            require(self.train.grad_accum == 1, "train.grad_accum", "1 for online training (a step is one batch of prompts, "
+                    "micro-batched by train.batch_size)")
             require(o.algorithm == "grpo" or self.loss.type != "sft", "loss.type",
                     "online pairs need a preference loss (lpo-ste, sigmoid, ...)")
             require(live or (o.algorithm == "grpo" and o.kl_coef == 0), "reference.source",
