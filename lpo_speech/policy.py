@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lpo_speech.adapters.base import PairModel
 from lpo_speech.lora import apply_lora, fold_adapter
-from lpo_speech.precision import DTYPES, resolve_dtype
+from lpo_speech.precision import DTYPES, compute_tag, resolve_dtype
 
 
 def load_policy(recipe, adapter, device: torch.device, *, load_device: torch.device | None = None
@@ -36,9 +36,16 @@ def load_policy(recipe, adapter, device: torch.device, *, load_device: torch.dev
 def load_reference(recipe, adapter, device: torch.device, *, load_device: torch.device | None = None
                    ) -> PairModel:
     """A frozen copy for `reference.source: model` (not used with LoRA: there the policy with its
-    adapter disabled is the reference), in `model.dtype`."""
+    adapter disabled is the reference), in `model.dtype`; it computes as the policy does at step 0
+    (lpo_speech.precision.compute_tag): under DDP with bf16 autocast the weights the policy trains are
+    its fp32 master copy, so the reference holds those in `train.master_dtype` too."""
     dtype = resolve_dtype(recipe.model.dtype, device)
     ref = adapter.load(recipe.reference.path or recipe.model.path, load_device or device, dtype).eval()
+    if compute_tag(dtype, strategy=recipe.train.strategy, lora=False) == "bfloat16":
+        master = DTYPES[recipe.train.master_dtype]
+        for p in ref.parameters():
+            if p.requires_grad:  # what the policy trains (a frozen encoder stays in model.dtype)
+                p.data = p.data.to(master)
     ref.requires_grad_(False)
     return ref
 

@@ -6,8 +6,14 @@ evaluation and reference log-probs run the weights in that dtype. Training keeps
 updates in `train.master_dtype` (float32 by default: the optimizer's master copy, since AdamW steps of
 lr ~1e-7 are far below bfloat16's resolution and would round away) and, whenever `model.dtype` is
 bfloat16, computes under bfloat16 autocast (matmuls in bf16, reductions in fp32). Frozen weights (a
-frozen encoder, the base of a LoRA model) stay in `model.dtype`. Reference log-probs are computed on
-the same path (`lpo_speech.model_setup`), and the pair file records their compute dtype.
+frozen encoder, the base of a LoRA model) stay in `model.dtype`.
+
+FSDP without LoRA computes differently: it gathers a bfloat16 copy of every weight for each block
+(MixedPrecisionPolicy), so activations between matmuls (embeddings, norms, the residual stream) are
+bfloat16 too, where DDP keeps them in float32. `compute_tag` names the path a run's forward takes;
+reference log-probs are computed on the path training will use (lpo_speech.reflogps, and the live
+reference in lpo_speech.policy), so the chosen log-ratio x1 is 0 at step 0, and the pair file records
+the tag so a run on another path stops in one line.
 """
 
 from __future__ import annotations
@@ -23,6 +29,15 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 def dtype_name(dtype: torch.dtype) -> str:
     return {v: k for k, v in DTYPES.items()}[dtype]
+
+
+def compute_tag(dtype: torch.dtype, *, strategy: str, lora: bool) -> str:
+    """The numerics of a training forward: `float32`; `bfloat16` (bf16 autocast over the fp32 master
+    copy of trained weights and bf16 frozen ones: DDP, and FSDP with LoRA, whose blocks mix dtypes and
+    are gathered as stored); `bfloat16-weights` (FSDP's bf16 copies of every weight, autocast on top)."""
+    if dtype == torch.float32:
+        return "float32"
+    return "bfloat16-weights" if strategy == "fsdp" and not lora else dtype_name(dtype)
 
 
 def bf16_supported(device: torch.device) -> bool:

@@ -22,7 +22,7 @@ from lpo_speech.distributed import barrier, init_distributed, record_runtime
 from lpo_speech.errors import UserError
 from lpo_speech.lora import adapter_disabled
 from lpo_speech.policy import load_policy
-from lpo_speech.precision import autocast, dtype_name, resolve_dtype
+from lpo_speech.precision import autocast, compute_tag, dtype_name, resolve_dtype
 from lpo_speech.records import PreferencePair, load_jsonl, rebase_audio, resolve_audio, write_jsonl_atomic
 from lpo_speech.stages import (OVERWRITE_HINT, check_settings, created_outputs, input_file, model_folder,
                                record_settings, run_sharded, settings_path)
@@ -56,11 +56,17 @@ def check_pair_audio(pairs: list[PreferencePair], in_path: Path) -> None:
 
 def ref_logps_settings(recipe: TrainRecipe, in_path: str | Path, dtype: torch.dtype) -> dict:
     """What makes a pair's reference log-probs: the model (by content), the pair file (by content), the
-    reduction, dtype, LoRA wrapping, the model's prompt options when set, and SCHEMA."""
+    reduction, the compute path (dtype and strategy: lpo_speech.precision.compute_tag), LoRA wrapping,
+    the model's prompt options when set, and SCHEMA."""
     m = recipe.model
     return {"model": model_folder(m.path), "pairs": input_file(in_path), "mode": ref_logp_mode(recipe),
-            "dtype": dtype_name(dtype), "lora": asdict(m.lora) if m.lora else None, "schema": SCHEMA,
+            "dtype": ref_compute_tag(recipe, dtype), "lora": asdict(m.lora) if m.lora else None, "schema": SCHEMA,
             **{k: getattr(m, k) for k in ("language", "task", "instruction") if getattr(m, k, None) is not None}}
+
+
+def ref_compute_tag(recipe: TrainRecipe, dtype: torch.dtype) -> str:
+    """The compute path the recipe's training will take (lpo_speech.precision.compute_tag)."""
+    return compute_tag(dtype, strategy=recipe.train.strategy, lora=recipe.model.lora is not None)
 
 
 def compute_ref_logps(recipe: TrainRecipe, in_path: str | Path, out_path: str | Path, *, batch_size: int = 8,
@@ -88,6 +94,10 @@ def compute_ref_logps(recipe: TrainRecipe, in_path: str | Path, out_path: str | 
     adapter.average = recipe.loss.average_logps
     # The policy exactly as the trainer loads it (dtype, LoRA, master copy): these are its step-0 log-probs.
     model, dtype = load_policy(recipe, adapter, info.device)
+    tag = ref_compute_tag(recipe, dtype)
+    if tag == "bfloat16-weights":  # the bf16 copies FSDP will gather (weights only, not buffers such as
+        for p in model.parameters():  # rotary frequencies); exact: the weights were loaded in bf16
+            p.data = p.data.to(torch.bfloat16)
     model.eval()
     record_runtime("ref-logps", info, quiet=quiet, weights=dtype_name(dtype))
     mode = ref_logp_mode(recipe)
@@ -110,7 +120,7 @@ def compute_ref_logps(recipe: TrainRecipe, in_path: str | Path, out_path: str | 
                                 where=f"{in_path}:{line_of[p.id]}")
             moved = rebase_audio(PreferencePair.from_dict(p.to_dict()), in_path.parent, out_path.parent)
             rows.append({**moved.to_dict(), "ref_chosen_logp": c, "ref_rejected_logp": r, "ref_logp_mode": mode,
-                         "ref_logp_dtype": dtype_name(dtype)})
+                         "ref_logp_dtype": tag})
         return rows
 
     with created_outputs(out_path.parent):

@@ -31,7 +31,7 @@ from lpo_speech.training_log import MetricsLog
 from lpo_speech.parallel import (clip_grad_norm, fsdp_summary, full_state_dict, gradient_sync, is_sharded, shard_fsdp,
                                  wrap)
 from lpo_speech.policy import disable_dropout, load_policy, load_reference, save_trained
-from lpo_speech.precision import autocast, dtype_name
+from lpo_speech.precision import autocast, compute_tag, dtype_name
 from lpo_speech.records import PreferencePair, read_jsonl
 
 LOGGED = ("loss", "loss_unreg", "reg", "sft", "x1", "x2", "margin", "accuracy", "chosen_nll", "r2")
@@ -48,7 +48,8 @@ def load_pairs(recipe: TrainRecipe, adapter, quiet: bool = True, dtype: torch.dt
     `dtype`, the dtype they were computed in); drop over-long pairs (counted)."""
     items, pairs, too_long = [], [], 0
     want_mode = ref_logp_mode(recipe)
-    want_dtype = dtype_name(dtype) if dtype is not None else None
+    want_dtype = (compute_tag(dtype, strategy=recipe.train.strategy, lora=recipe.model.lora is not None)
+                  if dtype is not None else None)
     records = list(read_jsonl(recipe.data.pairs, PreferencePair))
     for i, pair in enumerate(tqdm(records, desc="load pairs", unit="pair", disable=quiet, dynamic_ncols=True), 1):
         where = f"{recipe.data.pairs}:{i}"
@@ -69,8 +70,8 @@ def load_pairs(recipe: TrainRecipe, adapter, quiet: bool = True, dtype: torch.dt
             made_in = pair.extra.get("ref_logp_dtype")
             if made_in is not None and want_dtype is not None and made_in != want_dtype:
                 raise UserError(f"reference log-probs were computed in {made_in} but this run computes in "
-                                f"{want_dtype} (model.dtype): rerun `lpo-speech ref-logps` with this recipe",
-                                where=where)
+                                f"{want_dtype} (model.dtype, train.strategy): rerun `lpo-speech ref-logps` with "
+                                "this recipe", where=where)
         item = adapter.encode(pair, where, Path(recipe.data.pairs).parent)
         if adapter.length(item) > recipe.data.max_length:
             too_long += 1

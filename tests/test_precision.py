@@ -1,10 +1,13 @@
 """Weights in the recipe's dtype: bf16 loading and training on the CPU (the shipped offline TTS model),
-reference log-probs computed the trainer's way and stamped with their dtype, and one-line refusals of
-bad scale settings."""
+reference log-probs computed the trainer's way (per strategy) and stamped with their compute path, so
+x1 is 0 at step 0 under DDP, FSDP and LoRA, and one-line refusals of bad scale settings."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,6 +54,47 @@ def test_reference_logps_carry_their_dtype_and_match_the_first_step(toy_world, l
     assert refused.stderr.strip().count("\n") == 0
     assert "ref_bf16.jsonl:1: reference log-probs were computed in bfloat16" in refused.stderr
     assert not (toy_world / "run_f32").exists()  # refused before any output
+
+
+def torchrun(cwd: Path, *args: str, port: int, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           str(port), "-m", "lpo_speech.cli", *args, "train.batch_size=2", "--quiet"], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert not check or proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_step_zero_x1_is_zero_for_every_strategy(toy_world, lpo):
+    """bf16: reference log-probs computed for the recipe's strategy are exactly the policy's at step 0
+    on the CPU (the same numerics, same rows): DDP (fp32 master weights under bf16 autocast), FSDP (the
+    bf16 weight copies FSDP gathers: before they were computed like DDP's, x1 was about -6e-5 here),
+    LoRA under FSDP, and the live reference under DDP. Reference log-probs of one path refuse the other."""
+    bf16 = ["model.dtype=bfloat16", "train.max_steps=1", "train.lr=1e-9"]
+    lora = "model.lora={r: 4, alpha: 8, target_modules: [q_proj, v_proj]}"
+    for name, extra in (("ddp", []), ("fsdp", ["train.strategy=fsdp"]), ("lora", [lora, "train.strategy=fsdp"])):
+        lpo("ref-logps", "recipe.yaml", *bf16, *extra, "--in", "pairs.jsonl", "--out", f"ref_{name}.jsonl", "--quiet",
+            cwd=toy_world)
+    tags = {n: json.loads((toy_world / f"ref_{n}.jsonl").read_text().splitlines()[0])["ref_logp_dtype"]
+            for n in ("ddp", "fsdp", "lora")}
+    assert tags == {"ddp": "bfloat16", "fsdp": "bfloat16-weights", "lora": "bfloat16"}
+    pre = ["reference.source=precomputed", *bf16]
+    torchrun(toy_world, "train", "recipe.yaml", *pre, "data.pairs=ref_ddp.jsonl", "train.out_dir=ddp", port=29551)
+    torchrun(toy_world, "train", "recipe.yaml", *pre, "data.pairs=ref_fsdp.jsonl", "train.strategy=fsdp",
+             "train.out_dir=fsdp", port=29552)
+    torchrun(toy_world, "train", "recipe.yaml", *pre, lora, "data.pairs=ref_lora.jsonl", "train.strategy=fsdp",
+             "train.out_dir=lora", port=29553)
+    lpo("train", "recipe.yaml", *bf16, "train.out_dir=live", "--quiet", cwd=toy_world)  # reference.source: model
+    for run in ("ddp", "fsdp", "lora", "live"):
+        first = metrics(toy_world / run)[0]
+        assert abs(first["x1"]) < 1e-6 and abs(first["x2"]) < 1e-6, (run, first["x1"], first["x2"])
+    refused = torchrun(toy_world, "train", "recipe.yaml", *pre, "data.pairs=ref_ddp.jsonl", "train.strategy=fsdp",
+                       "train.out_dir=mixed", port=29554, check=False)
+    line = ("error: ref_ddp.jsonl:1: reference log-probs were computed in bfloat16 but this run computes in "
+            "bfloat16-weights (model.dtype, train.strategy): rerun `lpo-speech ref-logps` with this recipe")
+    assert refused.returncode != 0 and refused.stderr.splitlines().count(line) == 1
+    assert not (toy_world / "mixed").exists()
 
 
 @pytest.mark.parametrize("override,expect", [
