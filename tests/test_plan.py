@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
-from conftest import make_tiny_llama
-from lpo_speech.plan import GiB, PRESETS, count_params, format_plan, plan
+from conftest import REPO, make_tiny_llama
+from lpo_speech.plan import GiB, PRESETS, cluster_table, count_params, format_plan, plan
 
 # peft (in two tests) uses a transformers name that is deprecated; not this project's warning to fix
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
@@ -171,3 +171,176 @@ def test_cli_plan_missing_model_needs_a_preset(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "preset spark-0.5b, standing in for model.path runs/nowhere" in out and "2 x 80 GB" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml"]
+
+
+# ------------------------------------------------------------------------------------------ ASR models
+TINY_WHISPER = dict(model_type="whisper", vocab_size=512, num_mel_bins=80, d_model=64, encoder_layers=2,
+                    decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=256,
+                    decoder_ffn_dim=256, max_source_positions=1500, max_target_positions=448, pad_token_id=0,
+                    bos_token_id=1, eos_token_id=2, decoder_start_token_id=3)
+
+
+def _profiled_peak(step, tmp, name: str) -> int:
+    """Peak bytes the CPU allocator holds while `step()` runs, above what existed before (as
+    _measured_peak)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    trace = tmp / f"trace-{name}.json"
+    prof.export_chrome_trace(str(trace))
+    events = json.loads(trace.read_text())["traceEvents"]
+    return max(e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]")
+
+
+def _backward(model, batch):
+    def step():
+        out = model(batch)
+        (out.chosen.sum() - out.rejected.sum()).backward()
+    for w in model.parameters():  # gradients exist, as in training
+        if w.requires_grad:
+            w.grad = torch.zeros_like(w)
+    return step
+
+
+@pytest.fixture(scope="module")
+def small_audio_llm(tmp_path_factory):
+    """A Qwen2-Audio with wider layers than init-audio-llm's test size (so activations, not constant
+    overheads, dominate), its processor, and two 30 s recordings (750 audio tokens each)."""
+    import shutil
+
+    import numpy as np
+    import soundfile as sf
+    from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
+
+    from lpo_speech.asr.audio_llm_init import init_audio_llm
+
+    tiny = init_audio_llm(tmp_path_factory.mktemp("tiny") / "m", size="test", seed=0)
+    root = tmp_path_factory.mktemp("small")
+    cfg = json.loads((tiny / "config.json").read_text())
+    cfg["audio_config"].update(d_model=64, encoder_ffn_dim=256, encoder_layers=2, encoder_attention_heads=4)
+    cfg["text_config"].update(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                              num_key_value_heads=2, head_dim=32)
+    torch.manual_seed(0)
+    Qwen2AudioForConditionalGeneration(Qwen2AudioConfig.from_dict(cfg)).save_pretrained(root)
+    for f in tiny.iterdir():
+        if f.name != "config.json" and not f.name.endswith(".safetensors"):
+            shutil.copy(f, root / f.name)
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        t = np.arange(480_000) / 16_000
+        sf.write(root / f"a{i}.wav", (0.3 * np.sin(2 * np.pi * 300 * t) + 0.05 * rng.standard_normal(len(t))
+                                      ).astype(np.float32), 16_000)
+    return root
+
+
+def test_asr_counts_match_the_loaded_models(small_audio_llm):
+    from transformers import AutoConfig
+
+    from lpo_speech.adapters.audio_llm import AudioLLMAdapter
+    from lpo_speech.parallel import fsdp_blocks
+    from lpo_speech.policy import load_policy
+    from lpo_speech.recipe import DataConfig, LoraSettings, ModelConfig, TrainConfig, TrainRecipe
+
+    config = AutoConfig.from_pretrained(small_audio_llm)
+    for lora in (None, LoraSettings(r=4, alpha=8)):
+        recipe = TrainRecipe(model=ModelConfig(path=str(small_audio_llm), adapter="audio_llm", freeze_encoder=True,
+                                               lora=lora), data=DataConfig(pairs="-"), train=TrainConfig(out_dir="-"))
+        policy, _ = load_policy(recipe, AudioLLMAdapter(recipe.model), torch.device("cpu"))
+        n = count_params(config, lora, freeze_encoder=True)
+        hf = policy.hf_model.get_base_model() if lora else policy.hf_model
+        assert n["total"] == sum(p.numel() for n_, p in hf.named_parameters() if "lora_" not in n_)
+        assert n["frozen"] == sum(p.numel() for p in hf.model.audio_tower.parameters())
+        assert n["blocks"] == len(fsdp_blocks(policy)) == config.text_config.num_hidden_layers
+        trained = sum(p.numel() for p in policy.parameters() if p.requires_grad)
+        assert (n["adapter"] if lora else n["total"] - n["frozen"]) == trained  # no adapter in the frozen tower
+
+
+@pytest.mark.parametrize("case", ["full", "frozen-ckpt", "full-ckpt-fsdp"])
+def test_whisper_peak_matches_a_measured_step(tmp_path, case):
+    """Whisper's pair step (encoder, decoder with cross-attention, log-probs) on the CPU allocator, fp32;
+    FSDP's layout runs the cross-attention per row inside the decoder (prepare_for_sharding)."""
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    from lpo_speech.adapters.base import HostInts, pad_rows
+    from lpo_speech.adapters.whisper import WhisperPairModel
+
+    frozen, ckpt, fsdp = case.startswith("frozen"), "ckpt" in case, case.endswith("fsdp")
+    torch.manual_seed(0)
+    hf = WhisperForConditionalGeneration(WhisperConfig(**{k: v for k, v in TINY_WHISPER.items() if k != "model_type"}))
+    if ckpt:
+        hf.activation_checkpointing_enable()
+    if frozen:
+        hf.get_encoder().requires_grad_(False)
+    model = WhisperPairModel(hf, average=True).train()
+    if fsdp:
+        model.prepare_for_sharding()
+    g = torch.Generator().manual_seed(0)
+    rows = [([1, 2, 3], torch.randint(5, 512, (197 - 8 * (i // 2),), generator=g).tolist()) for i in range(4)]
+    batch = {**pad_rows(rows, 0), "num_pairs": HostInts([2]), "audio_index": torch.arange(2)}
+    features = torch.randn(2, 80, 3000, generator=g)
+    if frozen:
+        with torch.no_grad():
+            batch["encoder_states"] = hf.get_encoder()(features).last_hidden_state
+    else:
+        batch["input_features"] = features
+    measured = _profiled_peak(_backward(model, batch), tmp_path, case)
+    p = plan(TINY_WHISPER, dtype="float32", gradient_checkpointing=ckpt, batch_size=2, max_length=200,
+             freeze_encoder=frozen, strategy="fsdp" if fsdp else "ddp")
+    print(f"whisper {case}: estimated {p['dynamic'] / 2**20:.1f} MiB, measured {measured / 2**20:.1f} MiB")
+    # measured 51.4 / 16.1 / 20.7 MiB against 52.2 / 15.7 / 24.5 estimated (torch 2.13, transformers 5.23)
+    assert p["dynamic"] == pytest.approx(measured, rel=0.2)
+
+
+@pytest.mark.parametrize("case", ["lora-frozen", "full-ckpt"])
+def test_audio_llm_peak_matches_a_measured_step(tmp_path, small_audio_llm, case):
+    """The audio LLM's pair step (tower, projector, 750 audio tokens per row in the language model, the
+    response's log-probs) on the CPU allocator, fp32: LoRA with the tower frozen (its states computed
+    before the step, as the adapter caches them), and a full fine-tune with checkpointing."""
+    from transformers import AutoConfig
+
+    from lpo_speech.adapters.audio_llm import AudioLLMAdapter
+    from lpo_speech.lora import apply_lora
+    from lpo_speech.recipe import LoraSettings, ModelConfig
+    from lpo_speech.records import PreferencePair
+
+    lora, ckpt = case == "lora-frozen", case.endswith("ckpt")
+    mc = ModelConfig(path=str(small_audio_llm), adapter="audio_llm", freeze_encoder=lora, gradient_checkpointing=ckpt,
+                     lora=LoraSettings(r=4, alpha=8) if lora else None)
+    adapter = AudioLLMAdapter(mc)
+    model = adapter.load(str(small_audio_llm), torch.device("cpu"))
+    if lora:
+        apply_lora(model, mc.lora, str(small_audio_llm))
+    model.train()
+    words = "turn the kitchen lights off please the farmer sings twice a week".split()
+    pairs = [PreferencePair(id=f"p{i}", audio=str(small_audio_llm / f"a{i}.wav"), chosen_text=" ".join(words * 4),
+                            rejected_text=" ".join(words[::-1] * 4)) for i in range(2)]
+    batch = adapter.collate([adapter.encode(p, "t", small_audio_llm) for p in pairs])
+    measured = _profiled_peak(_backward(model, batch), tmp_path, case)
+    p = plan(AutoConfig.from_pretrained(small_audio_llm), dtype="float32", gradient_checkpointing=ckpt, batch_size=2,
+             max_length=batch["input_ids"].shape[1], freeze_encoder=lora, lora={"r": 4} if lora else None)
+    print(f"audio LLM {case}: estimated {p['dynamic'] / 2**20:.1f} MiB, measured {measured / 2**20:.1f} MiB")
+    # measured 79.3 / 62.7 MiB against 84.9 / 72.9 estimated (rows of 877 tokens, 750 of them audio)
+    assert p["dynamic"] == pytest.approx(measured, rel=0.2)
+
+
+def test_asr_plan_rules_and_the_cluster_table(lpo, tmp_path):
+    qwen, whisper = PRESETS["qwen2-audio-7b"], PRESETS["whisper-large-v3"]
+    lora = {"r": 16, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
+    p1 = plan(qwen, lora=lora, freeze_encoder=True, gradient_checkpointing=True, batch_size=4, max_length=1024)
+    p8 = plan(qwen, lora=lora, freeze_encoder=True, gradient_checkpointing=True, batch_size=4, max_length=1024,
+              strategy="fsdp", world=8)
+    n = p1["counts"]
+    assert round(p1["params"] / 1e8) == 84 and n["blocks"] == 32  # 8.4B: the published size; units: LM layers
+    assert p1["trainable"] == 32 * 4 * 16 * (4096 + 4096)  # adapters in the LM's q/k/v/o only, none in the tower
+    assert p8["weights"] == pytest.approx((n["total"] - n["frozen"]) * 2 / 8 + n["frozen"] * 2)  # tower whole
+    assert round(plan(whisper)["params"] / 1e7) == 154
+    full, frozen = plan(whisper, batch_size=8, max_length=448), plan(whisper, batch_size=8, max_length=448,
+                                                                    freeze_encoder=True)
+    assert frozen["trainable"] < full["trainable"] and frozen["weights"] > 0 and frozen["dynamic"] < full["dynamic"]
+    out = lpo("train", str(REPO / "recipes/asr/qwen2-audio.yaml"), "--plan", "--plan-model", "qwen2-audio-7b",
+              cwd=tmp_path).stdout
+    assert "encoder frozen" in out and "4 audios" in out and "| **total per GPU** |" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written
+    table = cluster_table()
+    assert table.count("\n") == 2 + 9 - 1 and table.count("✓") + table.count("✗") == 9
