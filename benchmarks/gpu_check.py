@@ -1,21 +1,39 @@
-"""One command for a lent GPU: training, sampling, TTS and lpo-speech-vs-TRL figures, within a time budget.
+"""One command for a lent GPU: training, online, ASR, sampling, TTS and lpo-speech-vs-TRL figures, within a
+time budget, on the GPU machines' own image (no package index, no speech packages).
 
-    python benchmarks/gpu_check.py --budget-s 420            # on the GPU machine (benchmarks/gpu_check.sh)
-    python benchmarks/gpu_check.py --device cpu --preset tiny --parts train,sampling   # seconds: the smoke test
+    bash benchmarks/gpu_check.sh --budget-s 450 --out "$OUT"          # on the GPU machine (runs this file)
+    python benchmarks/gpu_check.py --device cpu --preset tiny         # the smoke test (3-5 min on 2 cores)
 
-Parts (`--parts`, in this order; each measurement runs in its own child process with its own timeout,
-so one failure or hang loses only its own row):
+Parts (`--parts`, in this order, so that a budget cut loses the last ones; each measurement runs in its
+own child process with its own timeout, so one failure or hang loses only its own row):
 
-  train     one LPO (lpo-ste) training step of random-init Llama codec LMs (vocab 65,536, 2,048 tokens
-            per sequence = 128 prompt + 1,920 response; preset gpu: ~0.5B and ~1.2B parameters), bf16
-            weights with an fp32 master copy, batch 4 pairs, reference log-probs precomputed by
+  train     LPO (lpo-ste) training steps of random-init Llama codec LMs (vocab 65,536, 2,048 tokens per
+            sequence = 128 prompt + 1,920 response; preset gpu: ~0.5B, and ~1.2B with --sizes 0.5b,1b),
+            bf16 weights with an fp32 master copy, batch 4 pairs, reference log-probs precomputed by
             lpo_speech.reflogps, under three set-ups (`--modes`): ddp (plain lpo_speech.trainer.train,
             one process), fsdp (train.strategy=fsdp under torchrun --nproc_per_node 1) and lora
             (model.lora, r 16 on q/k/v/o). Reported: pairs/s, tokens/s (both sequences of a pair),
             median seconds per step after warm-up steps, peak CUDA memory (max allocated, reset after
-            the warm-up steps) and MFU (benchmarks/run_all.py's model_flops_per_step over the step time
-            and the GPU's dense bf16 peak; LoRA's count drops the frozen weights' gradient FLOPs).
-  sampling  lpo_speech.tts.sampling.sample on the smallest model: 8 prompts x 8 candidates x 256 new
+            the warm-up steps) beside lpo_speech.plan's estimate for the same recipe (`train --plan`),
+            and MFU (benchmarks/run_all.py's model_flops_per_step over the step time and the GPU's dense
+            bf16 peak; LoRA's count drops the frozen weights' gradient FLOPs).
+  run_all   benchmarks/run_all.py --preset gpu-0.5b: lpo-speech vs TRL DPOTrainer, and TRL with Liger
+            kernels (liger-kernel), pairs/s and peak memory, plus batched vs one-at-a-time sampling.
+            run_all rewrites its JSON after every child, so a cut run keeps the rows it finished; TRL or
+            Liger missing is recorded as "not installed" (their wheels travel: see Wheels below).
+  online    3 online GRPO steps and 3 online pairs (LPO) steps of a codec LM (run_all's 0.5B body)
+            through lpo_speech.online.train_online, in one process and under FSDP with one process:
+            sampling with the model being trained, decoding with a random EnCodec on the device, the
+            judge-free `duration` reward; s/step, sampling s/step, rewards, peak memory, plan
+            (benchmarks/gpu_check_online.py says why nothing outside the image is needed).
+  asr       random Whisper-large-v3-shaped (d_model 1,280, 20 heads, 128 mels, vocab 51,866, 2 + 2
+            layers; full fine-tune) and Qwen2-Audio-shaped (tower d_model 1,280, 20 heads, 128 mels,
+            2 layers, frozen; Qwen2-7B-wide LM, hidden 4,096, 32 heads and KV heads, MLP 11,008, vocab
+            156,032, 2 layers; LoRA r 16 on q/k/v/o) models built from configs on the device: one LPO
+            step each after a warm-up step, gradient checkpointing off and on, peak memory beside the
+            plan ("n/a" where lpo_speech.plan cannot estimate the model yet); WAV input read without
+            soundfile (benchmarks/gpu_check_asr.py).
+  sampling  lpo_speech.tts.sampling.sample on the train part's model: 8 prompts x 8 candidates x 256 new
             tokens decoded together with a KV cache; candidates/s and new tokens/s.
   tts       the tiny offline TTS model (assets/tts-tiny-sft-sync): greedy codec tokens of 8 held-out
             prompts decoded on the GPU and on the CPU (lpo_speech.tts.synthesize, as `eval` decodes),
@@ -25,13 +43,23 @@ so one failure or hang loses only its own row):
             else skipped with the missing names: make-tts-data (a few utterances), build-pairs
             recipes/tts/tiny-sync.yaml (a few prompts) on the device, `eval --wer` on the device and on
             the CPU (utterances with identical wavs, WER, wall time of each).
-  run_all   benchmarks/run_all.py --preset gpu-0.5b --device cuda --dtype bf16: lpo-speech vs TRL
-            DPOTrainer (pairs/s, peak memory) and batched vs one-at-a-time sampling in one run; TRL
-            missing is recorded as "trl: not installed".
 
-When the budget (`--budget-s`) runs out, the remaining children are skipped with a note. Results go to
-`<out>/gpu_check-<gpu>.json` and `.md` (the Markdown table is also printed), rewritten after every
-child so a killed run keeps what it measured; run_all's own JSON goes beside them.
+Budget: no child starts once `--budget-s` (default 450 s) is spent and none runs past it (each child's
+timeout is the smaller of its cap and what is left), so the whole check ends within one 8-minute
+command; skipped rows say so (whether every part fits in 450 s on an H100 is not measured yet). Results go to `<out>/gpu_check-<gpu>.json` and `.md` (the Markdown table is also
+printed), rewritten after every child so a killed run keeps what it measured; run_all's JSON goes beside.
+
+Wheels: the GPU image lacks only what the run_all part's TRL and Liger rows need (trl, datasets, dill,
+multiprocess, liger-kernel); everything else runs on the image's own packages. On a machine with
+network, once, from the repository root: `bash benchmarks/gpu_check.sh --fetch-wheels` (pip download
+of those wheels for CPython 3.12, manylinux x86-64, into build/device-wheels, which git ignores). Carry
+that folder with the run (the device tool: carry ["build/device-wheels"]); there `bash
+benchmarks/gpu_check.sh ...` installs them without an index (python3 -m pip install --no-index
+--no-deps --target /tmp/gpu-check-site build/device-wheels/*.whl, then PYTHONPATH) and runs this file.
+Without the wheels those rows read "not installed" and every other part runs.
+
+Checked on a CPU with every module the image lacks hidden (tests/test_gpu_check.py, through
+benchmarks/gpu_image.py's import hook).
 """
 
 from __future__ import annotations
@@ -43,7 +71,6 @@ import os
 import platform
 import random
 import re
-import resource
 import shutil
 import signal
 import statistics
@@ -57,11 +84,17 @@ from types import SimpleNamespace
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
+import gpu_check_asr  # noqa: E402
+import gpu_check_online  # noqa: E402
+from gpu_check_common import PeakMeter, planned, step_seconds  # noqa: E402
 from run_all import PRESETS as RUN_ALL_PRESETS  # noqa: E402  (the same ~0.5B body and FLOP count)
 from run_all import model_flops_per_step  # noqa: E402
 
 PAD, EOS = 0, 1
-PARTS = ("train", "sampling", "tts", "tts_cli", "run_all")
+# In order of what a cut budget should lose last: the training set-ups and the TRL comparison first.
+PARTS = ("train", "run_all", "online", "asr", "sampling", "tts", "tts_cli")
+ASR_MODELS = ("whisper-large-v3", "qwen2-audio")
+ONLINE_RUNS = (("grpo", "ddp"), ("pairs", "ddp"), ("grpo", "fsdp"), ("pairs", "fsdp"))
 MODES = ("ddp", "fsdp", "lora")
 _05B = {k: RUN_ALL_PRESETS["gpu-0.5b"][k] for k in
         ("vocab", "hidden", "intermediate", "layers", "heads", "kv_heads", "prompt_len", "response_len")}
@@ -69,21 +102,28 @@ PRESETS = {
     # sizes: Llama bodies at codec-LM vocabulary. 0.5b is run_all's gpu-0.5b (Qwen2.5-0.5B-like body);
     # 1b is Llama-3.2-1B's body (hidden 2,048, 16 layers, GQA 32/8), 1.24B parameters with an untied
     # 65,536-token embedding and head.
+    # default_sizes: what one 8-minute run is meant to hold (an estimate, not yet timed on a GPU; 1b with
+    # --sizes 0.5b,1b).
     "gpu": dict(sizes={"0.5b": _05B,
                        "1b": dict(vocab=65536, hidden=2048, intermediate=8192, layers=16, heads=32, kv_heads=8,
-                                  prompt_len=128, response_len=1920)},
+                                  prompt_len=128, response_len=1920)}, default_sizes=["0.5b"],
                 batch=4, warmup=2, steps=4, sample_prompts=8, n_candidates=8, new_tokens=256, tts_prompts=8,
-                run_all=["--preset", "gpu-0.5b", "--warmup", "2", "--steps", "3"]),
+                # run_all's lpo-ste row is the train part's ddp row: left out to save its time
+                run_all=["--preset", "gpu-0.5b", "--warmup", "2", "--steps", "3",
+                         "--trainers", "trl,trl-liger,lpo-sigmoid"],
+                online_steps=3, asr=dict(batch=4, warmup=1, steps=1, seconds=5.0)),
     "tiny": dict(sizes={"tiny": dict(vocab=512, hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2,
-                                     prompt_len=16, response_len=48)},
+                                     prompt_len=16, response_len=48)}, default_sizes=["tiny"],
                  batch=2, warmup=1, steps=2, sample_prompts=2, n_candidates=8, new_tokens=16, tts_prompts=2,
-                 run_all=["--preset", "tiny", "--steps", "1"]),
+                 run_all=["--preset", "tiny", "--steps", "1"],
+                 online_steps=3, asr=dict(batch=2, warmup=1, steps=1, seconds=1.0)),
 }
 # Dense bf16 peak (TFLOPS, no sparsity) by GPU name; the first match wins. Others need --peak-tflops.
 PEAK_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("A100", 312.0))
 # Seconds each child may take at most (also bounded by what is left of the budget).
 CAPS = {"prepare": 150, "train": 150, "sampling": 120, "tts-greedy": 120, "make-tts-data": 90,
-        "build-pairs": 180, "eval": 90, "run_all": 300}
+        "build-pairs": 180, "eval": 90, "run_all": 240, "online-prepare": 90, "online": 120, "asr-prepare": 120,
+        "asr": 120}
 MIN_CHILD_S = 20  # below this much budget a child is not started (a cold start alone takes ~10 s)
 
 TTS_MODEL = "assets/tts-tiny-sft-sync"
@@ -221,27 +261,12 @@ class _StepsDone(Exception):
 
 def child_train(spec: dict) -> dict:
     import torch
-    from torch.optim.optimizer import register_optimizer_step_post_hook
 
     from lpo_speech import checkpoint, trainer
 
-    cuda = spec["device"].startswith("cuda")
     work, s, mode = Path(spec["work"]), spec["size"], spec["mode"]
     out_dir = Path(tempfile.mkdtemp(prefix=f"gpu-check-{mode}-", dir=work))
-    total = spec["warmup"] + spec["steps"]
-    seen = {"steps": 0, "peak": None}
-
-    def after_step(_opt, _args, _kwargs):  # every optimizer step, whatever the trainer wraps it in
-        seen["steps"] += 1
-        if cuda and seen["steps"] == spec["warmup"]:
-            torch.cuda.reset_peak_memory_stats()  # the timed steps' peak: weights, states, activations
-        if seen["steps"] == total:
-            seen["peak"] = (torch.cuda.max_memory_allocated() if cuda
-                            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-
-    register_optimizer_step_post_hook(after_step)
-    if cuda and spec["warmup"] == 0:
-        torch.cuda.reset_peak_memory_stats()
+    meter = PeakMeter(spec["device"], spec["warmup"], spec["warmup"] + spec["steps"])
 
     def stop_at_save(*_a, **_k):
         raise _StepsDone
@@ -249,31 +274,28 @@ def child_train(spec: dict) -> dict:
     checkpoint.save_checkpoint = stop_at_save  # the trainer's end-of-run save (see _StepsDone)
     t0 = time.perf_counter()
     skipped_save = False
+    recipe = _recipe(spec, work, out_dir, mode)
     try:
-        trainer.train(_recipe(spec, work, out_dir, mode), quiet=True)
+        trainer.train(recipe, quiet=True)
     except _StepsDone:
         skipped_save = True
     wall = time.perf_counter() - t0
     rows = trainer.read_metrics(out_dir)
     runtime = json.loads((out_dir / "runtime.json").read_text()) if (out_dir / "runtime.json").is_file() else {}
     shutil.rmtree(out_dir, ignore_errors=True)
-    ends = [r["elapsed_s"] for r in rows]
-    step_s = [e - b for b, e in zip([0.0] + ends[:-1], ends)]
+    step_s = step_seconds(rows)
     measured = step_s[spec["warmup"]:]
     if not measured:
         raise RuntimeError(f"{len(rows)} logged steps, none after the {spec['warmup']} warm-up steps")
     med = statistics.median(measured)
     seq = s["prompt_len"] + s["response_len"]
     flops = train_flops(s, spec["batch"], lora=mode == "lora")
-    peak = seen["peak"] if seen["peak"] is not None else (
-        torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    config = json.loads((work / "model" / "config.json").read_text())
     out = {"step_seconds": step_s, "median_step_s": med, "pairs_per_s": spec["batch"] / med,
-           "tokens_per_s": spec["batch"] * 2 * seq / med, "peak_gib": peak / 2**30,
-           "peak_kind": ("CUDA max allocated over the timed steps" if cuda and seen["peak"] is not None
-                         else "CUDA max allocated over the run" if cuda else "process RSS high-water mark"),
+           "tokens_per_s": spec["batch"] * 2 * seq / med, **meter.result(),
            "flops_per_step": flops, "losses": [r["loss"] for r in rows], "wall_s": wall,
            "trainable": runtime.get("trainable"), "strategy": runtime.get("strategy"),
-           "optimizer_steps_seen": seen["steps"], "final_save": "skipped" if skipped_save else "written"}
+           "final_save": "skipped" if skipped_save else "written", **planned(recipe, config)}
     if spec["peak_tflops"]:
         out["mfu"] = flops / med / (spec["peak_tflops"] * 1e12)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -327,14 +349,6 @@ class _NoAudio:
         return np.zeros(0, dtype=np.float32)
 
 
-def tts_prompt_ids(tok, ipa: str, emotion: str | None) -> list[int]:
-    """What TtsTokenizer.encode_prompt makes of a text whose phonemes are `ipa` (one symbol per code point)."""
-    from lpo_speech.tts.text import BOS, SEP, TEXT_OFFSET, UNK
-
-    known = {sym: TEXT_OFFSET + i for i, sym in enumerate(tok.symbols)}
-    return [BOS, *tok.control_tokens(emotion), *(known.get(c, UNK) for c in ipa), SEP]
-
-
 def child_tts_greedy(spec: dict) -> dict:
     """Greedy tokens of the tiny TTS model on each device, as `eval` decodes them (batch 16, threads 1)."""
     import torch
@@ -346,11 +360,9 @@ def child_tts_greedy(spec: dict) -> dict:
 
     chosen = TTS_PROMPTS[:spec["prompts"]]
     tok = TtsTokenizer.load(REPO / TTS_MODEL)
-    ids = {text: tts_prompt_ids(tok, ipa, TTS_EMOTION) for _, text, ipa in chosen}
-    # synthesize encodes each text with piper's phonemizer; here the ids come from the IPA above. The
+    # Each prompt carries its phonemes, so synthesize needs no phonemizer (piper) to encode it. The
     # texts stay real: their lengths group the prompts and set the length guard, as in `eval`.
-    tok.encode_prompt = lambda text, **_: ids[text]
-    prompts = [TtsPrompt(id=pid, text=text, emotion=TTS_EMOTION) for pid, text, _ in chosen]
+    prompts = [TtsPrompt(id=pid, text=text, emotion=TTS_EMOTION, extra={"phonemes": ipa}) for pid, text, ipa in chosen]
     out = {"prompts": [pid for pid, _, _ in chosen], "devices": {}}
     for device in spec["devices"]:
         lm, _ = load_codec_lm(REPO / TTS_MODEL, device=device)
@@ -374,7 +386,7 @@ def child_tts_greedy(spec: dict) -> dict:
 
 
 CHILDREN = {"prepare": child_prepare, "train": child_train, "sampling": child_sampling,
-            "tts-greedy": child_tts_greedy}
+            "tts-greedy": child_tts_greedy, **gpu_check_online.CHILDREN, **gpu_check_asr.CHILDREN}
 
 
 # ----------------------------------------------------------------------------------------------- parent
@@ -588,22 +600,98 @@ class Check:
 
     def part_run_all(self) -> None:
         a = self.a
-        probe = subprocess.run([sys.executable, "-c", "import trl, datasets"], capture_output=True, env=child_env())
-        trl = "installed" if probe.returncode == 0 else "not installed"
+        have = {name: missing_modules(mods) == [] for name, mods in (("trl", ["trl", "datasets"]),
+                                                                     ("liger", ["liger_kernel"]))}
+        installed = {k: "installed" if v else "not installed" for k, v in have.items()}
         out_json = Path(a.out) / f"run_all-{a.p['run_all'][1]}-{a.device.split(':')[0]}.json"
+        out_json.unlink(missing_ok=True)  # a file left by an earlier run must not pass for this one's
         cmd = [sys.executable, str(HERE / "run_all.py"), *a.p["run_all"], "--device", a.device, "--dtype", a.dtype,
                "--out", str(out_json)] + (["--peak-tflops", str(self.peak)] if self.peak else [])
-        self.say(f"run_all {' '.join(a.p['run_all'])} (trl: {trl}) ...")
+        self.say(f"run_all {' '.join(a.p['run_all'])} (trl: {installed['trl']}, liger: {installed['liger']}) ...")
         r = self.run("run_all", cmd, "run_all")
         shown = ["python", str(Path(cmd[1]).relative_to(REPO)), *cmd[2:]]
-        res = {"trl": trl, "command": " ".join(shown), **{k: v for k, v in r.items() if k != "rc"}}
-        if "rc" in r and out_json.is_file():
+        res = {"trl": installed["trl"], "liger": installed["liger"], "command": " ".join(shown),
+               **{k: v for k, v in r.items() if k != "rc"}}
+        if out_json.is_file():  # run_all rewrites it after every child: a cut run keeps its finished rows
             got = json.loads(out_json.read_text())
-            res.update(json=str(out_json), table=got.get("table"), ratios=got.get("ratios"))
+            res.update(json=str(out_json), table=got.get("table"), ratios=got.get("ratios"),
+                       partial=got.get("partial", False),
+                       rows={k: ("skipped: " + v["skipped"]) if "skipped" in v else "error" if "error" in v else "ok"
+                             for k, v in got.get("results", {}).items()})
         self.res["parts"]["run_all"] = res
         ratios = res.get("ratios") or {}
         self.say("run_all: " + (", ".join(f"{k} {v:.2f}" for k, v in ratios.items()) if ratios else
                                 r.get("error") or r.get("skipped") or f"done in {r['seconds']:.0f} s (no TRL ratio)"))
+
+    def part_online(self) -> None:
+        """A codec LM over a random EnCodec: online GRPO and online pairs, one process and FSDP with one."""
+        a = self.a
+        out = self.res["parts"].setdefault("online", {})
+        spec = {"preset": a.preset, "device": a.device, "dtype_name": _dtype_name({"dtype": a.dtype}),
+                "texts": [t for _, t, _ in TTS_PROMPTS], "steps": a.p["online_steps"],
+                "settings": gpu_check_online.SETTINGS[a.preset]}
+        work = self.cached("online", spec, "online-prepare", "online: random EnCodec, chars codec LM, prompts")
+        for algorithm, strategy in ONLINE_RUNS:
+            label = f"online {algorithm} {strategy}"
+            if work is None:
+                r = {"skipped": "no prepared model (see prepare)"}
+            else:
+                self.say(f"{label}: {spec['steps']} steps ...")
+                r = self.child("online", {"work": str(work), "algorithm": algorithm, "strategy": strategy,
+                                          "device": a.device, "steps": spec["steps"]}, label,
+                               torchrun=strategy == "fsdp")
+            out[f"{algorithm} {strategy}"] = r
+            self.say(f"{label}: " + (f"{r['median_step_s']:.2f} s/step, sampling {statistics.median(r['sample_s']):.2f} s, "
+                                     f"peak {r['peak_gib']:.2f} GiB" if "median_step_s" in r
+                                     else r.get("error") or r.get("skipped")))
+            self.save()
+
+    def part_asr(self) -> None:
+        """Whisper-large-v3-shaped and Qwen2-Audio-shaped random models: a step with checkpointing off, on."""
+        a = self.a
+        out = self.res["parts"].setdefault("asr", {})
+        asr = a.p["asr"]
+        for model in ASR_MODELS:
+            spec = {"preset": a.preset, "model": model, "device": a.device, "dtype": a.dtype,
+                    "texts": [t for _, t, _ in TTS_PROMPTS], "pairs": asr["batch"] * (asr["warmup"] + asr["steps"]),
+                    "seconds": asr["seconds"]}
+            work = self.cached(f"asr-{model}", spec, "asr-prepare", f"{model}: random model from its config, "
+                               f"{spec['pairs']} noise WAVs")
+            for checkpointing in (False, True):
+                label = f"asr {model} checkpointing {'on' if checkpointing else 'off'}"
+                if work is None:
+                    r = {"skipped": "no prepared model (see prepare)"}
+                else:
+                    self.say(f"{label} ...")
+                    r = self.child("asr", {**spec, "work": str(work), "checkpointing": checkpointing,
+                                           "batch": asr["batch"], "warmup": asr["warmup"], "steps": asr["steps"]},
+                                   label)
+                params = self.res["prepare"].get(f"asr-{model}", {}).get("params")
+                out.setdefault(model, {})["on" if checkpointing else "off"] = {"params": params, **r}
+                self.say(f"{label}: " + (f"{r['median_step_s']:.2f} s/step, peak {r['peak_gib']:.2f} GiB, plan "
+                                         + (f"{r['plan_gib']:.2f} GiB" if "plan_gib" in r else "n/a")
+                                         if "median_step_s" in r else r.get("error") or r.get("skipped")))
+                self.save()
+
+    def cached(self, name: str, spec: dict, kind: str, what: str) -> Path | None:
+        """A prepare child's folder, reused while its spec is the same (the key names the spec)."""
+        key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+        work = self.work / f"{name}-{key}"
+        if (work / "ready").is_file():
+            if (work / "prepared.json").is_file():  # what the prepare that made it measured
+                self.res["prepare"][name] = {**json.loads((work / "prepared.json").read_text()), "reused": True}
+            return work
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        self.say(f"prepare {what} ...")
+        r = self.child(kind, {**spec, "work": str(work), "key": key}, f"prepare {name}")
+        self.res["prepare"][name] = r
+        if (work / "ready").is_file():
+            (work / "prepared.json").write_text(json.dumps(r))
+        self.say(f"prepare {name}: " + (f"{r['seconds']:.0f} s" if "seconds" in r and "error" not in r
+                                         else r.get("error") or r.get("skipped")))
+        self.save()
+        return work if (work / "ready").is_file() else None
 
     def main(self) -> dict:
         m = self.machine
@@ -684,37 +772,89 @@ def _cell(r: dict) -> str:
     return ("skipped: " if "skipped" in r else "failed: ") + why.replace("|", "/")[:160]
 
 
+def _plan(r: dict) -> str:
+    """The plan's total beside a measured peak; n/a (with the plan's reason in the JSON) where it has none."""
+    if "plan_gib" not in r:
+        return "n/a"
+    return f"{r['plan_gib']:.2f}" + (" (no activations)" if any("not modeled" in n for n in r.get("plan_notes", []))
+                                     else "")
+
+
 def markdown(res: dict) -> str:
     cfg = res["config"]
     # A part skipped or failed as a whole gets one line at the end instead of a section.
     parts = {p: r for p, r in res["parts"].items() if not set(r) <= {"skipped", "error", "log", "log_tail", "seconds"}}
     whole = {p: r for p, r in res["parts"].items() if p not in parts}
     peak = cfg.get("peak_tflops")
+    cuda = cfg["device"].startswith("cuda")
+    mem = "peak CUDA memory (GiB)" if cuda else "peak RSS (GiB)"
     lines = [f"# GPU check: {res['machine']['summary']}", "",
              f"{res['date']}; preset {cfg['preset']}, {cfg['dtype']}, budget {cfg['budget_s']:.0f} s, "
-             f"wall {res.get('wall_s', 0):.0f} s; `{res['command']}`"]
+             f"wall {res.get('wall_s', 0):.0f} s; `{res['command']}`", "",
+             "Plan: lpo_speech.plan's estimate for the same recipe (`lpo-speech train --plan`), GiB per GPU"
+             + ("" if cuda else "; a GPU figure, not comparable with a CPU process's RSS") + "."]
+    n = 0
+
+    def head(title: str) -> None:
+        nonlocal n
+        n += 1
+        lines.extend(["", f"## {n}. {title}", ""])
+
     train = parts.get("train")
     if train:
-        mem = "peak CUDA memory (GiB)" if cfg["device"].startswith("cuda") else "peak RSS (GiB)"
-        lines += ["", f"## 1. LPO training step (lpo-ste, batch {cfg['batch']} pairs, median of {cfg['steps']} "
-                      f"steps after {cfg['warmup']} warm-up)", "",
-                  f"| model | params | set-up | pairs/s | tokens/s | s/step | {mem} | MFU"
-                  + (f" (of {peak:.0f} TFLOPS)" if peak else "") + " |",
-                  "|---|---|---|---|---|---|---|---|"]
+        head(f"LPO training step (lpo-ste, batch {cfg['batch']} pairs, median of {cfg['steps']} steps after "
+             f"{cfg['warmup']} warm-up)")
+        lines += [f"| model | params | set-up | pairs/s | tokens/s | s/step | {mem} | plan | MFU"
+                  + (f" (of {peak:.0f} TFLOPS)" if peak else "") + " |", "|---|---|---|---|---|---|---|---|---|"]
         for size, modes in train.items():
             for mode, r in modes.items():
-                head = f"| {size} | {human(r['params'])} | {mode} |"
+                row = f"| {size} | {human(r['params'])} | {mode} |"
                 if "pairs_per_s" not in r:
-                    lines.append(f"{head} {_cell(r)} | | | | |")
+                    lines.append(f"{row} {_cell(r)} | | | | | |")
                     continue
                 mfu = f"{100 * r['mfu']:.1f}%" if "mfu" in r else "-"
-                lines.append(f"{head} {r['pairs_per_s']:.2f} | {r['tokens_per_s']:,.0f} | {r['median_step_s']:.3f} "
-                             f"| {r['peak_gib']:.2f} | {mfu} |")
-        prep = {k: v for k, v in res.get("prepare", {}).items() if "error" in v or "skipped" in v}
-        lines += [f"\nprepare {k}: {_cell(v)}" for k, v in prep.items()]
+                lines.append(f"{row} {r['pairs_per_s']:.2f} | {r['tokens_per_s']:,.0f} | {r['median_step_s']:.3f} "
+                             f"| {r['peak_gib']:.2f} | {_plan(r)} | {mfu} |")
+    ra = parts.get("run_all")
+    if ra:
+        head("lpo-speech vs TRL DPOTrainer (benchmarks/run_all.py)")
+        lines += [f"`{ra.get('command', '')}` (trl: {ra.get('trl')}, liger-kernel: {ra.get('liger')})"
+                  + (" - cut short: the rows it finished" if ra.get("partial") else ""), ""]
+        lines.append(ra["table"] if ra.get("table") else _cell(ra))
+        if ra.get("table") and ("error" in ra or "skipped" in ra):
+            lines.append(f"\n{_cell(ra)}")
+    online = parts.get("online")
+    if online:
+        head("Online steps: codec LM over a random EnCodec, duration reward (lpo_speech.online)")
+        lines += [f"| algorithm | set-up | steps | s/step | sampling s/step | reward (first, last) | {mem} | plan |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, r in online.items():
+            algorithm, strategy = name.split()
+            row = f"| {algorithm} | {strategy} |"
+            if "median_step_s" not in r:
+                lines.append(f"{row} {_cell(r)} | | | | | |")
+                continue
+            lines.append(f"{row} {r['steps']} | {r['median_step_s']:.2f} | {statistics.median(r['sample_s']):.2f} | "
+                         f"{r['reward'][0]:.3f}, {r['reward'][-1]:.3f} | {r['peak_gib']:.2f} | {_plan(r)} |")
+    asr = parts.get("asr")
+    if asr:
+        head("ASR models at real widths, 2 layers each: one LPO step, gradient checkpointing off and on")
+        lines += [f"| model | params | set-up | checkpointing | pairs/s | s/step | {mem} | plan |",
+                  "|---|---|---|---|---|---|---|---|"]
+        setup = {"whisper-large-v3": "full fine-tune, reference on the GPU",
+                 "qwen2-audio": "LoRA r 16 q/k/v/o, tower frozen"}
+        for model, runs in asr.items():
+            for ckpt, r in runs.items():
+                row = (f"| {model} | {human(r['params']) if r.get('params') else '?'} | {setup.get(model, '')} "
+                       f"| {ckpt} |")
+                if "median_step_s" not in r:
+                    lines.append(f"{row} {_cell(r)} | | | |")
+                    continue
+                lines.append(f"{row} {r['pairs_per_s']:.2f} | {r['median_step_s']:.3f} | {r['peak_gib']:.2f} "
+                             f"| {_plan(r)} |")
     s = parts.get("sampling")
     if s:
-        lines += ["", "## 2. Batched sampling (lpo_speech.tts.sampling.sample, KV cache)", ""]
+        head("Batched sampling (lpo_speech.tts.sampling.sample, KV cache)")
         if "candidates_per_s" in s:
             lines += ["| model | prompts x candidates x new tokens | seconds | candidates/s | new tokens/s |",
                       "|---|---|---|---|---|",
@@ -724,10 +864,10 @@ def markdown(res: dict) -> str:
             lines.append(_cell(s))
     g, c = parts.get("tts"), parts.get("tts_cli")
     if g or c:
-        lines += ["", f"## 3. TTS tiny model ({TTS_MODEL}): device vs CPU"]
+        head(f"TTS tiny model ({TTS_MODEL}): device vs CPU")
         g = g or {}
         if "devices" in g:
-            lines += ["", "| greedy codec tokens | prompts | identical token sequences | " +
+            lines += ["| greedy codec tokens | prompts | identical token sequences | " +
                       " | ".join(f"{d} seconds" for d in g["devices"]) + " |",
                       "|---|---|---|" + "---|" * len(g["devices"]),
                       f"| lpo_speech.tts.synthesize, temperature 0 | {len(g['prompts'])} | "
@@ -749,11 +889,9 @@ def markdown(res: dict) -> str:
             if "eval_identical" in c:
                 lines.append(f"\neval: {c['eval_identical']}/{c['prompts']} utterances identical on both devices "
                              "(same token count and wav bytes)")
-    ra = parts.get("run_all")
-    if ra:
-        lines += ["", "## 4. lpo-speech vs TRL DPOTrainer (benchmarks/run_all.py)", "", f"`{ra.get('command', '')}`"
-                  f" (trl: {ra.get('trl')})", ""]
-        lines.append(ra["table"] if ra.get("table") else _cell(ra))
+    prep = {k: v for k, v in res.get("prepare", {}).items() if "error" in v or "skipped" in v}
+    if prep:
+        lines += [""] + [f"prepare {k}: {_cell(v)}" for k, v in prep.items()]
     if whole:
         lines += ["", "Not measured: " + "; ".join(f"{p} ({_cell(r)})" for p, r in whole.items())]
     return "\n".join(lines)
@@ -771,7 +909,8 @@ def parse(argv=None):
     ap.add_argument("--budget-s", type=float, default=450.0, help="stop starting children after this many seconds")
     ap.add_argument("--parts", default=",".join(PARTS), help="comma list of " + ", ".join(PARTS))
     ap.add_argument("--modes", default=",".join(MODES), help="training set-ups: comma list of " + ", ".join(MODES))
-    ap.add_argument("--sizes", default=None, help="comma list of the preset's model sizes (default: all)")
+    ap.add_argument("--sizes", default=None, help="comma list of the preset's model sizes (gpu: 0.5b, 1b; "
+                                                  "default 0.5b)")
     ap.add_argument("--preset", choices=sorted(PRESETS), default=None, help="gpu (default on CUDA) or tiny")
     ap.add_argument("--device", default=None, help="cuda (default when one is visible) or cpu")
     ap.add_argument("--dtype", choices=("bf16", "fp32"), default=None, help="bf16 on CUDA, fp32 on CPU by default")
@@ -799,7 +938,7 @@ def parse(argv=None):
     a.dtype = a.dtype or ("bf16" if a.device.startswith("cuda") else "fp32")
     a.parts = [p.strip() for p in a.parts.split(",") if p.strip()]
     a.modes = [m.strip() for m in a.modes.split(",") if m.strip()]
-    a.sizes = [s.strip() for s in a.sizes.split(",")] if a.sizes else list(a.p["sizes"])
+    a.sizes = [s.strip() for s in a.sizes.split(",")] if a.sizes else list(a.p["default_sizes"])
     for name, got, known in (("--parts", a.parts, PARTS), ("--modes", a.modes, MODES),
                              ("--sizes", a.sizes, a.p["sizes"])):
         bad = [x for x in got if x not in known]

@@ -7,6 +7,8 @@ cached by configuration. Then each trainer runs in its own child process on the 
 precision and precomputed reference log-probs:
 
   trl          TRL DPOTrainer, loss_type sigmoid (fp32 on CPU: bf16 and gradient checkpointing off)
+  trl-liger    the same with Liger kernels (`use_liger_kernel`, and `use_liger_loss` where this TRL has it:
+               Triton kernels and the chunked fused-linear DPO loss); needs liger-kernel and a CUDA GPU
   lpo-sigmoid  lpo_speech.trainer.train, loss.type sigmoid (same beta, summed log-probs)
   lpo-ste      lpo_speech.trainer.train, loss.type lpo-ste (length-averaged log-probs, its default)
 
@@ -17,7 +19,9 @@ together with a KV cache vs one candidate at a time. Results go to benchmarks/re
 and a Markdown table is printed.
 
 TRL is a benchmark-only extra:  pip install trl==1.16.0  (into the project venv; `make bench` does
-it). Without TRL the trl row is skipped with a note.
+it), and liger-kernel==0.8.5 for the trl-liger row (GPU only). Without them those rows are skipped with
+a note. The JSON is rewritten after every child (`"partial": true` until the last), so a run cut short
+keeps the rows it finished.
 
   python benchmarks/run_all.py                       # CPU preset (about 10 minutes on 2 cores)
   python benchmarks/run_all.py --device cuda --dtype bf16 --preset gpu-0.5b --peak-tflops 989
@@ -29,7 +33,9 @@ Timings on a shared machine are noisy: repeat the run and compare medians.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -55,7 +61,7 @@ PRESETS = {
     "tiny": dict(vocab=512, hidden=32, intermediate=64, layers=2, heads=4, kv_heads=2,
                  prompt_len=8, response_len=24, batch=2, pairs=4),
 }
-TRAINERS = ("trl", "lpo-sigmoid", "lpo-ste")
+TRAINERS = ("trl", "trl-liger", "lpo-sigmoid", "lpo-ste")
 BETA = 0.1  # DPO beta, TRL's default
 LR = 1e-6
 PAD, EOS = 0, 1
@@ -202,7 +208,7 @@ def child_lpo(a, work: Path, loss_type: str) -> dict:
             "threads": torch.get_num_threads(), "phase_seconds": phases}
 
 
-def child_trl(a, work: Path) -> dict:
+def child_trl(a, work: Path, liger: bool = False) -> dict:
     import torch
     from datasets import Dataset
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -257,7 +263,11 @@ def child_trl(a, work: Path) -> dict:
 
     cuda = a.device.startswith("cuda")
     model = AutoModelForCausalLM.from_pretrained(work / "model", dtype=torch.float32)
-    args = DPOConfig(
+    # Liger: TrainingArguments' use_liger_kernel patches the model's kernels (RMSNorm, RoPE, SwiGLU); the
+    # TRL versions that have use_liger_loss take the chunked fused-linear DPO loss from it too.
+    fields = {f.name for f in dataclasses.fields(DPOConfig)}
+    liger_flags = {k: True for k in ("use_liger_kernel", "use_liger_loss") if liger and k in fields}
+    args = DPOConfig(**liger_flags,
         output_dir=tempfile.mkdtemp(prefix="bench-trl-"), per_device_train_batch_size=a.batch,
         max_steps=a.warmup + a.steps, learning_rate=LR, lr_scheduler_type="cosine", weight_decay=0.0,
         max_grad_norm=1.0, loss_type=["sigmoid"], beta=BETA, max_length=None, precompute_ref_log_probs=True,
@@ -270,9 +280,15 @@ def child_trl(a, work: Path) -> dict:
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     step_s = [e - s for s, e in zip(times[:-1], times[1:])]
-    return {"step_seconds": step_s, "peak_mb": peak.get("mb", peak_memory_mb(a.device)),
-            "total_seconds": time.perf_counter() - t0, "losses": losses, "trl_version": trl.__version__,
-            "threads": torch.get_num_threads(), "phase_seconds": phases}
+    out = {"step_seconds": step_s, "peak_mb": peak.get("mb", peak_memory_mb(a.device)),
+           "total_seconds": time.perf_counter() - t0, "losses": losses, "trl_version": trl.__version__,
+           "threads": torch.get_num_threads(), "phase_seconds": phases}
+    if liger:
+        import liger_kernel
+
+        out.update(liger_flags=sorted(liger_flags), liger_version=getattr(liger_kernel, "__version__", None)
+                   or importlib.metadata.version("liger-kernel"))
+    return out
 
 
 def child_sampling(a, work: Path) -> dict:
@@ -343,6 +359,7 @@ def table(res: dict, a) -> str:
         if r is None:
             continue
         loss = "sigmoid" if name != "lpo-ste" else "lpo-ste"
+        loss += " (Liger)" if name == "trl-liger" else ""
         if "pairs_per_s" not in r:
             lines.append(f"| {name} | {loss} | - | - | - | - | - | - |" + (" - |" if a.peak_tflops else "")
                          + f" <!-- {r.get('skipped') or 'failed'} -->")
@@ -406,11 +423,50 @@ def parse(argv=None):
     return a
 
 
+def missing_for(trainer: str, device: str) -> str | None:
+    """Why a trainer cannot run here (a package or the device it needs), else None."""
+    if trainer not in ("trl", "trl-liger"):
+        return None
+    probe = subprocess.run([sys.executable, "-c", "import trl, datasets"], capture_output=True)
+    if probe.returncode != 0:
+        return "TRL is not installed (pip install trl==1.16.0)"
+    if trainer == "trl-liger":
+        if subprocess.run([sys.executable, "-c", "import liger_kernel"], capture_output=True).returncode != 0:
+            return "liger-kernel is not installed (pip install liger-kernel==0.8.5)"
+        if not device.startswith("cuda"):
+            return "Liger's Triton kernels need a CUDA GPU"
+    return None
+
+
+def write_results(a, path: Path, res: dict, t_all: float, *, partial: bool) -> dict:
+    """The results file as it stands: rewritten after every child, so a run cut short keeps its rows."""
+    cfg = {k: getattr(a, k) for k in ("preset", "device", "dtype", "vocab", "hidden", "intermediate", "layers",
+                                      "heads", "kv_heads", "prompt_len", "response_len", "batch", "pairs", "warmup",
+                                      "steps", "n_candidates", "sample_prompts", "new_tokens", "peak_tflops")}
+    out = {"config": cfg, "machine": a.machine, "date": time.strftime("%Y-%m-%d %H:%M"),
+           "wall_seconds": time.perf_counter() - t_all, "partial": partial, "results": res}
+    ratios = {}
+    if all("pairs_per_s" in res.get(k, {}) for k in ("trl", "lpo-sigmoid")):
+        ratios = {"speed_lpo_over_trl": res["lpo-sigmoid"]["pairs_per_s"] / res["trl"]["pairs_per_s"],
+                  "memory_lpo_over_trl": res["lpo-sigmoid"]["peak_mb"] / res["trl"]["peak_mb"]}
+    if all("pairs_per_s" in res.get(k, {}) for k in ("trl-liger", "lpo-sigmoid")):
+        ratios.update(speed_lpo_over_trl_liger=res["lpo-sigmoid"]["pairs_per_s"] / res["trl-liger"]["pairs_per_s"],
+                      memory_lpo_over_trl_liger=res["lpo-sigmoid"]["peak_mb"] / res["trl-liger"]["peak_mb"])
+    out["ratios"] = ratios
+    out["table"] = table(res, a)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(out, indent=2))
+    tmp.replace(path)  # never a half-written file, whenever the run is cut
+    return out
+
+
 def main(argv=None) -> dict | None:
     a = parse(argv)
     if a.child:
         work = Path(a.work)
         fn = {"prepare": lambda: child_prepare(a, work), "trl": lambda: child_trl(a, work),
+              "trl-liger": lambda: child_trl(a, work, liger=True),
               "lpo-sigmoid": lambda: child_lpo(a, work, "sigmoid"), "lpo-ste": lambda: child_lpo(a, work, "lpo-ste"),
               "sampling": lambda: child_sampling(a, work)}[a.child]
         print(json.dumps(fn()))
@@ -418,41 +474,33 @@ def main(argv=None) -> dict | None:
     work = Path(a.work) if a.work else Path(tempfile.gettempdir()) / f"lpo_speech_bench_{config_key(a)}"
     work.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
+    a.machine = machine()
+    path = Path(a.out) if a.out else HERE / "results" / f"run_all-{a.preset}-{a.device.split(':')[0]}.json"
+    res: dict = {}
+    write_results(a, path, res, t_all, partial=True)  # the configuration, before any row
     if not (work / "ready").exists():
         print(f"preparing model, {a.pairs} pairs and reference log-probs in {work} ...", flush=True)
         r = run_child(a, "prepare", work)
         if "error" in r:
+            res["prepare"] = r
+            write_results(a, path, res, t_all, partial=True)
             raise SystemExit(f"prepare failed:\n{r['error']}")
-    res: dict = {}
     for name in [t.strip() for t in a.trainers.split(",") if t.strip()]:
-        if name == "trl":
-            probe = subprocess.run([sys.executable, "-c", "import trl, datasets"], capture_output=True)
-            if probe.returncode != 0:
-                res["trl"] = {"skipped": "TRL is not installed (pip install trl==1.16.0)"}
-                print("trl: skipped (pip install trl==1.16.0)", flush=True)
-                continue
+        missing = missing_for(name, a.device)
+        if missing:
+            res[name] = {"skipped": missing}
+            print(f"{name}: skipped ({missing})", flush=True)
+            continue
         print(f"running {name} ...", flush=True)
         r = run_child(a, name, work)
         res[name] = summarize(r, a) if "step_seconds" in r else r
         print(f"  {name}: " + (f"{res[name]['pairs_per_s']:.3f} pairs/s, peak {res[name]['peak_mb']:.0f} MB"
                                if "pairs_per_s" in res[name] else str(r)[:2500]), flush=True)
+        write_results(a, path, res, t_all, partial=True)
     if not a.no_sampling:
         print("running sampling ...", flush=True)
         res["sampling"] = run_child(a, "sampling", work)
-    cfg = {k: getattr(a, k) for k in ("preset", "device", "dtype", "vocab", "hidden", "intermediate", "layers",
-                                      "heads", "kv_heads", "prompt_len", "response_len", "batch", "pairs", "warmup",
-                                      "steps", "n_candidates", "sample_prompts", "new_tokens", "peak_tflops")}
-    out = {"config": cfg, "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
-           "wall_seconds": time.perf_counter() - t_all, "results": res}
-    ratios = {}
-    if all("pairs_per_s" in res.get(k, {}) for k in ("trl", "lpo-sigmoid")):
-        ratios = {"speed_lpo_over_trl": res["lpo-sigmoid"]["pairs_per_s"] / res["trl"]["pairs_per_s"],
-                  "memory_lpo_over_trl": res["lpo-sigmoid"]["peak_mb"] / res["trl"]["peak_mb"]}
-    out["ratios"] = ratios
-    out["table"] = table(res, a)
-    path = Path(a.out) if a.out else HERE / "results" / f"run_all-{a.preset}-{a.device.split(':')[0]}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
+    out = write_results(a, path, res, t_all, partial=False)
     print(f"\n{a.preset} preset on {out['machine']}: vocab {a.vocab}, hidden {a.hidden}, {a.layers} layers, "
           f"sequences {a.prompt_len}+{a.response_len} tokens, batch {a.batch} pairs, {a.dtype}\n")
     print(out["table"])

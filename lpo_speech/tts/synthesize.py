@@ -54,9 +54,10 @@ def decode_tokens(tok: TtsTokenizer, codec, tokens: list[int], terminated: bool 
 
 
 def prompt_ids(tok: TtsTokenizer, prompt: TtsPrompt | dict, where: str = "prompt") -> list[int]:
+    """A prompt line's ids; one that carries its "phonemes" (IPA) needs no phonemizer (TtsTokenizer.encode_prompt)."""
     p = prompt if isinstance(prompt, TtsPrompt) else TtsPrompt.from_dict(prompt, where)
-    return tok.encode_prompt(p.text, emotion=p.emotion, intensity=p.intensity,
-                             speaker=p.extra.get("speaker"), where=where if where != "prompt" else f"prompt {p.id}")
+    return tok.encode_prompt(p.text, emotion=p.emotion, intensity=p.intensity, speaker=p.extra.get("speaker"),
+                             where=where if where != "prompt" else f"prompt {p.id}", phonemes=p.extra.get("phonemes"))
 
 
 def synthesize(lm, tok: TtsTokenizer, prompts: list[TtsPrompt], *, n: int = 1, temperature: float = 1.0,

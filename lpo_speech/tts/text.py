@@ -264,10 +264,15 @@ class TtsTokenizer(CodecIds):
         return ids
 
     def encode_prompt(self, text: str, *, emotion: str | None = None, intensity: float | None = None,
-                      speaker: str | int | None = None, where: str = "prompt") -> list[int]:
-        """`[BOS, controls..., symbols..., SEP]`; empty text or an over-long prompt is a UserError."""
+                      speaker: str | int | None = None, where: str = "prompt", phonemes: str | None = None) -> list[int]:
+        """`[BOS, controls..., symbols..., SEP]`; empty text or an over-long prompt is a UserError.
+        `phonemes`: the text's IPA, one symbol per code point, as `phonemize` writes it (a prompt line's
+        "phonemes" field): used as the symbols, so no phonemizer is needed (piper is not on every machine)."""
         _check_prompt(text, where)
-        syms = self.text_symbols(text)
+        if phonemes is not None and (self.kind != "phonemes" or not isinstance(phonemes, str) or not phonemes.strip()):
+            raise UserError("'phonemes' must be the text's IPA (a non-empty string), for a phoneme model only "
+                            f"(this one reads {self.kind})", where=where)
+        syms = list(phonemes) if phonemes is not None else self.text_symbols(text)
         ids = [self._sym.get(s, UNK) for s in syms]
         if not any(i >= TEXT_OFFSET for i in ids):
             raise UserError(f"text {text[:40]!r} gives no known {self.kind} symbols", where=where)
@@ -430,11 +435,12 @@ class HfTtsTokenizer(CodecIds):
         return self.prompt_template.replace("{text}", text)
 
     def encode_prompt(self, text: str, *, emotion: str | None = None, intensity: float | None = None,
-                      speaker: str | int | None = None, where: str = "prompt") -> list[int]:
+                      speaker: str | int | None = None, where: str = "prompt", phonemes: str | None = None) -> list[int]:
         """The filled-in template's ids (plus `bos_id` when set); the model has no intensity or
-        speaker controls, so asking for one is a UserError rather than silently ignored."""
+        speaker controls (and reads text, not phonemes), so asking for one is a UserError rather than
+        silently ignored."""
         _check_prompt(text, where)
-        for name, value in (("intensity", intensity), ("speaker", speaker)):
+        for name, value in (("intensity", intensity), ("speaker", speaker), ("phonemes", phonemes)):
             if value is not None:
                 raise UserError(f"this model has no {name} control (tts.kind 'hf'); drop the prompt's "
                                 f"'{name}' field", where=where)
