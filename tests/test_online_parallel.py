@@ -93,16 +93,20 @@ KEYS = {"grpo": ("loss", "pg", "logp", "grad_norm", "reward", "reward_best", "re
         "pairs": ("loss", "x1", "x2", "margin", "accuracy", "pairs", "grad_norm", "reward")}
 
 
+LORA = "model.lora={r: 4, alpha: 8, target_modules: [q_proj, v_proj]}"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("algorithm, runs", [
-    ("grpo", [("ddp", 2), ("fsdp", 2)]),
-    ("pairs", [("ddp", 2), ("fsdp", 3)]),  # 3 processes: 4 prompts split 2/1/1, micro-batch counts differ
-])
-def test_online_under_ddp_and_fsdp_matches_one_process(algorithm, runs, tmp_path, tts_world, tts_model):
+@pytest.mark.parametrize("algorithm, runs, extra", [
+    ("grpo", [("ddp", 2), ("fsdp", 2)], []),
+    ("pairs", [("ddp", 2), ("fsdp", 3)], []),  # 3 processes: 4 prompts split 2/1/1, micro-batch counts differ
+    ("pairs", [("fsdp", 2)], [LORA, "train.lr=3e-2"]),  # the reference: the policy with its adapter off
+], ids=["grpo", "pairs", "pairs-lora"])
+def test_online_under_ddp_and_fsdp_matches_one_process(algorithm, runs, extra, tmp_path, tts_world, tts_model):
     world, _ = tts_world
     recipe = write_recipe(tmp_path, world, tts_model, algorithm)
     seed_samples(tmp_path / "one", tts_model, 1)
-    train(tmp_path, recipe, "one")
+    train(tmp_path, recipe, "one", *extra)
     one = rows(tmp_path / "one")
     assert [r["step"] for r in one] == list(range(1, STEPS + 1))
     assert all(r["grad_norm"] > 0 for r in one)  # the synthetic rewards give a signal every step
@@ -114,7 +118,7 @@ def test_online_under_ddp_and_fsdp_matches_one_process(algorithm, runs, tmp_path
     for i, (strategy, nproc) in enumerate(runs):
         out = f"{strategy}{nproc}"
         seed_samples(tmp_path / out, tts_model, nproc)
-        train(tmp_path, recipe, out, f"train.strategy={strategy}", nproc=nproc, port=29561 + i)
+        train(tmp_path, recipe, out, f"train.strategy={strategy}", *extra, nproc=nproc, port=29561 + i)
         got = rows(tmp_path / out)
         for key in KEYS[algorithm]:
             assert [r[key] for r in got] == pytest.approx([r[key] for r in one], **TOL), (out, key)
