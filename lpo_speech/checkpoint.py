@@ -134,8 +134,10 @@ def load_checkpoint(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
 
         sd = _sharded_state(model, opt)
         dcp.load(sd, checkpoint_id=str(ckpt / "dcp"))
+        # The checkpoint holds what trains (dcp.load above requires every such key); frozen weights (a
+        # LoRA base, a frozen encoder) come from the model as loaded, so they are not "missing" here.
         set_state_dict(model, opt, model_state_dict=sd["model"], optim_state_dict=sd["optim"],
-                       options=StateDictOptions(ignore_frozen_params=True))
+                       options=StateDictOptions(ignore_frozen_params=True, strict=False))
     else:
         saved = load_file(str(ckpt / "model.safetensors"), device=str(device))
         params = {n: p for n, p in model.named_parameters() if p.requires_grad}

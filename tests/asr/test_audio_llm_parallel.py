@@ -163,10 +163,24 @@ def test_audio_llm_lora_frozen_encoder_under_ddp_and_fsdp_matches_one_process(tm
 
 @pytest.mark.slow
 def test_whisper_lora_frozen_encoder_under_ddp_and_fsdp_matches_one_process(tmp_path, whisper_tiny, lpo):
+    """Also an FSDP resume: the checkpoint holds the adapters; the frozen base and the unsharded frozen
+    encoder come from the model as loaded."""
+    import shutil
+
     world = write_world(tmp_path / "w", whisper_tiny, "whisper", n=8)
     lpo("train", "recipe.yaml", "train.batch_size=4", "--quiet", cwd=world)
     torchrun(world, "train.batch_size=2", "train.out_dir=run_ddp", port=29752, nproc=2)
-    torchrun(world, "train.batch_size=2", "train.strategy=fsdp", "train.out_dir=run_fsdp", port=29753, nproc=2)
+    fsdp = ["train.batch_size=2", "train.strategy=fsdp", "train.save_every=2", "train.keep_checkpoints=3"]
+    torchrun(world, *fsdp, "train.out_dir=run_fsdp", port=29753, nproc=2)
     for other in ("run_ddp", "run_fsdp"):
         assert_same_run(world / "run", world / other, "model.encoder.", whisper_tiny)
     assert json.loads((world / "run_fsdp/runtime.json").read_text())["fsdp_units"] == 5  # 4 decoder layers + root
+
+    shutil.copytree(world / "run_fsdp", world / "run_k")  # as a kill after the checkpoint of step 2 leaves it
+    shutil.rmtree(world / "run_k/checkpoints/step-000003")
+    shutil.rmtree(world / "run_k/model")
+    torchrun(world, *fsdp, "train.out_dir=run_k", "--resume", port=29754, nproc=2)
+    assert [r["loss"] for r in metrics(world / "run_k")] == pytest.approx([r["loss"] for r in metrics(world / "run_fsdp")],
+                                                                          rel=1e-6, abs=1e-7)
+    w2, w3 = (load_file(str(world / f"{r}/model/model.safetensors")) for r in ("run_fsdp", "run_k"))
+    assert all(torch.equal(w2[k], w3[k]) for k in w2)
