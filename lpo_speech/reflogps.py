@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 
 from lpo_speech.adapters import load_adapter
-from lpo_speech.audio import load_audio
 from lpo_speech.recipe import TrainRecipe
 from lpo_speech.distributed import barrier, init_distributed, record_runtime
 from lpo_speech.errors import UserError
@@ -42,16 +41,24 @@ def _batch_order(p: PreferencePair) -> tuple:
 
 
 def check_pair_audio(pairs: list[PreferencePair], in_path: Path) -> None:
-    """Every distinct audio of a pair file readable, mono, 16 kHz and finite (lpo_speech.audio), before
-    anything is written; errors name the pair file's line, as the adapters' own would mid-stage."""
+    """Every distinct audio of a pair file readable, non-empty and finite (lpo_speech.audio), before
+    anything is written; errors name the pair file's line, as the adapters' own would mid-stage. Audio
+    with features in the pair file's feature store was checked when they were stored (build-pairs does
+    that first) and is not decoded again; the rest is decoded here, each process its share."""
+    from lpo_speech.asr.features import audio_key, decode_file, each_share, features_folder, stored_keys
+
+    stored = stored_keys(features_folder(in_path)) if any(p.audio is not None for p in pairs) else set()
     seen: set[Path] = set()
+    todo = []
     for i, p in enumerate(pairs, 1):
         if p.audio is None:
             continue
         path = resolve_audio(in_path, p.audio)
         if path not in seen:
             seen.add(path)
-            load_audio(path, sample_rate=16_000, where=f"{in_path}:{i}")
+            if audio_key(path) not in stored:
+                todo.append((path, f"{in_path}:{i}"))
+    each_share(todo, lambda item: decode_file(*item))
 
 
 def ref_logps_settings(recipe: TrainRecipe, in_path: str | Path, dtype: torch.dtype) -> dict:
@@ -106,6 +113,10 @@ def compute_ref_logps(recipe: TrainRecipe, in_path: str | Path, out_path: str | 
 
     def encode(p: PreferencePair) -> dict:
         if p.id not in encoded:
+            if not encoded and hasattr(adapter, "use_features"):
+                from lpo_speech.asr.features import features_folder  # ASR: the pair file's stored features
+
+                adapter.use_features(features_folder(in_path))
             encoded[p.id] = adapter.encode(p, f"{in_path}:{line_of[p.id]}", in_path.parent)
         return encoded[p.id]
 

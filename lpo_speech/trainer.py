@@ -45,40 +45,47 @@ def ref_logp_mode(recipe: TrainRecipe) -> str:
 def load_pairs(recipe: TrainRecipe, adapter, quiet: bool = True, dtype: torch.dtype | None = None
                ) -> tuple[list[dict], list[PreferencePair]]:
     """Encode every pair; check precomputed reference log-probs (reduction and, given the run's compute
-    `dtype`, the dtype they were computed in); drop over-long pairs (counted)."""
+    `dtype`, the dtype they were computed in); drop over-long pairs (counted). ASR audio is decoded and
+    turned into features once, into the store beside the pair file (each process its share), and
+    batches read them back (lpo_speech.asr.features): memory does not grow with the audio."""
+    from lpo_speech.asr.features import pair_features
+
     items, pairs, too_long = [], [], 0
     want_mode = ref_logp_mode(recipe)
     want_dtype = (compute_tag(dtype, strategy=recipe.train.strategy, lora=recipe.model.lora is not None)
                   if dtype is not None else None)
     records = list(read_jsonl(recipe.data.pairs, PreferencePair))
-    for i, pair in enumerate(tqdm(records, desc="load pairs", unit="pair", disable=quiet, dynamic_ncols=True), 1):
-        where = f"{recipe.data.pairs}:{i}"
-        sft = recipe.loss.type == "sft"
-        if not pair.has_rejected and not sft:
-            raise UserError("no rejected response: chosen-only examples train only with loss.type sft", where=where)
-        if sft:  # no preference term: reference log-probs are not used
-            pair.ref_chosen_logp = pair.ref_chosen_logp or 0.0
-            pair.ref_rejected_logp = pair.ref_rejected_logp or 0.0
-        elif recipe.reference.source == "precomputed":
-            if pair.ref_chosen_logp is None or pair.ref_rejected_logp is None:
-                raise UserError("no precomputed reference log-probs: run `lpo-speech ref-logps` on this file "
-                                "first, or set reference.source=model", where=where)
-            mode = pair.extra.get("ref_logp_mode")
-            if mode is not None and mode != want_mode:
-                raise UserError(f"reference log-probs were computed as {mode!r} but this recipe reduces as "
-                                f"{want_mode!r} (loss.average_logps / model.codebook_reduction)", where=where)
-            made_in = pair.extra.get("ref_logp_dtype")
-            if made_in is not None and want_dtype is not None and made_in != want_dtype:
-                raise UserError(f"reference log-probs were computed in {made_in} but this run computes in "
-                                f"{want_dtype} (model.dtype, train.strategy): rerun `lpo-speech ref-logps` with "
-                                "this recipe", where=where)
-        item = adapter.encode(pair, where, Path(recipe.data.pairs).parent)
-        if adapter.length(item) > recipe.data.max_length:
-            too_long += 1
-            continue
-        item["ref"] = (pair.ref_chosen_logp, pair.ref_rejected_logp)
-        items.append(item)
-        pairs.append(pair)
+    with pair_features(adapter, recipe.data.pairs, records, quiet=quiet):  # a failure below removes them
+        bar = tqdm(records, desc="load pairs", unit="pair", disable=quiet, dynamic_ncols=True)
+        for i, pair in enumerate(bar, 1):
+            where = f"{recipe.data.pairs}:{i}"
+            sft = recipe.loss.type == "sft"
+            if not pair.has_rejected and not sft:
+                raise UserError("no rejected response: chosen-only examples train only with loss.type sft",
+                                where=where)
+            if sft:  # no preference term: reference log-probs are not used
+                pair.ref_chosen_logp = pair.ref_chosen_logp or 0.0
+                pair.ref_rejected_logp = pair.ref_rejected_logp or 0.0
+            elif recipe.reference.source == "precomputed":
+                if pair.ref_chosen_logp is None or pair.ref_rejected_logp is None:
+                    raise UserError("no precomputed reference log-probs: run `lpo-speech ref-logps` on this file "
+                                    "first, or set reference.source=model", where=where)
+                mode = pair.extra.get("ref_logp_mode")
+                if mode is not None and mode != want_mode:
+                    raise UserError(f"reference log-probs were computed as {mode!r} but this recipe reduces as "
+                                    f"{want_mode!r} (loss.average_logps / model.codebook_reduction)", where=where)
+                made_in = pair.extra.get("ref_logp_dtype")
+                if made_in is not None and want_dtype is not None and made_in != want_dtype:
+                    raise UserError(f"reference log-probs were computed in {made_in} but this run computes in "
+                                    f"{want_dtype} (model.dtype, train.strategy): rerun `lpo-speech ref-logps` "
+                                    "with this recipe", where=where)
+            item = adapter.encode(pair, where, Path(recipe.data.pairs).parent)
+            if adapter.length(item) > recipe.data.max_length:
+                too_long += 1
+                continue
+            item["ref"] = (pair.ref_chosen_logp, pair.ref_rejected_logp)
+            items.append(item)
+            pairs.append(pair)
     if too_long:
         print(f"data: dropped {too_long} pairs longer than data.max_length={recipe.data.max_length}")
     return items, pairs

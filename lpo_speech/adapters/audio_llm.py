@@ -13,8 +13,9 @@ One forward for a batch of pairs:
      positions (a gather index made on the host by `collate`, so no device value is read);
   3. the language model over chosen and rejected rows in one batch (right padded, causal);
   4. only response positions projected to the vocabulary, chunked (lpo_speech.adapters.base.response_logps).
-With `model.freeze_encoder` the audio tower is frozen and its outputs are computed once per audio and
-cached (fp16, on the CPU), as the Whisper adapter does; the projector and the LM train.
+Features are computed once per audio into a feature store on disk (lpo_speech.asr.features) and read
+back per batch, as the Whisper adapter does. With `model.freeze_encoder` the audio tower is frozen and
+its outputs are kept in a bounded cache (fp16, on the CPU); the projector and the LM train.
 
 Features, prompts and responses are made the same way in training, sampling and evaluation
 (`AudioLLMAdapter.prepare`, `prompt_ids`, `text_ids`), and match the processor's own output (tested).
@@ -38,7 +39,7 @@ from torch import nn
 
 from lpo_speech.adapters.base import HostInts, PairModel, SeqLogps, pad_rows, pair_rows, response_logps
 from lpo_speech.adapters.causal_lm import load_pretrained
-from lpo_speech.audio import load_audio
+from lpo_speech.asr.features import Entry, FeatureStore, StateCache
 from lpo_speech.errors import UserError
 from lpo_speech.records import PreferencePair
 
@@ -150,7 +151,7 @@ class AudioLLMAdapter:
         self.cfg = model_cfg
         self.average = average
         self.chosen_only = False  # the trainer sets it for loss.type sft
-        self._audio: dict[str, dict[str, Any]] = {}  # path -> features (fp16), feature length, token count
+        self.store: FeatureStore | None = None  # use_features, or a temporary store on first use
 
     def load(self, path: str, device: torch.device, dtype: torch.dtype = torch.float32) -> AudioLLMPairModel:
         import transformers
@@ -166,7 +167,7 @@ class AudioLLMAdapter:
             family.tower(model).requires_grad_(False)
         pair_model = AudioLLMPairModel(model, family, average=self.average).to(device)
         if not hasattr(self, "model"):  # the first load is the policy: it computes cached tower outputs
-            self.model, self._states = pair_model, {}
+            self.model, self._states = pair_model, StateCache()
         return pair_model
 
     def _setup(self, family: AudioLLMFamily, config, processor, path: str) -> None:
@@ -229,27 +230,47 @@ class AudioLLMAdapter:
         Special-token text inside a transcript stays text."""
         return self.tokenizer(text.strip(), add_special_tokens=False, split_special_tokens=True)["input_ids"] + [self.eos]
 
+    def use_features(self, folder: str | Path) -> FeatureStore:
+        """Keep and read features in the store at `folder` (lpo_speech.asr.features), shared by the
+        stages of one pair file."""
+        self.store = FeatureStore(folder, self.processor.feature_extractor)
+        return self.store
+
+    def feature_store(self) -> FeatureStore:
+        if self.store is None:
+            self.store = FeatureStore.temporary(self.processor.feature_extractor)
+        return self.store
+
+    def stored(self, audio_path: str, where: str = "") -> Entry:
+        """The stored features' entry for one file (computed now if need be): audio longer than the
+        model's window is refused."""
+        entry = self.feature_store().ensure(audio_path, where or None)
+        window = self.processor.feature_extractor.n_samples
+        if entry.samples > window:
+            raise UserError(f"{audio_path}: {entry.samples / SAMPLE_RATE:.1f} s of audio, longer than the model's "
+                            f"{window / SAMPLE_RATE:.0f} s window", where=where or None)
+        return entry
+
     def features(self, audio_path: str, where: str = "") -> dict[str, Any]:
-        """Features (fp16: half the cache), valid frames and placeholder count for one file, cached (pairs
+        """Features (float16), valid frames and placeholder count for one file, computed once (pairs
         share audio)."""
-        if audio_path not in self._audio:
-            wav = load_audio(audio_path, sample_rate=SAMPLE_RATE, where=where or None)
-            window = self.processor.feature_extractor.n_samples
-            if len(wav) > window:
-                raise UserError(f"{audio_path}: {len(wav) / SAMPLE_RATE:.1f} s of audio, longer than the model's "
-                                f"{window / SAMPLE_RATE:.0f} s window", where=where or None)
-            feats, length = self.prepare(wav)
-            self._audio[audio_path] = {"features": feats.to(torch.float16), "length": length,
-                                       "tokens": self.family.num_tokens(length)}
-        return self._audio[audio_path]
+        entry = self.stored(audio_path, where)
+        return {"features": torch.from_numpy(self.store.read(entry)), "length": entry.valid,
+                "tokens": self.family.num_tokens(entry.valid)}
+
+    def batch_features(self, entries: list[Entry]) -> tuple[torch.Tensor, torch.Tensor]:
+        """float32 features [A, mels, frames] and valid frame counts [A] of stored audios."""
+        feats = torch.stack([torch.from_numpy(self.store.read(e)) for e in entries]).float()
+        return feats, torch.tensor([e.valid for e in entries])
 
     def encode(self, pair: PreferencePair, where: str, base_dir: Path) -> dict[str, Any]:
         if pair.audio is None or pair.chosen_text is None:
             raise UserError("audio_llm pairs need 'audio', 'chosen_text' and 'rejected_text'", where=where)
         audio = str(pair.audio if Path(pair.audio).is_absolute() else base_dir / pair.audio)
-        info = self.features(audio, where)  # load now: a bad file fails before training starts
+        entry = self.stored(audio, where)  # now: a bad file fails before training starts
         instruction = pair.prompt_text or self.instruction  # a pair's own text prompt, else the recipe's
-        item = {"audio": audio, "prompt": self.prompt_ids(info["tokens"], instruction),
+        tokens = self.family.num_tokens(entry.valid)
+        item = {"audio": audio, "feat": entry, "prompt": self.prompt_ids(tokens, instruction),
                 "audio_at": len(self.template(instruction)[0]), "chosen": self.text_ids(pair.chosen_text),
                 "rejected": self.text_ids(pair.rejected_text if pair.rejected_text is not None else pair.chosen_text)}
         if self.length(item) > self.max_positions:
@@ -262,7 +283,7 @@ class AudioLLMAdapter:
     # ------------------------------------------------------------------ batches
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        audios = list(dict.fromkeys(it["audio"] for it in items))  # distinct, in order
+        audios = list(dict.fromkeys(it["feat"] for it in items))  # distinct, in order
         batch = pad_rows(pair_rows(items, self.chosen_only), self.pad_id)
         batch["num_pairs"] = HostInts([len(items)])
         if self.cfg.freeze_encoder:
@@ -274,32 +295,33 @@ class AudioLLMAdapter:
             batch["audio_states"] = padded
         else:
             frames = self.tower_frames
-            batch["input_features"] = torch.stack([self._audio[a]["features"] for a in audios]).float()
-            batch["feature_lengths"] = torch.tensor([self._audio[a]["length"] for a in audios])
+            batch["input_features"], batch["feature_lengths"] = self.batch_features(audios)
         # Row r's placeholders take the projected frames of its audio, in order.
         rows = items * (batch["input_ids"].shape[0] // len(items))  # chosen rows, then any rejected rows
         mask = batch["input_ids"] == self.audio_id
         gather = torch.zeros_like(batch["input_ids"])
         for r, it in enumerate(rows):
-            a, n, start = audios.index(it["audio"]), self._audio[it["audio"]]["tokens"], it["audio_at"]
+            a, n, start = audios.index(it["feat"]), self.family.num_tokens(it["feat"].valid), it["audio_at"]
             gather[r, start:start + n] = a * frames + torch.arange(n)
         batch["audio_mask"], batch["audio_gather"] = mask, gather
         return batch
 
     @torch.no_grad()
-    def _tower_states(self, audios: list[str]) -> list[torch.Tensor]:
-        """Frozen tower: its outputs for each audio's valid frames, computed once (the batch's new audios
-        in one tower call) and cached (fp16, CPU)."""
-        new = [a for a in audios if a not in self._states]
-        if new:
-            tower = self.family.tower(base_model(self.model.model))
-            device = next(tower.parameters()).device
-            feats = torch.stack([self._audio[a]["features"] for a in new]).float().to(device)
-            states = self.family.tower_states(tower, feats, torch.tensor([self._audio[a]["length"] for a in new],
-                                                                         device=device))
-            for a, s in zip(new, states):
-                self._states[a] = s[:self._audio[a]["tokens"]].to("cpu", torch.float16)
-        return [self._states[a] for a in audios]
+    def _tower_states(self, audios: list[Entry]) -> list[torch.Tensor]:
+        """Frozen tower: its outputs for each audio's valid frames (fp16, CPU), from the bounded cache or
+        computed now, one audio per tower call (an audio's outputs never depend on its batch)."""
+        out = []
+        for e in audios:
+            states = self._states.get(e.key)
+            if states is None:
+                tower = self.family.tower(base_model(self.model.model))
+                device = next(tower.parameters()).device
+                feats, lengths = self.batch_features([e])
+                states = self.family.tower_states(tower, feats.to(device), lengths.to(device))[0]
+                states = states[:self.family.num_tokens(e.valid)].to("cpu", torch.float16, copy=True)
+                self._states.put(e.key, states)
+            out.append(states)
+        return out
 
     def save(self, model: AudioLLMPairModel, out_dir: Path) -> None:
         setattr(base_model(model.model).config, INSTRUCTION_KEY, self.instruction)  # eval prompts as trained

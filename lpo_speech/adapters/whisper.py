@@ -3,7 +3,9 @@
 A pair is (audio, chosen transcript, rejected transcript). The encoder runs once per distinct audio
 in a batch; its states are indexed for the chosen and the rejected decoder rows, which run as one
 batch. Features come from the model's own processor (`WhisperFeatureExtractor`: 16 kHz, log-mel,
-audio padded to 30 s) in training, sampling and evaluation alike (`features()` below).
+audio padded to 30 s) in training, sampling and evaluation alike. In training they are computed once
+per audio into a feature store on disk (lpo_speech.asr.features) and read back per batch, so memory
+does not grow with the data set; with a frozen encoder its outputs are kept in a bounded cache.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from lpo_speech.adapters.base import HostInts, PairModel, SeqLogps, pad_rows, pair_rows, response_logps
 from lpo_speech.adapters.causal_lm import load_pretrained
-from lpo_speech.audio import load_audio
+from lpo_speech.asr.features import Entry, FeatureStore, StateCache
 from lpo_speech.errors import UserError
 from lpo_speech.records import PreferencePair
 
@@ -76,7 +78,7 @@ class WhisperAdapter:
         self.cfg = model_cfg
         self.average = average
         self.chosen_only = False  # the trainer sets it for loss.type sft
-        self._features: dict[str, torch.Tensor] = {}
+        self.store: FeatureStore | None = None  # use_features, or a temporary store on first use
 
     def load(self, path: str, device: torch.device, dtype: torch.dtype = torch.float32) -> WhisperPairModel:
         from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
@@ -105,7 +107,7 @@ class WhisperAdapter:
             model.get_encoder().requires_grad_(False)
         pair_model = WhisperPairModel(model, average=self.average).to(device)
         if not hasattr(self, "model"):  # the first load is the policy: it computes cached encoder states
-            self.model, self._states = pair_model, {}
+            self.model, self._states = pair_model, StateCache()
         return pair_model
 
     def text_ids(self, text: str) -> list[int]:
@@ -113,12 +115,25 @@ class WhisperAdapter:
         must learn where to stop)."""
         return self.tokenizer.encode(" " + text.strip(), add_special_tokens=False) + [self.eos]
 
+    def use_features(self, folder: str | Path) -> FeatureStore:
+        """Keep and read features in the store at `folder` (lpo_speech.asr.features), shared by the
+        stages of one pair file."""
+        self.store = FeatureStore(folder, self.processor.feature_extractor)
+        return self.store
+
+    def feature_store(self) -> FeatureStore:
+        if self.store is None:
+            self.store = FeatureStore.temporary(self.processor.feature_extractor)
+        return self.store
+
     def features(self, audio_path: str, where: str = "") -> torch.Tensor:
-        """Log-mel features [n_mels, 3000] for one file, cached (pairs share audio)."""
-        if audio_path not in self._features:
-            wav = load_audio(audio_path, sample_rate=SAMPLE_RATE, where=where or None)
-            self._features[audio_path] = self.extract(wav)[0].to(torch.float16)  # half the cache
-        return self._features[audio_path]
+        """Log-mel features [n_mels, 3000] (float16) for one file, computed once (pairs share audio)."""
+        store = self.feature_store()
+        return torch.from_numpy(store.read(store.ensure(audio_path, where or None)))
+
+    def batch_features(self, entries: list[Entry]) -> torch.Tensor:
+        """float32 features [A, n_mels, 3000] of stored audios."""
+        return torch.stack([torch.from_numpy(self.store.read(e)) for e in entries]).float()
 
     def extract(self, wavs: np.ndarray | list[np.ndarray]) -> torch.Tensor:
         wavs = wavs if isinstance(wavs, list) else [wavs]
@@ -128,8 +143,8 @@ class WhisperAdapter:
         if pair.audio is None or pair.chosen_text is None:
             raise UserError("whisper pairs need 'audio', 'chosen_text' and 'rejected_text'", where=where)
         audio = str(pair.audio if Path(pair.audio).is_absolute() else base_dir / pair.audio)
-        self.features(audio, where)  # load now: a bad file fails before training starts
-        item = {"audio": audio, "prompt": self.prefix, "chosen": self.text_ids(pair.chosen_text),
+        entry = self.feature_store().ensure(audio, where)  # now: a bad file fails before training starts
+        item = {"audio": audio, "feat": entry, "prompt": self.prefix, "chosen": self.text_ids(pair.chosen_text),
                 "rejected": self.text_ids(pair.rejected_text if pair.rejected_text is not None else pair.chosen_text)}
         if self.length(item) > self.max_target:
             raise UserError(f"transcript longer than the decoder's {self.max_target} positions", where=where)
@@ -139,25 +154,31 @@ class WhisperAdapter:
         return len(item["prompt"]) + max(len(item["chosen"]), len(item["rejected"]))
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        audios = list(dict.fromkeys(it["audio"] for it in items))  # distinct, in order
+        audios = list(dict.fromkeys(it["feat"] for it in items))  # distinct, in order
         batch = pad_rows(pair_rows(items, self.chosen_only), self.eos)
         batch["num_pairs"] = HostInts([len(items)])
         if self.cfg.freeze_encoder:
-            batch["encoder_states"] = torch.stack([self._encoder_states(a) for a in audios]).float()
+            batch["encoder_states"] = torch.stack(self._encoder_states(audios)).float()
         else:
-            batch["input_features"] = torch.stack([self._features[a] for a in audios]).float()
-        batch["audio_index"] = torch.tensor([audios.index(it["audio"]) for it in items])
+            batch["input_features"] = self.batch_features(audios)
+        batch["audio_index"] = torch.tensor([audios.index(it["feat"]) for it in items])
         return batch
 
     @torch.no_grad()
-    def _encoder_states(self, audio: str) -> torch.Tensor:
-        """Frozen encoder: its states for one audio, computed once and cached (fp16, on CPU)."""
-        if audio not in self._states:
-            encoder = self.model.model.get_encoder()
-            device = next(encoder.parameters()).device
-            feats = self._features[audio][None].float().to(device)
-            self._states[audio] = encoder(feats).last_hidden_state[0].to("cpu", torch.float16)
-        return self._states[audio]
+    def _encoder_states(self, audios: list[Entry]) -> list[torch.Tensor]:
+        """Frozen encoder: its states for each audio (fp16, on CPU), from the bounded cache or computed
+        now, one audio per encoder call: an audio's states never depend on the batch it came in, so a
+        resumed run, or one whose cache dropped them, computes the same values again."""
+        out = []
+        for e in audios:
+            states = self._states.get(e.key)
+            if states is None:
+                encoder = self.model.model.get_encoder()
+                device = next(encoder.parameters()).device
+                states = encoder(self.batch_features([e]).to(device)).last_hidden_state[0].to("cpu", torch.float16)
+                self._states.put(e.key, states)
+            out.append(states)
+        return out
 
     def save(self, model: WhisperPairModel, out_dir: Path) -> None:
         # The language and task it was trained to write go with it: eval and export then decode with the

@@ -1,9 +1,10 @@
 """Decoding an ASR model: greedy, beam N-best and sampled transcripts, batched.
 
-Two decoders with one interface (`encode`, `transcribe`, `encoder_fingerprint`), chosen by the model's
-config (`make_asr_decoder`): `AsrDecoder` for a speech-seq2seq model (Whisper) and `AudioLLMDecoder` for an
-audio LLM (Qwen2-Audio). Each loads through its track adapter so features and prompts are made exactly
-as in training. The encoder is most of the cost on CPU (a 30 s window per utterance), so callers may
+Two decoders with one interface (`encode`, `encode_files`, `transcribe`, `encoder_fingerprint`), chosen
+by the model's config (`make_asr_decoder`): `AsrDecoder` for a speech-seq2seq model (Whisper) and
+`AudioLLMDecoder` for an audio LLM (Qwen2-Audio). Each loads through its track adapter so features and
+prompts are made exactly as in training; `encode_files` reads them from the adapter's feature store
+(lpo_speech.asr.features), where build-pairs computed them once per utterance. The encoder is most of the cost on CPU (a 30 s window per utterance), so callers may
 pass encoder states computed once and shared between models whose encoders are identical
 (`encoder_fingerprint`), e.g. a base model and its LPO descendant trained with a frozen encoder.
 """
@@ -93,8 +94,17 @@ class AsrDecoder:
     @torch.no_grad()
     def encode(self, wavs: list[np.ndarray]) -> torch.Tensor:
         """Encoder states [N, T, D] for a batch of 16 kHz waveforms."""
-        feats = self.adapter.extract(list(wavs)).to(self.device, self.dtype)
-        return self.model.get_encoder()(feats).last_hidden_state
+        return self._encode(self.adapter.extract(list(wavs)))
+
+    @torch.no_grad()
+    def encode_files(self, paths: list, wheres: list[str | None]) -> torch.Tensor:
+        """Encoder states [N, T, D] for audio files, from the adapter's feature store (computed there
+        first if missing; errors name `wheres`)."""
+        store = self.adapter.feature_store()
+        return self._encode(self.adapter.batch_features([store.ensure(p, w) for p, w in zip(paths, wheres)]))
+
+    def _encode(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.model.get_encoder()(feats.to(self.device, self.dtype)).last_hidden_state
 
     @torch.no_grad()
     def transcribe(self, wavs: list[np.ndarray] | None = None, *, states: torch.Tensor | None = None, n: int = 1,
@@ -161,10 +171,20 @@ class AudioLLMDecoder:
     def encode(self, wavs: list[np.ndarray]) -> torch.Tensor:
         """Tower states [N, T, D + 1] for a batch of 16 kHz waveforms (last channel: valid-frame marks)."""
         prepared = [self.adapter.prepare(w) for w in wavs]
-        feats = torch.stack([f for f, _ in prepared]).to(self.device, self.dtype)
-        lengths = torch.tensor([n for _, n in prepared], device=self.device)
-        states = self.pair_model.tower_states(feats, lengths)
-        tokens = torch.tensor([self.adapter.family.num_tokens(n) for _, n in prepared], device=self.device)
+        return self._encode(torch.stack([f for f, _ in prepared]), torch.tensor([n for _, n in prepared]))
+
+    @torch.no_grad()
+    def encode_files(self, paths: list, wheres: list[str | None]) -> torch.Tensor:
+        """`encode` for audio files, from the adapter's feature store (computed there first if missing;
+        errors name `wheres`; audio longer than the window is refused as in training)."""
+        return self._encode(*self.adapter.batch_features([self.adapter.stored(str(p), w or "")
+                                                          for p, w in zip(paths, wheres)]))
+
+    def _encode(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Tower states plus valid-frame marks for features [N, mels, frames] of `lengths` valid frames
+        (host tensors)."""
+        tokens = torch.tensor([self.adapter.family.num_tokens(n) for n in lengths.tolist()], device=self.device)
+        states = self.pair_model.tower_states(feats.to(self.device, self.dtype), lengths.to(self.device))
         valid = torch.arange(states.shape[1], device=self.device)[None, :] < tokens[:, None]
         return torch.cat([states, valid[..., None].to(states.dtype)], dim=-1)
 

@@ -11,9 +11,12 @@ Stages, each resumable and written atomically under `build_pairs.work_dir`:
   3. data.pairs        the same pairs with reference log-probs (lpo_speech.reflogps), optionally
                        dropping those whose reference margin exceeds `max_ref_margin`.
 summary.json counts what each rule kept; runtime.json says where it ran (every rank's device, the
-model's dtype, threads; printed at the start, written with the results). Every audio of the manifest is checked, and what an
-earlier run left in work_dir compared (model and manifest by content, lpo_speech.stages), before
-anything is written: a rerun from other inputs stops in one line unless `overwrite` (--overwrite).
+model's dtype, threads; printed at the start, written with the results). Every audio of the manifest is
+decoded once, checked and turned into the model's features, kept in `work_dir/features/`
+(lpo_speech.asr.features; under torchrun each process does its share) for the candidates' decoding,
+the reference log-probs and training. Then what an earlier run left in work_dir is compared (model and
+manifest by content, lpo_speech.stages), before anything else is written: a rerun from other inputs
+stops in one line unless `overwrite` (--overwrite). A failed run removes the features it computed.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ import torch
 
 from lpo_speech.perturb import build_vocabulary, perturbations
 from lpo_speech.asr.recipe import AsrRecipe
+from lpo_speech.asr.features import FeatureStore, features_folder
 from lpo_speech.asr.sources import InputColumns, converted_manifest
-from lpo_speech.audio import load_audio
 from lpo_speech.distributed import init_distributed, record_runtime
 from lpo_speech.wer import normalize, utterance_errors
 from lpo_speech.precision import dtype_name, resolve_dtype
@@ -56,13 +59,15 @@ def uses_model(recipe: AsrRecipe) -> bool:
 def candidate_settings(recipe: AsrRecipe, dtype: torch.dtype) -> dict:
     """What made candidates.jsonl (lpo_speech.stages): the model and the manifest by content, the
     candidate settings, the model's prompt options when set (Whisper's language/task, an audio LLM's
-    instruction), the schema and a non-float32 decoding dtype."""
+    instruction), the schema, a non-float32 decoding dtype, and for decoded candidates the features' dtype."""
     bp, m = recipe.build_pairs, recipe.model
     return {"model": model_folder(m.path), "manifest": input_file(bp.manifest), "schema": SCHEMA,
             **{f: getattr(bp, f) for f in CANDIDATE_SETTINGS},
             **{k: getattr(m, k) for k in ("language", "task", "instruction") if getattr(m, k, None) is not None},
             # bfloat16 decodes other candidates; float32 (every run before dtypes were kept) adds no key
-            **({"dtype": dtype_name(dtype)} if uses_model(recipe) and dtype != torch.float32 else {})}
+            **({"dtype": dtype_name(dtype)} if uses_model(recipe) and dtype != torch.float32 else {}),
+            # the model decodes the stored float16 features (before the store: float32 ones, no key)
+            **({"features": "float16"} if uses_model(recipe) else {})}
 
 
 def generate_candidates(recipe: AsrRecipe, utts: list[AsrUtterance], quiet: bool = False,
@@ -77,13 +82,13 @@ def generate_candidates(recipe: AsrRecipe, utts: list[AsrUtterance], quiet: bool
         from lpo_speech.asr.decode import make_asr_decoder
 
         decoder = make_asr_decoder(recipe.model.path, info.device, dtype=dtype, model_cfg=recipe.model)
+        decoder.adapter.use_features(features_folder(Path(bp.work_dir) / "pairs.jsonl"))  # filled by _build_pairs
 
     def process(batch: list[AsrUtterance]) -> list[dict]:
         hyps: dict[str, list[tuple[str, str]]] = {u.id: [] for u in batch}
         if decoder is not None:
-            wavs = [load_audio(resolve_audio(bp.manifest, u.audio), sample_rate=16_000,
-                               where=f"{bp.manifest}: id {u.id}") for u in batch]
-            states = decoder.encode(wavs)  # once, shared by every decoding below
+            states = decoder.encode_files([resolve_audio(bp.manifest, u.audio) for u in batch],
+                                          [f"{bp.manifest}: id {u.id}" for u in batch])  # shared by every decoding below
             if bp.greedy:
                 for u, texts in zip(batch, decoder.transcribe(states=states)):
                     hyps[u.id] += [("greedy", t) for t in texts]
@@ -175,22 +180,35 @@ def _build_pairs(recipe: AsrRecipe, *, quiet: bool, overwrite: bool) -> dict:
     work = Path(bp.work_dir)
     info = init_distributed(recipe.runtime.device)
     dtype = resolve_dtype(recipe.model.dtype, info.device)
-    # Every input checked before anything is written: the manifest, then every audio (readable, mono,
-    # 16 kHz, finite), then what an earlier run left in work_dir.
     utts = load_jsonl(bp.manifest, AsrUtterance)
-    for u in utts:
-        load_audio(resolve_audio(bp.manifest, u.audio), sample_rate=16_000, where=f"{bp.manifest}: id {u.id}")
-    if not overwrite:
-        check_settings(work / "candidates.jsonl", candidate_settings(recipe, dtype), record=False, hint=OVERWRITE_HINT)
-    where = dict(weights=dtype_name(dtype), threads=torch.get_num_threads())
-    record_runtime("build-pairs", info, quiet=quiet, **where)  # said now, written with the results
+    extractor = _feature_extractor(recipe.model.path)
     with created_outputs(work, Path(recipe.data.pairs).parent):
-        rows = generate_candidates(recipe, utts, quiet=quiet, overwrite=overwrite)
-        pairs, stats = select_pairs(recipe, rows)
-        stats.update(store_pairs(recipe.train_recipe(), pairs, work, batch_size=bp.batch_size,
-                                 max_margin=bp.max_ref_margin, quiet=quiet, overwrite=overwrite))
-        if info.is_main:
-            (work / "summary.json").write_text(json.dumps(stats, indent=2))
-        # runtime.json describes the run that made summary.json: a failed rerun leaves the earlier one.
-        record_runtime("build-pairs", info, work, quiet=True, **where)
+        # Every input checked before anything but features is written: the manifest, then every audio
+        # (readable, finite; decoded once, into the model's features, which every later stage reads),
+        # then what an earlier run left in work_dir. A failure removes the features this run stored.
+        store = FeatureStore(features_folder(work / "pairs.jsonl"), extractor)
+        with store.discard_on_error():
+            store.fill([(resolve_audio(bp.manifest, u.audio), f"{bp.manifest}: id {u.id}") for u in utts],
+                       quiet=quiet)
+            if not overwrite:
+                check_settings(work / "candidates.jsonl", candidate_settings(recipe, dtype), record=False,
+                               hint=OVERWRITE_HINT)
+            where = dict(weights=dtype_name(dtype), threads=torch.get_num_threads())
+            record_runtime("build-pairs", info, quiet=quiet, **where)  # said now, written with the results
+            rows = generate_candidates(recipe, utts, quiet=quiet, overwrite=overwrite)
+            pairs, stats = select_pairs(recipe, rows)
+            stats.update(store_pairs(recipe.train_recipe(), pairs, work, batch_size=bp.batch_size,
+                                     max_margin=bp.max_ref_margin, quiet=quiet, overwrite=overwrite))
+            if info.is_main:
+                (work / "summary.json").write_text(json.dumps(stats, indent=2))
+            # runtime.json describes the run that made summary.json: a failed rerun leaves the earlier one.
+            record_runtime("build-pairs", info, work, quiet=True, **where)
     return stats
+
+
+def _feature_extractor(path: str):
+    from transformers import AutoFeatureExtractor
+
+    from lpo_speech.adapters.causal_lm import load_pretrained
+
+    return load_pretrained(AutoFeatureExtractor, path)

@@ -35,7 +35,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from lpo_speech.audio import convert, decode_audio, load_audio, save_wav
+from lpo_speech.asr.features import decode_file
+from lpo_speech.audio import convert, decode_audio, save_wav
 from lpo_speech.distributed import barrier, init_distributed
 from lpo_speech.errors import UserError, short
 from lpo_speech.stages import atomic_folder, file_fingerprint, model_fingerprint
@@ -196,8 +197,8 @@ def _lhotse_rows(source: str) -> tuple[Iterator[dict], int, str]:
 def _row_audio(item: dict) -> Any:
     if "bytes" in item:
         return decode_audio(item["bytes"], sample_rate=SAMPLE_RATE, where=f"{item['where']}: audio")
-    if "path" in item:
-        return load_audio(item["path"], sample_rate=SAMPLE_RATE, where=item["where"])
+    if "path" in item:  # decoded once, here: not kept in memory (load_audio's cache would grow with the set)
+        return decode_file(item["path"], item["where"])
     return convert(item["array"], item["rate"], SAMPLE_RATE, origin=item["where"])
 
 

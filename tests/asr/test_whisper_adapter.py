@@ -44,7 +44,7 @@ def test_logps_match_naive_and_encoder_runs_once_per_audio(whisper_tiny, audio):
     with torch.no_grad():
         out = pm(batch)
         for i, it in enumerate(items):
-            feats = ad._features[it["audio"]].float()
+            feats = ad.features(it["audio"]).float()
             assert out.chosen[i].item() == pytest.approx(naive_logps(pm.model, feats, it["prompt"], it["chosen"]), abs=1e-4)
             assert out.rejected[i].item() == pytest.approx(naive_logps(pm.model, feats, it["prompt"], it["rejected"]), abs=1e-4)
     # the model hears the audio: the true transcript beats the corrupted ones
