@@ -334,21 +334,6 @@ def child_sampling(spec: dict) -> dict:
             "new_tokens_per_s": new_tokens / secs, "terminated": sum(x.terminated for r in res for x in r)}
 
 
-class _NoAudio:
-    """A codec stand-in for `synthesize`: only the greedy tokens are compared, so nothing is decoded
-    (no Codec2 needed). frame_rate is Codec2 700C's (40 ms frames): it sets the length guard."""
-
-    frame_rate, sample_rate = 25.0, 8000
-
-    def unflatten(self, ids):
-        return ids
-
-    def decode(self, codes):
-        import numpy as np
-
-        return np.zeros(0, dtype=np.float32)
-
-
 def child_tts_greedy(spec: dict) -> dict:
     """Greedy tokens of the tiny TTS model on each device, as `eval` decodes them (batch 16, threads 1)."""
     import torch
@@ -363,12 +348,14 @@ def child_tts_greedy(spec: dict) -> dict:
     # Each prompt carries its phonemes, so synthesize needs no phonemizer (piper) to encode it. The
     # texts stay real: their lengths group the prompts and set the length guard, as in `eval`.
     prompts = [TtsPrompt(id=pid, text=text, emotion=TTS_EMOTION, extra={"phonemes": ipa}) for pid, text, ipa in chosen]
+    # Only the tokens are compared: nothing is decoded (Codec2's layout and frame rate need no pycodec2).
+    codec = tok.make_codec()
     out = {"prompts": [pid for pid, _, _ in chosen], "devices": {}}
     for device in spec["devices"]:
         lm, _ = load_codec_lm(REPO / TTS_MODEL, device=device)
-        synthesize(lm, tok, prompts[:1], n=1, temperature=0.0, codec=_NoAudio(), max_seconds=1.0)  # warm-up
+        synthesize(lm, tok, prompts[:1], n=1, temperature=0.0, codec=codec, max_seconds=1.0, decode=False)  # warm-up
         t0 = time.perf_counter()
-        synths = synthesize(lm, tok, prompts, n=1, temperature=0.0, codec=_NoAudio(), batch_size=16)
+        synths = synthesize(lm, tok, prompts, n=1, temperature=0.0, codec=codec, batch_size=16, decode=False)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         out["devices"][device] = {"seconds": time.perf_counter() - t0,

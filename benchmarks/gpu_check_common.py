@@ -53,22 +53,17 @@ def step_seconds(rows: list[dict]) -> list[float]:
 
 
 def planned(recipe, config: dict, *, chosen_only: bool | None = None) -> dict:
-    """lpo_speech.plan's estimate for `recipe` on one GPU, the settings `train --plan` passes, or
-    {"plan": "n/a", ...} for a model it cannot estimate (its reason kept). `config`: the model's
-    config.json as a dict."""
-    mc, t = recipe.model, recipe.train
-    dtype = mc.dtype if mc.dtype != "auto" else ("float32" if recipe.runtime.device == "cpu" else "bfloat16")
-    sft = recipe.loss.type == "sft"
+    """lpo_speech.plan's estimate for `recipe` on one GPU, with the settings `train --plan` takes from it
+    (plan.recipe_settings; `chosen_only` overrides, for online GRPO's single rows), or
+    {"plan": "n/a", ...} for a model it cannot estimate (its reason kept). `config`: config.json's dict."""
     try:
-        from lpo_speech.plan import plan
+        from lpo_speech.plan import plan, recipe_settings
 
-        p = plan(dict(config), strategy=t.strategy, world=1, dtype=dtype, master_dtype=t.master_dtype, lora=mc.lora,
-                 gradient_checkpointing=mc.gradient_checkpointing, batch_size=t.batch_size,
-                 max_length=recipe.data.max_length, cpu_offload=t.fsdp_cpu_offload,
-                 chosen_only=sft if chosen_only is None else chosen_only,
-                 reshard_after_forward=t.fsdp_reshard_after_forward,
-                 reference_on_gpu=recipe.reference.source == "model" and not sft)
+        settings = recipe_settings(recipe)
+        if chosen_only is not None:
+            settings["chosen_only"] = chosen_only
+        p = plan(dict(config), world=1, **settings)
     except Exception as e:  # a model family the plan does not model yet
-        return {"plan": "n/a", "plan_why": " ".join(f"{type(e).__name__}: {e}".split())[:300]}
+        return {"plan": "n/a", "plan_why": " ".join(f"{type(e).__name__}: {e}".split())[:200]}
     return {"plan_gib": p["total"] / GiB, "plan_activations_gib": p["activations"] / GiB,
             "plan_notes": list(p.get("notes") or [])}

@@ -96,14 +96,6 @@ def test_stored_prompt_phonemes_match_the_tokenizer():
         assert tok.encode_prompt(text, emotion="neutral", phonemes=ipa) == tok.encode_prompt(text, emotion="neutral")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pycodec2") is None, reason="pycodec2 not installed")
-def test_no_audio_codec_keeps_codec2_frame_rate():
-    from lpo_speech.tts.text import TtsTokenizer
-
-    codec = TtsTokenizer.load(REPO / gpu_check.TTS_MODEL).make_codec()
-    assert gpu_check._NoAudio.frame_rate == codec.frame_rate
-
-
 def test_sizes_flops_and_peaks():
     sizes = gpu_check.PRESETS["gpu"]["sizes"]
     assert 0.45e9 < gpu_check.n_params(sizes["0.5b"]) < 0.5e9
@@ -186,7 +178,8 @@ def test_every_part_runs_with_the_gpu_images_packages_only(tmp_path):
     for model in gpu_check.ASR_MODELS:
         off, on = asr[model]["off"], asr[model]["on"]
         assert off["pairs_per_s"] > 0 and on["pairs_per_s"] > 0 and off["losses"][0] == on["losses"][0], model
-    assert "plan_gib" in asr["whisper-large-v3"]["off"]  # the plan counts Whisper's weights
+    for runs in asr.values():  # the plan's figure, or n/a with the plan's reason
+        assert all(r.get("plan_gib", 0) > 0 or (r["plan"] == "n/a" and r["plan_why"]) for r in runs.values())
     assert parts["sampling"]["candidates"] == 16 and parts["tts"]["devices"]["cpu"]["terminated"] == [True, True]
     md = (tmp_path / "out" / "gpu_check-cpu.md").read_text()
     assert "## 3. Online steps" in md and "| pairs | fsdp | 3 |" in md

@@ -159,6 +159,11 @@ def _resample(wav: np.ndarray, sr: int, target: int) -> np.ndarray:
 
 _C2_BITRATE = {"700C": 700, "1200": 1200, "1300": 1300, "1400": 1400, "1600": 1600, "2400": 2400,
                "3200": 3200}
+# (samples, bits) per frame of each mode, as libcodec2 reports them (tests/tts/test_codecs.py checks the
+# table against pycodec2): the codec's layout and frame rate are known without the library, which only
+# encoding and decoding need (a machine without pycodec2 can still sample a Codec2 model's tokens).
+_C2_FRAME = {"700C": (320, 28), "1200": (320, 48), "1300": (320, 52), "1400": (320, 56), "1600": (320, 64),
+             "2400": (160, 48), "3200": (160, 64)}
 # Source order of codec2_encode_700c's pack_natural_or_gray calls (natural binary, not Gray).
 _C2_700C_FIELDS = (("vq1", 9), ("vq2", 9), ("energy", 4), ("wo_voicing", 6))
 
@@ -175,19 +180,14 @@ class Codec2Codec(SlotCodec):
     sample_rate = 8000
 
     def __init__(self, mode: str | int = "700C"):
-        pycodec2 = require("pycodec2", needed_for=f"the Codec2 codec (codec2:{mode})")
-
         key = str(mode).upper()
         key = "700C" if key in ("700", "700C") else key
         if key not in _C2_BITRATE:
             raise UserError(f"unknown codec2 mode {mode!r}; expected one of {sorted(_C2_BITRATE)}",
                             where="codec2")
         self.mode, self.name = key, f"codec2-{key}"
-        self._pycodec2 = pycodec2
-        probe = pycodec2.Codec2(_C2_BITRATE[key])
-        self.samples_per_frame = int(probe.samples_per_frame())
-        self.bits_per_frame = int(probe.bits_per_frame())
-        self.bytes_per_frame = int(probe.bytes_per_frame())
+        self.samples_per_frame, self.bits_per_frame = _C2_FRAME[key]
+        self.bytes_per_frame = -(-self.bits_per_frame // 8)
         self.frame_rate = self.sample_rate / self.samples_per_frame
         if key == "700C":
             self.field_names = tuple(n for n, _ in _C2_700C_FIELDS)
@@ -200,8 +200,11 @@ class Codec2Codec(SlotCodec):
         self.field_widths = tuple(widths)
         self.codebook_sizes = tuple(1 << w for w in widths)
 
+    def _library(self):
+        return require("pycodec2", needed_for=f"encoding and decoding Codec2 ({self.name})")
+
     def _state(self):
-        return self._pycodec2.Codec2(_C2_BITRATE[self.mode])
+        return self._library().Codec2(_C2_BITRATE[self.mode])
 
     def encode(self, wav: np.ndarray, sr: int) -> np.ndarray:
         """Audio at any rate -> int64 codes [ceil(seconds * frame_rate), K] (end zero-padded)."""
@@ -223,6 +226,7 @@ class Codec2Codec(SlotCodec):
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """Codes [frames, K] -> float32 audio at 8 kHz, frames * samples_per_frame samples."""
         arr = self.check_codes(codes)
+        self._library()  # a missing pycodec2 is one line, before reseed() loads it
         bits = np.zeros((arr.shape[0], self.bytes_per_frame * 8), dtype=np.uint8)
         start = 0
         for k, w in enumerate(self.field_widths):

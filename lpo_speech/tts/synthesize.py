@@ -36,21 +36,27 @@ class Synth:
     wav: np.ndarray | None = None  # float32 at `sr`
     sr: int = 8000
     error: str | None = None
+    seconds: float | None = None  # the frames' length when not decoded (decode_tokens(decode=False))
 
     @property
     def duration_s(self) -> float:
-        return 0.0 if self.wav is None else self.wav.size / self.sr
+        if self.wav is None:
+            return 0.0 if self.seconds is None else self.seconds
+        return self.wav.size / self.sr
 
 
-def decode_tokens(tok: TtsTokenizer, codec, tokens: list[int], terminated: bool = True) -> Synth:
-    """Model ids -> Synth with audio, or undecodable (never raises for bad ids)."""
+def decode_tokens(tok: TtsTokenizer, codec, tokens: list[int], terminated: bool = True, decode: bool = True) -> Synth:
+    """Model ids -> Synth with audio, or undecodable (never raises for bad ids). decode=False checks the
+    ids against the codec's slots but makes no audio: `seconds` is the frames' length (Codec2: exactly
+    the decoded audio's), for a judge-free reward on a machine without the codec's library."""
     try:
         codes = codec.unflatten(tok.model_to_codec(tokens))
-        wav = codec.decode(codes)
+        wav = codec.decode(codes) if decode else None
     except UserError as e:
         return Synth(tokens=list(tokens), terminated=terminated, undecodable=True, sr=codec.sample_rate,
                      error=str(e))
-    return Synth(tokens=list(tokens), terminated=terminated, wav=wav, sr=codec.sample_rate)
+    seconds = None if decode else len(codes) / codec.frame_rate
+    return Synth(tokens=list(tokens), terminated=terminated, wav=wav, sr=codec.sample_rate, seconds=seconds)
 
 
 def prompt_ids(tok: TtsTokenizer, prompt: TtsPrompt | dict, where: str = "prompt") -> list[int]:
@@ -63,8 +69,9 @@ def prompt_ids(tok: TtsTokenizer, prompt: TtsPrompt | dict, where: str = "prompt
 def synthesize(lm, tok: TtsTokenizer, prompts: list[TtsPrompt], *, n: int = 1, temperature: float = 1.0,
                top_k: int = 0, top_p: float = 1.0, max_seconds: float = 12.0, seconds_per_char: float = 0.15,
                seed: int = 0, batch_size: int = 16, group: int = 64, codec=None, progress=None,
-               threads: int | None = None) -> list[list[Synth]]:
+               threads: int | None = None, decode: bool = True) -> list[list[Synth]]:
     """`n` syntheses per prompt (result[i][j]); temperature 0 = greedy (then n is usually 1).
+    decode=False: tokens and their duration only, no audio (decode_tokens).
 
     `threads`: torch threads while sampling (restored after); None (the default) keeps the process's
     setting. Stages pass `runtime.sampling_threads` (eval: `--sampling-threads`): the offline recipes
@@ -78,13 +85,13 @@ def synthesize(lm, tok: TtsTokenizer, prompts: list[TtsPrompt], *, n: int = 1, t
     try:
         return _synthesize(lm, tok, prompts, n=n, temperature=temperature, top_k=top_k, top_p=top_p,
                            max_seconds=max_seconds, seconds_per_char=seconds_per_char, seed=seed,
-                           batch_size=batch_size, group=group, codec=codec, progress=progress)
+                           batch_size=batch_size, group=group, codec=codec, progress=progress, decode=decode)
     finally:
         torch.set_num_threads(previous)
 
 
 def _synthesize(lm, tok, prompts, *, n, temperature, top_k, top_p, max_seconds, seconds_per_char, seed,
-                batch_size, group, codec, progress) -> list[list[Synth]]:
+                batch_size, group, codec, progress, decode) -> list[list[Synth]]:
     from lpo_speech.tts.sampling import sample
 
     codec = codec or tok.make_codec()
@@ -112,7 +119,7 @@ def _synthesize(lm, tok, prompts, *, n, temperature, top_k, top_p, max_seconds, 
                        sync_max_frames=getattr(tok, "max_symbol_frames", 0))
         for i, samples in zip(idx, drawn):
             results[i] = [decode_tokens(tok, codec, s.tokens if s.terminated or sync is None else
-                                        _whole_frames(tok, s.tokens), s.terminated) for s in samples]
+                                        _whole_frames(tok, s.tokens), s.terminated, decode) for s in samples]
         if progress is not None:
             progress(len(idx))
     return results  # type: ignore[return-value]

