@@ -37,7 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lpo_speech.adapters.base import HostInts, PairModel, SeqLogps, pad_rows, pair_rows, response_logps
+from lpo_speech.adapters.base import (HostInts, PairModel, SeqLogps, enable_checkpointing, pad_rows,
+                                      pair_rows, response_logps)
 from lpo_speech.adapters.causal_lm import load_pretrained
 from lpo_speech.asr.features import Entry, FeatureStore, StateCache
 from lpo_speech.errors import UserError
@@ -162,7 +163,7 @@ class AudioLLMAdapter:
         if not hasattr(self, "processor"):
             self._setup(family, model.config, load_pretrained(AutoProcessor, path), path)
         if self.cfg.gradient_checkpointing:
-            model.activation_checkpointing_enable()
+            enable_checkpointing(model)
         if self.cfg.freeze_encoder:
             family.tower(model).requires_grad_(False)
         pair_model = AudioLLMPairModel(model, family, average=self.average).to(device)

@@ -53,6 +53,14 @@ def split_pairs(logps: torch.Tensor, mean_logp: torch.Tensor, num_pairs: int) ->
     return SeqLogps(chosen=logps[:b].clone(), rejected=rejected.clone(), chosen_nll=-mean_logp[:b])
 
 
+def enable_checkpointing(model: nn.Module) -> None:
+    """Activation (gradient) checkpointing on a transformers model: recompute each block in backward.
+    transformers renamed `gradient_checkpointing_enable` to `activation_checkpointing_enable` (the old
+    name warns); GPU images with an older transformers have only the old one."""
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable()
+
+
 class PairModel(nn.Module):
     """Wraps a model; `forward(batch)` returns `SeqLogps` for chosen and rejected in one pass.
 

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from lpo_speech.adapters.base import HostInts, PairModel, SeqLogps, pad_rows, pair_rows, response_logps, split_pairs
+from lpo_speech.adapters.base import (HostInts, PairModel, SeqLogps, enable_checkpointing, pad_rows,
+                                      pair_rows, response_logps, split_pairs)
 from lpo_speech.errors import UserError
 from lpo_speech.logps import linear_sequence_logps
 from lpo_speech.records import PreferencePair
@@ -150,7 +151,7 @@ class CausalLMAdapter:
                             "response position is no codec slot: use codebook_reduction flat",
                             where="model.codebook_reduction")
         if self.cfg.gradient_checkpointing:
-            lm.activation_checkpointing_enable()
+            enable_checkpointing(lm)
         return CausalLMPairModel(lm, average=self.average, num_codebooks=self.cfg.num_codebooks,
                                  codebook_reduction=self.cfg.codebook_reduction,
                                  codebook_levels=tuple(self.cfg.codebook_levels or ()) or None).to(device)

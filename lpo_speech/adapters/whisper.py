@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
-from lpo_speech.adapters.base import HostInts, PairModel, SeqLogps, pad_rows, pair_rows, response_logps
+from lpo_speech.adapters.base import (HostInts, PairModel, SeqLogps, enable_checkpointing, pad_rows,
+                                      pair_rows, response_logps)
 from lpo_speech.adapters.causal_lm import load_pretrained
 from lpo_speech.asr.features import Entry, FeatureStore, StateCache
 from lpo_speech.errors import UserError
@@ -102,7 +103,7 @@ class WhisperAdapter:
         self.eos = self.tokenizer.eos_token_id
         self.max_target = model.config.max_target_positions
         if self.cfg.gradient_checkpointing:
-            model.activation_checkpointing_enable()
+            enable_checkpointing(model)
         if self.cfg.freeze_encoder:
             model.get_encoder().requires_grad_(False)
         pair_model = WhisperPairModel(model, average=self.average).to(device)

@@ -5,7 +5,8 @@ the batched KV-cache sampler (lpo_speech.tts.synthesize: the recipe's length gua
 phoneme-synchronous symbols, `runtime.sampling_threads`), decoded by the model's codec on the judge
 device, and scored by lpo_speech.tts.scoring with only the scorers the reward terms read (`cer` and
 `wer` the ASR judge, `sim` speaker similarity, `emotion` the emotion scorer, `dnsmos` DNSMOS;
-`duration` needs none), in this process or, with `online.judge_workers: N`, in N worker processes
+`duration` needs none: then nothing is decoded, a clip's duration is its frames' length, and the
+codec's library need not be installed), in this process or, with `online.judge_workers: N`, in N worker processes
 (lpo_speech.tts.judge_pool: the same scores). A candidate's tokens enter a pair with EOS when it terminated, as in
 build-pairs.
 """
@@ -67,7 +68,8 @@ class TtsOnline:
         t0 = time.perf_counter()
         synths = synthesize(policy.hf_model, self.tok, items, n=n, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p,
                             max_seconds=bp.max_seconds, seconds_per_char=bp.seconds_per_char, seed=seed,
-                            batch_size=bp.batch_size, codec=self.codec, threads=self.threads)
+                            batch_size=bp.batch_size, codec=self.codec, threads=self.threads,
+                            decode=self.scorer is not None)  # a judge-free reward needs durations only
         self.last_sample_s = time.perf_counter() - t0
         if self.scorer is None:  # a judge-free reward (duration): what every candidate has
             scored = [[{"duration_s": round(s.duration_s, 3), "terminated": s.terminated,
