@@ -89,7 +89,8 @@ def fsdp_summary(pair_model: nn.Module) -> dict[str, object]:
 
     blocks = fsdp_blocks(pair_model)
     if not blocks:
-        name = type(getattr(pair_model, "hf_model", pair_model)).__name__
+        hf = getattr(pair_model, "hf_model", pair_model)
+        name = type(hf.get_base_model() if hasattr(hf, "get_base_model") else hf).__name__  # not peft's wrapper
         raise UserError(f"{name} names no transformer block class (_no_split_modules) to shard by; "
                         "train it with train.strategy ddp", where="train.strategy")
     frozen = [m for _, m in frozen_parts(pair_model)]
