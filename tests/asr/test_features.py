@@ -167,3 +167,57 @@ def test_build_pairs_then_train_compute_features_once_per_utterance(tmp_path, wh
     assert sum(len(p.read_text().splitlines()) for p in folder.glob("*.jsonl")) == 2
     assert main(["train", *args]) == 0
     assert sorted(p.name for p in folder.glob("*.jsonl")) == parts  # training computed nothing
+
+
+FILL = '''
+import json, sys
+from pathlib import Path
+from transformers import AutoFeatureExtractor
+from lpo_speech.asr.features import FeatureStore
+from lpo_speech.distributed import cleanup, init_distributed
+from lpo_speech.errors import UserError
+
+info = init_distributed("cpu")
+root, model, files = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
+store = FeatureStore(root / "features", AutoFeatureExtractor.from_pretrained(model))
+out = {"computed": 0, "error": None}
+try:
+    with store.discard_on_error():
+        store.fill([(root / f, f"m.jsonl:{i}") for i, f in enumerate(files, 1)])
+except UserError as e:
+    out["error"] = str(e)
+out.update(computed=store.computed, stored=len(store))
+(root / f"rank{info.rank}.json").write_text(json.dumps(out))
+cleanup()  # the process group ends before the interpreter does (gloo aborts otherwise)
+'''
+
+
+def test_two_processes_share_the_work_and_stop_on_the_same_line(tmp_path, whisper_tiny, audio):
+    """Under torchrun each process computes every other distinct audio and then reads all; a bad file
+    stops both with the line of the first bad one in manifest order, and neither leaves files."""
+    import subprocess
+    import sys
+
+    for i in range(5):
+        (tmp_path / f"u{i}.wav").write_bytes(audio[i % 2].read_bytes())
+    bad = np.full(16_000, 0.1, dtype=np.float32)
+    bad[5] = np.inf
+    sf.write(tmp_path / "inf.wav", bad, 16_000, subtype="FLOAT")
+    (tmp_path / "fill.py").write_text(FILL)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+    def fill(*files: str) -> list[dict]:
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                               "--master_port", "29547", str(tmp_path / "fill.py"), str(tmp_path), str(whisper_tiny),
+                               *files], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+
+    ok = fill("u0.wav", "u1.wav", "u0.wav", "u2.wav", "u3.wav")  # 4 distinct files, one named twice
+    assert [r["computed"] for r in ok] == [2, 2] and [r["stored"] for r in ok] == [4, 4]
+    assert all(r["error"] is None for r in ok)
+    before = sorted(p.name for p in (tmp_path / "features").rglob("*"))
+    failed = fill("u0.wav", "missing.wav", "u4.wav", "inf.wav")  # the first process stores u4, then both stop
+    assert failed[0]["error"] == failed[1]["error"]
+    assert failed[0]["error"].startswith("m.jsonl:2: ") and failed[0]["error"].endswith("missing.wav: audio file not found")
+    assert sorted(p.name for p in (tmp_path / "features").rglob("*")) == before
