@@ -48,7 +48,7 @@ from lpo_speech.adapters import load_adapter
 from lpo_speech.distributed import all_reduce_max, all_reduce_sum, init_distributed, record_runtime
 from lpo_speech.errors import UserError
 from lpo_speech.losses import group_advantages, grpo_loss, preference_loss
-from lpo_speech.parallel import clip_grad_norm, gradient_sync, shard_fsdp, with_full_weights, wrap
+from lpo_speech.parallel import clip_grad_norm, fsdp_summary, gradient_sync, shard_fsdp, with_full_weights, wrap
 from lpo_speech.policy import disable_dropout, load_policy, load_reference
 from lpo_speech.precision import autocast, dtype_name
 from lpo_speech.records import PreferencePair
@@ -183,6 +183,8 @@ def train_online(recipe: TrackRecipe, *, resume: bool = False, quiet: bool = Fal
     # FSDP loads on the CPU and moves each rank's shard to its device (lpo_speech.parallel).
     load_device = torch.device("cpu") if cfg.strategy == "fsdp" else info.device
     policy, dtype = load_policy(tr, adapter, info.device, load_device=load_device)
+    # FSDP's units, logged below; a model with no transformer blocks to shard by stops here, before any write.
+    units = fsdp_summary(policy) if cfg.strategy == "fsdp" else {}
     policy.train()
     disable_dropout(policy)
     task = make_task(recipe, policy, adapter, info, dtype)
@@ -193,7 +195,7 @@ def train_online(recipe: TrackRecipe, *, resume: bool = False, quiet: bool = Fal
         save_recipe(recipe, run_dir / "config.yaml")  # the whole recipe: the online section shapes the run
     record_runtime("train", info, run_dir if info.is_main else None, quiet=quiet, strategy=cfg.strategy,
                    weights=dtype_name(dtype), online=f"{o.algorithm}, {o.prompts_per_step} prompts x {o.samples}"
-                   + (f", judges in {o.judge_workers} worker processes" if o.judge_workers else ""))
+                   + (f", judges in {o.judge_workers} worker processes" if o.judge_workers else ""), **units)
     needs_ref = o.algorithm == "pairs" or o.kl_coef > 0
     reference = None  # the live reference: a frozen copy, or (LoRA) the policy with its adapter disabled
     if needs_ref and tr.model.lora is None:
@@ -240,10 +242,12 @@ def train_online(recipe: TrackRecipe, *, resume: bool = False, quiet: bool = Fal
                     per, m = row_losses(tr, o, out, batch, weight, reference or policy, info.device, dtype)
                     ((per * count).sum() * scale).backward()
                 # m holds means over the micro-batch's rows, which all count 1 (or it is one stand-in)
-                for key, v in {"loss": (per * count).sum().detach(), **{key: v * count.sum() for key, v in m.items()}}.items():
+                parts = {"loss": (per * count).sum().detach(), **{key: v * count.sum() for key, v in m.items()}}
+                for key, v in parts.items():
                     sums[key] = sums.get(key, 0.0) + v.to(info.device, torch.float64)
             grad_norm = clip_grad_norm(trainable, cfg.max_grad_norm)
-            means = {key: float(v) / max(float(total), 1.0) for key, v in zip(sums, all_reduce_sum(torch.stack(list(sums.values()))))}
+            reduced = all_reduce_sum(torch.stack(list(sums.values()))).tolist()
+            means = {key: v / max(float(total), 1.0) for key, v in zip(sums, reduced)}
             if not (math.isfinite(float(grad_norm)) and math.isfinite(means["loss"])):
                 raise UserError(f"step {step + 1}: non-finite loss or gradient (loss {means['loss']:g}, grad norm "
                                 f"{float(grad_norm):g}); nothing was saved for this step", where=str(run_dir))

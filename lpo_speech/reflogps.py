@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from lpo_speech.adapters import load_adapter
+from lpo_speech.asr.features import pair_features
 from lpo_speech.recipe import TrainRecipe
 from lpo_speech.distributed import barrier, init_distributed, record_runtime
 from lpo_speech.errors import UserError
@@ -113,10 +114,6 @@ def compute_ref_logps(recipe: TrainRecipe, in_path: str | Path, out_path: str | 
 
     def encode(p: PreferencePair) -> dict:
         if p.id not in encoded:
-            if not encoded and hasattr(adapter, "use_features"):
-                from lpo_speech.asr.features import features_folder  # ASR: the pair file's stored features
-
-                adapter.use_features(features_folder(in_path))
             encoded[p.id] = adapter.encode(p, f"{in_path}:{line_of[p.id]}", in_path.parent)
         return encoded[p.id]
 
@@ -134,7 +131,9 @@ def compute_ref_logps(recipe: TrainRecipe, in_path: str | Path, out_path: str | 
                          "ref_logp_dtype": tag})
         return rows
 
-    with created_outputs(out_path.parent):
+    # ASR: every audio's features in the store beside the pair file first, each process its share (pairs
+    # of one audio may land on different processes below); a failure removes what this stage stored.
+    with created_outputs(out_path.parent), pair_features(adapter, in_path, pairs, quiet=quiet):
         # With overwrite (or a changed pair file under restart_if_changed) the finished output and its
         # record go too, so a run that then stops midway resumes without asking again.
         scored = run_sharded(scored_path, pairs, key=lambda p: p.id, process=process, batch_size=batch_size,

@@ -124,6 +124,8 @@ def test_online_under_ddp_and_fsdp_matches_one_process(algorithm, runs, extra, t
             assert [r[key] for r in got] == pytest.approx([r[key] for r in one], **TOL), (out, key)
         runtime = json.loads((tmp_path / out / "runtime.json").read_text())
         assert runtime["processes"] == nproc and runtime["strategy"] == strategy
+        if strategy == "fsdp":  # the tiny codec LM's 2 decoder layers and the root
+            assert runtime["fsdp_units"] == 3 and runtime["fsdp_largest_unit"].startswith("the root")
 
 
 @pytest.mark.slow
