@@ -42,6 +42,7 @@ def simulate_kill_after(run: Path, step: int) -> None:
     shutil.rmtree(run / "model")
 
 
+@pytest.mark.slow
 def test_fsdp_two_processes_match_one_process_and_resume_exactly(toy_world, lpo):
     common = ["train.max_steps=12", "train.save_every=4", "train.keep_checkpoints=5"]
     lpo("train", "recipe.yaml", *common, "--quiet", cwd=toy_world)
@@ -85,6 +86,7 @@ def test_fsdp_bf16_lora_with_activation_checkpointing(toy_world):
     assert adapter and all("lora_" in k for k in adapter)
 
 
+@pytest.mark.slow
 def test_accelerate_launch_runs_the_same_ddp_training(toy_world, lpo):
     """`accelerate launch` is the other supported launcher (accelerate is a dependency through peft):
     it starts the same torch.distributed processes as torchrun, and the run matches one process."""

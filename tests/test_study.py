@@ -56,6 +56,7 @@ eval:
 """
 
 
+@pytest.mark.slow
 def test_a_study_runs_resumes_and_writes_one_schema(tmp_path, lpo, whisper_tiny, asr_data):
     (tmp_path / "s.yaml").write_text(study_text(whisper_tiny, asr_data))
     dry = lpo("study", "s.yaml", "--dry-run", cwd=tmp_path)

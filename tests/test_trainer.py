@@ -61,6 +61,7 @@ def test_ref_logps_max_margin_filter(toy_world, lpo):
     assert f"{32 - len(kept)} dropped" in out.stdout
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process(toy_world, lpo):
     """Same global batch (1 x 4 vs 2 x 2 on gloo): same losses within float tolerance."""
     lpo("train", "recipe.yaml", "--quiet", cwd=toy_world)
@@ -80,6 +81,7 @@ def test_two_processes_match_one_process(toy_world, lpo):
         assert (w1[k] - w2[k]).abs().max().item() < 1e-4, k
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_reproduces_uninterrupted(toy_world, lpo):
     common = ["train.max_steps=20", "train.save_every=4", "train.grad_accum=2", "train.batch_size=2"]
     lpo("train", "recipe.yaml", *common, "--quiet", cwd=toy_world)

@@ -93,6 +93,7 @@ def test_build_pairs_train_eval(tmp_path, lpo, whisper_tiny, asr_data):
     assert missing.returncode == 2 and "no model/ folder" in missing.stderr and not (tmp_path / "other").exists()
 
 
+@pytest.mark.slow
 def test_eval_shards_across_processes_with_the_same_result(tmp_path, whisper_tiny, asr_data):
     """`torchrun --nproc_per_node 2 ... eval` of an ASR model (gloo, CPU) splits the utterances and
     writes what one process writes; the second label (the same encoder) reuses the cached states."""

@@ -153,6 +153,7 @@ def test_unreachable_hub_dataset_is_one_line(tmp_path, lpo):
     assert not (tmp_path / "ev").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["datasets", "lhotse"])
 def test_build_pairs_and_eval_from(kind, tmp_path, lpo, whisper_tiny, speech):
     """Each input goes through build-pairs and eval and gives the transcripts of the same audio in a

@@ -90,6 +90,7 @@ def test_online_recipe_errors_are_one_line(tmp_path, lpo, tts_world, tts_model):
         load_any_recipe(path, ["rounds={n: 2}"])
 
 
+@pytest.mark.slow
 def test_judge_workers_score_as_the_training_process(tmp_path, lpo, tts_world, tts_model):
     """`online.judge_workers: 2`: two spawned processes run the real Whisper judge (the bundled tiny.en)
     and give the candidates the scores, rewards and losses that scoring in the training process gives."""

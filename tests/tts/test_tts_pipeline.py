@@ -226,6 +226,7 @@ runtime: {{device: cpu, sampling_threads: 1}}
     assert heldout_nll(tts_model, out / "dev.jsonl")["nll"] != a["nll"]
 
 
+@pytest.mark.slow
 def test_eval_shards_across_processes_with_the_same_result(tts_world, tts_model, tmp_path, lpo):
     """`torchrun --nproc_per_node 2 ... eval` splits the prompts and writes what one process writes."""
     import os
