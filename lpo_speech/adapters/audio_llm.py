@@ -40,7 +40,7 @@ from torch import nn
 from lpo_speech.adapters.base import (HostInts, PairModel, SeqLogps, enable_checkpointing, pad_rows,
                                       pair_rows, response_logps)
 from lpo_speech.adapters.causal_lm import load_pretrained
-from lpo_speech.asr.features import Entry, FeatureStore, StateCache
+from lpo_speech.asr.features import Entry, StateCache, StoredFeatures
 from lpo_speech.errors import UserError
 from lpo_speech.records import PreferencePair
 
@@ -145,14 +145,13 @@ class AudioLLMPairModel(PairModel):
                               num_pairs=pairs)
 
 
-class AudioLLMAdapter:
+class AudioLLMAdapter(StoredFeatures):
     """Pairs with `audio`, `chosen_text`, `rejected_text` (and the model's processor and chat template)."""
 
     def __init__(self, model_cfg, *, average: bool = True):
         self.cfg = model_cfg
         self.average = average
         self.chosen_only = False  # the trainer sets it for loss.type sft
-        self.store: FeatureStore | None = None  # use_features, or a temporary store on first use
 
     def load(self, path: str, device: torch.device, dtype: torch.dtype = torch.float32) -> AudioLLMPairModel:
         import transformers
@@ -230,17 +229,6 @@ class AudioLLMAdapter:
         """Transcript tokens as the template writes an answer, then the end-of-turn token (scored).
         Special-token text inside a transcript stays text."""
         return self.tokenizer(text.strip(), add_special_tokens=False, split_special_tokens=True)["input_ids"] + [self.eos]
-
-    def use_features(self, folder: str | Path) -> FeatureStore:
-        """Keep and read features in the store at `folder` (lpo_speech.asr.features), shared by the
-        stages of one pair file."""
-        self.store = FeatureStore(folder, self.processor.feature_extractor)
-        return self.store
-
-    def feature_store(self) -> FeatureStore:
-        if self.store is None:
-            self.store = FeatureStore.temporary(self.processor.feature_extractor)
-        return self.store
 
     def stored(self, audio_path: str, where: str = "") -> Entry:
         """The stored features' entry for one file (computed now if need be): audio longer than the

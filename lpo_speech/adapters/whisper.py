@@ -20,7 +20,7 @@ from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from lpo_speech.adapters.base import (HostInts, PairModel, SeqLogps, enable_checkpointing, pad_rows,
                                       pair_rows, response_logps)
 from lpo_speech.adapters.causal_lm import load_pretrained
-from lpo_speech.asr.features import Entry, FeatureStore, StateCache
+from lpo_speech.asr.features import Entry, StateCache, StoredFeatures
 from lpo_speech.errors import UserError
 from lpo_speech.records import PreferencePair
 
@@ -72,14 +72,13 @@ class WhisperPairModel(PairModel):
                               average=self.average, num_pairs=pairs)
 
 
-class WhisperAdapter:
+class WhisperAdapter(StoredFeatures):
     """Pairs with `audio`, `chosen_text`, `rejected_text` (and the model's processor)."""
 
     def __init__(self, model_cfg, *, average: bool = True):
         self.cfg = model_cfg
         self.average = average
         self.chosen_only = False  # the trainer sets it for loss.type sft
-        self.store: FeatureStore | None = None  # use_features, or a temporary store on first use
 
     def load(self, path: str, device: torch.device, dtype: torch.dtype = torch.float32) -> WhisperPairModel:
         from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
@@ -115,17 +114,6 @@ class WhisperAdapter:
         """Transcript tokens as Whisper writes them: a leading space, then EOT (scored: the model
         must learn where to stop)."""
         return self.tokenizer.encode(" " + text.strip(), add_special_tokens=False) + [self.eos]
-
-    def use_features(self, folder: str | Path) -> FeatureStore:
-        """Keep and read features in the store at `folder` (lpo_speech.asr.features), shared by the
-        stages of one pair file."""
-        self.store = FeatureStore(folder, self.processor.feature_extractor)
-        return self.store
-
-    def feature_store(self) -> FeatureStore:
-        if self.store is None:
-            self.store = FeatureStore.temporary(self.processor.feature_extractor)
-        return self.store
 
     def features(self, audio_path: str, where: str = "") -> torch.Tensor:
         """Log-mel features [n_mels, 3000] (float16) for one file, computed once (pairs share audio)."""

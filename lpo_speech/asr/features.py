@@ -345,6 +345,24 @@ def each_share(items: Sequence, work: Callable, *, quiet: bool = True, desc: str
         raise UserError(failed[1])
 
 
+class StoredFeatures:
+    """What an ASR adapter (one with a `processor`) needs to keep its features in a store: the stages
+    of one pair file share `use_features(folder)`; anything else (online training, scripts) gets a
+    temporary store on first use, deleted when no longer used."""
+
+    store: FeatureStore | None = None
+
+    def use_features(self, folder: str | Path) -> FeatureStore:
+        """Keep and read features in the store at `folder`, shared by the stages of one pair file."""
+        self.store = FeatureStore(folder, self.processor.feature_extractor)
+        return self.store
+
+    def feature_store(self) -> FeatureStore:
+        if self.store is None:
+            self.store = FeatureStore.temporary(self.processor.feature_extractor)
+        return self.store
+
+
 class StateCache:
     """Frozen-encoder outputs per audio, dropped least recently used first past a byte budget
     (LPO_SPEECH_ENCODER_CACHE_MB, default 1024 per process; 0 keeps none): memory stays bounded at any

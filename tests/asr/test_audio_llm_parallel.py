@@ -142,6 +142,7 @@ def test_fsdp_refuses_a_model_without_blocks_in_one_line(tmp_path, lpo):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_audio_llm_lora_frozen_encoder_under_ddp_and_fsdp_matches_one_process(tmp_path, tiny_audio_llm,
                                                                                monkeypatch):
     """In `make test`: one process in this one (no interpreter start), then 2 DDP and 3 FSDP processes."""
