@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-train", type=positive_int, default=300, help="ASR utterances the SFT stage trains on")
     parser.add_argument("--n-pairs", type=positive_int, default=150, help="ASR utterances the pairs are built from")
     parser.add_argument("--n-test", type=positive_int, default=60, help="ASR held-out utterances per set")
-    parser.add_argument("--n-tts-prompts", type=positive_int, default=96, help="TTS and emotion prompts sampled for pairs")
+    parser.add_argument("--n-tts-prompts", type=positive_int, default=96, help="TTS prompts sampled for pairs")
+    parser.add_argument("--n-emotion-prompts", type=positive_int, default=72, help="styled prompts sampled for pairs")
     parser.add_argument("--n-tts-test", type=positive_int, default=40, help="TTS and emotion held-out prompts per set")
     parser.add_argument("--jobs", type=positive_int, default=3,
                         help="tracks run side by side in this many processes, one torch thread each (default 3: "
@@ -29,5 +30,6 @@ def run(args: argparse.Namespace) -> int:
 
     tracks = tuple(t.strip() for t in args.tracks.split(",") if t.strip())
     run_demo(args.out, tracks=tracks, jobs=args.jobs, part=args.part, n_train=args.n_train, n_pairs=args.n_pairs,
-             n_test=args.n_test, n_tts_prompts=args.n_tts_prompts, n_tts_test=args.n_tts_test)
+             n_test=args.n_test, n_tts_prompts=args.n_tts_prompts,
+             n_emotion_prompts=args.n_emotion_prompts, n_tts_test=args.n_tts_test)
     return 0

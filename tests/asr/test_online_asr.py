@@ -4,6 +4,7 @@ trained (real tiny.en weights), score against the references and update it."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -53,11 +54,14 @@ def test_asr_reward_terms_are_checked(tmp_path, lpo, whisper_tiny, asr_data):
 
 
 @pytest.mark.slow
-def test_online_whisper_under_ddp_matches_one_process(tmp_path, whisper_tiny, asr_data):
-    """`torchrun --nproc_per_node 2` online pairs for Whisper: each process samples its share of the
-    prompts; one process given those same candidates (its samples files, as a resumed run reuses them)
-    trains to the same losses."""
+def test_online_whisper_under_ddp_and_fsdp_matches_one_process(tmp_path, whisper_tiny, asr_data):
+    """`torchrun --nproc_per_node 2` online pairs for Whisper (its encoder frozen, as the recipe says):
+    under DDP each process samples its share of the prompts; one process given those same candidates
+    (its samples files, as a resumed run reuses them) trains to the same losses. Under FSDP (the frozen
+    encoder whole on each process, the decoder sharded and gathered for sampling) the first step's
+    draw is DDP's, and given DDP's second draw it trains to the same losses too."""
     import os
+    import shutil
     import subprocess
     import sys
 
@@ -67,19 +71,34 @@ def test_online_whisper_under_ddp_matches_one_process(tmp_path, whisper_tiny, as
             "online.prompts_per_step=4", "online.samples=3", "online.temperature=1.5", "train.max_steps=2",
             "train.batch_size=1", "train.log_every=1", "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29571",
-                          "-m", "lpo_speech.cli", "train", str(RECIPE), f"train.out_dir={tmp_path / 'ddp'}", *args],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
+
+    def torchrun(out: str, *extra: str, port: int) -> None:
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                               str(port), "-m", "lpo_speech.cli", "train", str(RECIPE), f"train.out_dir={tmp_path / out}",
+                               *args, *extra], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def draw(run: str, step: int, rank: int) -> Path:
+        return tmp_path / run / "samples" / f"step-{step:06d}.rank{rank}.jsonl"
+
+    torchrun("ddp", port=29571)
     for step in range(2):  # position k of a step went to rank k % 2
-        shares = [(tmp_path / "ddp" / "samples" / f"step-{step:06d}.rank{r}.jsonl").read_text().splitlines() for r in (0, 1)]
+        shares = [draw("ddp", step, r).read_text().splitlines() for r in (0, 1)]
         merged = [shares[k % 2][k // 2] for k in range(4)]
-        path = tmp_path / "one" / "samples" / f"step-{step:06d}.rank0.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(merged) + "\n")
+        draw("one", step, 0).parent.mkdir(parents=True, exist_ok=True)
+        draw("one", step, 0).write_text("\n".join(merged) + "\n")
     subprocess.run([sys.executable, "-m", "lpo_speech.cli", "train", str(RECIPE), f"train.out_dir={tmp_path / 'one'}", *args],
                    cwd=tmp_path, env=env, check=True, capture_output=True, timeout=600)
-    one, two = ([json.loads(l) for l in (tmp_path / run / "metrics.jsonl").read_text().splitlines()] for run in ("one", "ddp"))
+    for r in (0, 1):  # FSDP draws step 0 itself and is handed DDP's step 1
+        draw("fsdp", 1, r).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(draw("ddp", 1, r), draw("fsdp", 1, r))
+    torchrun("fsdp", "train.strategy=fsdp", port=29572)
+    assert all(draw("fsdp", 0, r).read_text() == draw("ddp", 0, r).read_text() for r in (0, 1))
+    one, two, fsdp = ([json.loads(l) for l in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+                      for run in ("one", "ddp", "fsdp"))
     assert any(r["pairs"] > 0 for r in one)  # sampled transcripts differ in WER: there is a signal
     for key in ("loss", "x1", "x2", "pairs", "grad_norm", "reward"):
         assert [r[key] for r in one] == pytest.approx([r[key] for r in two], rel=1e-4, abs=1e-5), key
+        assert [r[key] for r in one] == pytest.approx([r[key] for r in fsdp], rel=1e-4, abs=1e-5), key
+    runtime = json.loads((tmp_path / "fsdp" / "runtime.json").read_text())
+    assert runtime["fsdp_unsharded"].startswith("WhisperEncoder (frozen)")
