@@ -6,7 +6,10 @@ rng-rank<r>.safetensors, state.json} for FSDP runs: torch.distributed.checkpoint
 own shards, and reading them back under another process count reshards. Only weights that train are
 stored (a LoRA run's checkpoint is its adapter; a frozen encoder is not copied), in their master dtype,
 so a resume continues exactly. A checkpoint is written into a temporary folder and renamed, so a kill
-mid-save leaves the previous one intact; `latest()` only sees complete ones.
+mid-save leaves the previous one intact; `latest()` only sees complete ones. A write that fails (a full
+disk) removes the temporary folder and stops the run in one line; the previous checkpoint stays.
+`state.json` lists every file with its size: `resume` checks them and, when the latest checkpoint is
+damaged (truncated, missing a file, unreadable), says so and resumes from the one before.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from lpo_speech.errors import UserError
+from lpo_speech.errors import UserError, clip
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -89,27 +92,48 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, opt: torch
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     barrier()
-    save_file(rng_state(), str(tmp / f"rng-rank{rank}.safetensors"))
     state: dict[str, Any] = {"step": step, "world": world, "scheduler": sched.state_dict()}
-    if sharded:
-        import torch.distributed.checkpoint as dcp
+    try:
+        save_file(rng_state(), str(tmp / f"rng-rank{rank}.safetensors"))
+        if sharded:
+            import torch.distributed.checkpoint as dcp
 
-        dcp.save(_sharded_state(model, opt), checkpoint_id=str(tmp / "dcp"))
-        state["format"] = "dcp"
-    elif rank == 0:
-        save_file(trainable_tensors(model), str(tmp / "model.safetensors"))
-        tensors, meta = _optimizer_tensors(opt)
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-        state["optimizer"] = meta
-    barrier()
+            dcp.save(_sharded_state(model, opt), checkpoint_id=str(tmp / "dcp"))
+            state["format"] = "dcp"
+        elif rank == 0:
+            save_file(trainable_tensors(model), str(tmp / "model.safetensors"))
+            tensors, meta = _optimizer_tensors(opt)
+            save_file(tensors, str(tmp / "optimizer.safetensors"))
+            state["optimizer"] = meta
+        barrier()
+        if rank == 0:
+            state["files"] = {f.relative_to(tmp).as_posix(): f.stat().st_size
+                              for f in sorted(tmp.rglob("*")) if f.is_file()}
+            (tmp / "state.json").write_text(json.dumps(state))
+    except Exception as e:  # a full disk, a quota, a lost mount: the previous checkpoint stays
+        if not _write_error(e):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        before = latest(run_dir)
+        kept = f"the previous checkpoint {before.name} is intact" if before else "there is no earlier checkpoint"
+        raise UserError(f"could not write checkpoint {final.name} ({clip(str(e), 120)}); {kept}: free space and "
+                        "continue with --resume", where=str(run_dir / "checkpoints")) from None
     if rank == 0:
-        (tmp / "state.json").write_text(json.dumps(state))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         for old in sorted((run_dir / "checkpoints").glob("step-??????"))[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     barrier()
     return final
+
+
+def _write_error(e: BaseException) -> bool:
+    """An error of the storage, not of the program: OSError, and safetensors' or DCP's report of one."""
+    if isinstance(e, OSError):
+        return True
+    text = str(e)
+    return type(e).__name__ in ("SafetensorError", "CheckpointException") and (
+        "I/O error" in text or "os error" in text or "Errno" in text or "space" in text)
 
 
 def _sharded_state(model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
@@ -122,6 +146,55 @@ def _sharded_state(model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[s
 def latest(run_dir: Path) -> Path | None:
     found = sorted((run_dir / "checkpoints").glob("step-??????"))
     return found[-1] if found else None
+
+
+def damage(ckpt: Path) -> str | None:
+    """What is wrong with a checkpoint's files (None: complete as listed in its state.json)."""
+    try:
+        state = json.loads((ckpt / "state.json").read_text())
+    except (OSError, ValueError) as e:
+        return f"state.json: {clip(getattr(e, 'strerror', None) or str(e), 60)}"
+    files = state.get("files")
+    if files is None:  # written before sizes were listed: the files it needs
+        files = {"dcp/.metadata": None} if state.get("format") == "dcp" else {"model.safetensors": None,
+                                                                             "optimizer.safetensors": None}
+    for name, size in files.items():
+        f = ckpt / name
+        if not f.is_file():
+            return f"{name}: missing"
+        if size is not None and f.stat().st_size != size:
+            return f"{name}: {f.stat().st_size:,} bytes, {size:,} written"
+    return None
+
+
+def resume(run_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, *, info) -> int:
+    """Load the latest good checkpoint (every process) and return its step. A damaged one (`damage`, or
+    one any process cannot read) is passed over, newest first, with one line saying so; none good is a
+    UserError. 0 when the run has no checkpoint."""
+    from lpo_speech.distributed import all_reduce_max
+
+    found = sorted((run_dir / "checkpoints").glob("step-??????"), reverse=True)
+    skipped = []
+    for ckpt in found:
+        problem = damage(ckpt)
+        if problem is None:
+            try:
+                step = load_checkpoint(ckpt, model, opt, sched, rank=info.rank, device=info.device)
+            except UserError:
+                raise  # another model's checkpoint: not damage
+            except Exception as e:  # unreadable bytes; the next candidate overwrites what was loaded
+                problem, step = f"unreadable: {clip(str(e), 80)}", -1
+            if all_reduce_max(int(step < 0), info.device):  # every process must have read it
+                problem = problem or "unreadable on another process"
+        if problem is None:
+            if skipped and info.is_main:
+                print(f"resume: {'; '.join(skipped)}: resuming from {ckpt.name} (step {step})", flush=True)
+            return step
+        skipped.append(f"{ckpt.relative_to(run_dir)} is damaged ({problem})")
+    if skipped:
+        raise UserError(f"no readable checkpoint to resume from ({'; '.join(skipped)}): remove the checkpoints "
+                        "folder to start over", where=str(run_dir))
+    return 0
 
 
 def load_checkpoint(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, *,

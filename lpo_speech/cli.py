@@ -5,7 +5,8 @@ command modules import heavy libraries inside `run`, so listing commands stays f
 module of the command asked for is imported to run it. A `UserError` anywhere becomes one line on stderr and exit status 2;
 so does a command-line mistake (argparse's usage block is replaced by one line naming the flag and the
 command's `--help`), and, as a last resort, a library error about a named file (an `OSError` with a
-file name). Anything else is a bug and keeps its traceback.
+file name). Anything else is a bug and keeps its traceback. Under torchrun, a failure in any process
+reaches the user as that one line from rank 0, naming the rank (lpo_speech.distributed).
 """
 
 from __future__ import annotations
@@ -50,8 +51,10 @@ class OneLineParser(argparse.ArgumentParser):
         if sep and where.startswith("argument "):  # "argument --batch-size: invalid ..." -> "--batch-size: invalid ..."
             message = f"{where[len('argument '):]}: {what}"
         message = " ".join(message.split())
-        _launcher_error_file(f"error: {message} (see `{self.prog} --help`)")
-        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+        line = f"error: {message} (see `{self.prog} --help`)"
+        _launcher_error_file(line)
+        # The same command line reaches every process of a launch: rank 0 says it once.
+        self.exit(2, f"{line}\n" if int(os.environ.get("RANK", "0")) == 0 else None)
 
 
 def _launcher_error_file(line: str) -> None:
@@ -72,13 +75,32 @@ def _launcher_error_file(line: str) -> None:
 
 
 def _fail(line: str) -> int:
-    """Print the one line of a user error, tell a torchrun launcher about it; exit status 2. Under a
-    launcher every process that meets a bad setting fails with the same line: rank 0 prints it, the
-    others hand theirs to the launcher only (its summary names each failed rank's line)."""
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(line, file=sys.stderr, flush=True)
+    """Show the one line of a user error and tell a torchrun launcher about it; exit status 2. Under a
+    launcher the line reaches the user once, from rank 0, naming the rank when another rank failed,
+    and the other processes stop (lpo_speech.distributed.report_failure)."""
+    from lpo_speech.distributed import report_failure
+
     _launcher_error_file(line)
+    report_failure(line)
     return 2
+
+
+def _unexpected(e: BaseException) -> bool:
+    """An unexpected exception under a launcher. True: it is the echo of another process's failure (a
+    collective that lost its peer), to end quietly with status 2. Otherwise a bug: in a process other
+    than rank 0, rank 0 shows one line naming the rank, and the traceback prints here as well."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    from lpo_speech.distributed import failed_elsewhere, report_failure
+    from lpo_speech.errors import clip
+
+    if failed_elsewhere():
+        return True
+    if int(os.environ.get("RANK", "0")) != 0:
+        report_failure(f"error: {type(e).__name__}: {clip(str(e))} (a bug: the failed process's traceback "
+                       "follows)")
+        return failed_elsewhere()
+    return False
 
 
 def _library_error(e: BaseException) -> str | None:
@@ -125,8 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, UnicodeDecodeError) as e:  # last resort: a library's error about a named file
         line = _library_error(e)
         if line is None:
+            if _unexpected(e):
+                return 2
             raise
         return _fail(f"error: {line}")
+    except Exception as e:
+        if _unexpected(e):
+            return 2
+        raise
 
 
 if __name__ == "__main__":

@@ -12,6 +12,14 @@ Training uses DDP or FSDP2 (lpo_speech.parallel); stages that sample or score sh
 across ranks (lpo_speech.stages). With CUDA the process group gets NCCL for GPU tensors and gloo for
 CPU ones ("cpu:gloo,cuda:nccl"), so CPU-side collectives (barriers around file writes, gathering
 device names) work next to NCCL.
+
+One line from a multi-process failure: a process that fails tells the others through the launcher's
+rendezvous store (a `TCPStore` client of MASTER_ADDR:MASTER_PORT, key `lpo_speech/failed`; the first
+failure wins). A watcher thread in every process polls that key: rank 0 prints the failed rank's line
+and every process exits with status 2 within a second, even one blocked in a collective that would
+otherwise wait for the dead rank until the process group's timeout. The failing process waits (a
+few seconds at most) for rank 0 to have shown its line before it exits, because the launcher stops
+every process as soon as one exits.
 """
 
 from __future__ import annotations
@@ -19,6 +27,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence, TypeVar
@@ -92,6 +103,7 @@ def init_distributed(device: str = "auto", *, where: str = "runtime.device") -> 
     if world > 1 and not dist.is_initialized():
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend)
+        _watch_failures(rank)
     return DistInfo(rank=rank, world=world, local_rank=local_rank, device=dev)
 
 
@@ -161,3 +173,139 @@ def shard(items: Sequence[T], rank: int, world: int) -> list[T]:
 def cleanup() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+# ------------------------------------------------------------------------------------------ failures
+
+_FAILED, _SHOWN, _STOPPING = "lpo_speech/failed", "lpo_speech/shown", "lpo_speech/stopping"
+_SHOW_WAIT_S = 5.0  # how long a failed process waits for rank 0 to show its line
+_STOP_WAIT_S = 3.0  # how long a stopping process waits for the others to stop with it
+_lock = threading.Lock()
+_state: dict[str, Any] = {"store": None, "reported": False, "elsewhere": False}
+_abort_hooks: list = []
+
+
+def _failure_store():
+    """A client of the launcher's store (None when not launched as a process group)."""
+    if _state["store"] is None:
+        addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not addr or not port:
+            return None
+        from datetime import timedelta
+
+        try:
+            _state["store"] = dist.TCPStore(addr, int(port), is_master=False, timeout=timedelta(seconds=10),
+                                            wait_for_workers=False)
+        except Exception:  # no store to reach: failures then end as the launcher ends them
+            _state["store"] = False
+    return _state["store"] or None
+
+
+def on_abort(hook) -> None:
+    """Run `hook()` (say, removing what a failed run created) before this process is stopped because
+    another process failed."""
+    _abort_hooks.append(hook)
+
+
+def failed_elsewhere() -> bool:
+    """Is this process stopping because another one failed? (Its own errors are then echoes: a
+    collective that lost its peer.)"""
+    return _state["elsewhere"]
+
+
+def _wait_for(store, done, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if done(store):
+                return
+        except Exception:
+            return  # the store is gone: the launcher is ending the run
+        time.sleep(0.05)
+
+
+def _stop_together(store) -> None:
+    """Count this process as stopping and wait (briefly) until every process is: the first to exit
+    would break the others' collectives, whose errors would then print as tracebacks."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        store.add(_STOPPING, 1)
+    except Exception:
+        return
+    _wait_for(store, lambda st: st.add(_STOPPING, 0) >= world, _STOP_WAIT_S)
+
+
+def report_failure(line: str) -> None:
+    """This process failed with the one line `line` (`error: ...`). Rank 0 prints it; another rank hands
+    it to rank 0, which prints it naming the rank (if rank 0 cannot within a few seconds, this process
+    prints it itself). The first failure is the one shown; every process then stops with status 2."""
+    rank = int(os.environ.get("RANK", "0"))
+    store = _failure_store()
+    if store is None:  # one process (or no launcher's store): nobody else to tell
+        if rank == 0:
+            print(line, file=sys.stderr, flush=True)
+        return
+    with _lock:
+        if _state["reported"]:  # another process's failure is being shown; ours is its echo
+            return
+        _state["reported"] = True
+    named = line if rank == 0 else line.replace("error: ", f"error: rank {rank}: ", 1)
+    try:
+        first = store.compare_set(_FAILED, "", f"{rank}\t{named}").decode() == f"{rank}\t{named}"
+    except Exception:
+        first = False
+    if rank == 0:
+        _show(line, store)
+    elif first:
+        _wait_for(store, lambda st: st.check([_SHOWN]), _SHOW_WAIT_S)
+        if not _shown(store):  # rank 0 is gone or stuck: say it here rather than not at all
+            print(named, file=sys.stderr, flush=True)
+    _stop_together(store)
+
+
+def _shown(store) -> bool:
+    try:
+        return store.check([_SHOWN])
+    except Exception:
+        return False
+
+
+def _show(line: str, store) -> None:
+    print(line, file=sys.stderr, flush=True)
+    try:
+        store.set(_SHOWN, "1")
+    except Exception:
+        pass
+
+
+def _watch_failures(rank: int) -> None:
+    store = _failure_store()
+    if store is None:
+        return
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.2)
+            try:
+                if not store.check([_FAILED]):
+                    continue
+                who, _, line = store.get(_FAILED).decode().partition("\t")
+            except Exception:  # the store is gone: the launcher is ending the run
+                return
+            with _lock:
+                if _state["reported"] or int(who) == rank:
+                    return  # this process is reporting its own failure
+                _state["reported"] = _state["elsewhere"] = True
+            for hook in _abort_hooks:
+                try:
+                    hook()
+                except Exception:
+                    pass
+            if rank == 0:
+                _show(line, store)
+            else:
+                _wait_for(store, lambda st: st.check([_SHOWN]), _SHOW_WAIT_S)
+            _stop_together(store)
+            os._exit(2)
+
+    threading.Thread(target=watch, name="lpo-speech-failures", daemon=True).start()

@@ -48,6 +48,23 @@ class HubModel:
     kind: str   # a key of NEEDS
 
 
+def file_not_folder(name: str) -> bool:
+    """Whether `name` is an existing local path that is not a folder. Every model lpo-speech loads is a
+    folder (save_pretrained, a CTranslate2 or FunASR model folder); a path that exists is never looked up
+    on the hub (transformers would take a relative `dir/file` for a hub id and retry for ~30 s)."""
+    try:
+        p = Path(str(name)).expanduser()
+        return p.exists() and not p.is_dir()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte: not a local file
+        return False
+
+
+def require_folder(name: str, where: str) -> None:
+    """One line, now, when the model path `name` (named by `where`: a flag, a recipe field) is a file."""
+    if file_not_folder(name):
+        raise UserError(f"{name!r} is a file; expected a model folder (save_pretrained)", where=where)
+
+
 def looks_like_hub_id(name: str) -> bool:
     """`org/name` that is not an existing local path (local paths are always preferred)."""
     return (isinstance(name, str) and not Path(name).exists() and name.count("/") == 1
@@ -119,9 +136,10 @@ def _codec_of(model_dir: str) -> tuple[str, str] | None:
     return ({"hf": "codec", "snac": "snac"}[kind], arg) if kind in ("hf", "snac") else None
 
 
-def hub_models(recipe) -> list[HubModel]:
-    """The hub models a recipe loads: its model and reference, a hub codec its codec LM names, and the
-    judges of build-pairs (Whisper by transformers, FunASR ASR, emotion2vec)."""
+def recipe_models(recipe) -> list[HubModel]:
+    """Every model a recipe names (a local folder or a hub id): its model and reference, a hub codec its
+    codec LM names, and the judges of build-pairs (Whisper by transformers or faster-whisper, FunASR
+    ASR, emotion2vec)."""
     track = getattr(recipe, "track", "")
     found = [HubModel("model.path", recipe.model.path, "processor" if track == "asr" else "lm")]
     ref = getattr(getattr(recipe, "reference", None), "path", None)
@@ -138,12 +156,27 @@ def hub_models(recipe) -> list[HubModel]:
     emotion = getattr(bp, "emotion", None) or {}
     if isinstance(emotion, dict) and emotion.get("type") == "emotion2vec" and emotion.get("model"):
         found.append(HubModel("build_pairs.emotion.model", emotion["model"], "funasr"))
-    return [m for m in found if (looks_like_hub_id(m.name) if m.kind != "funasr"
-                                 else not Path(m.name).expanduser().exists())]
+    return found
+
+
+def hub_models(recipe) -> list[HubModel]:
+    """The models of `recipe_models` that are hub ids (no local path of that name exists)."""
+    return [m for m in recipe_models(recipe) if (looks_like_hub_id(m.name) if m.kind != "funasr"
+                                                 else not Path(m.name).expanduser().exists())]
 
 
 def preflight(recipe, command: str, recipe_path: str) -> None:
-    """Raise one UserError for the first hub model of `recipe` that cannot be loaded here."""
+    """Raise one UserError for the first model of `recipe` that is a file rather than a folder, else for
+    the first hub model that cannot be loaded here."""
+    judge = getattr(getattr(recipe, "build_pairs", None), "judge", None) or {}
+    named = [(m.field, m.name) for m in recipe_models(recipe)]
+    if (judge.get("type", "faster-whisper") == "faster-whisper" and isinstance(judge.get("model"), str)
+            and judge["model"] != "bundled"):
+        named.append(("build_pairs.judge.model", judge["model"]))  # a CTranslate2 folder or a size (tiny.en)
+    for field, name in named:
+        if file_not_folder(name):
+            raise UserError(f"{field}: {name!r} is a file; expected a model folder (save_pretrained)",
+                            where=recipe_path)
     for m in hub_models(recipe):
         reason = missing(m)
         if reason is None:
@@ -157,7 +190,9 @@ def preflight(recipe, command: str, recipe_path: str) -> None:
 
 def local_model(name: str, kind: str = "model", where: str = "--model") -> str:
     """A local folder for `name`: itself when it exists, else the hub model's snapshot in the Hugging
-    Face cache (downloaded when online; offline, the cached copy). One line when neither works."""
+    Face cache (downloaded when online; offline, the cached copy). One line when neither works, or
+    when `name` is a file."""
+    require_folder(name, where)
     if Path(name).expanduser().exists() or not looks_like_hub_id(name):
         return name
     reason = missing(HubModel(where, name, kind))

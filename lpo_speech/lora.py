@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from lpo_speech.distributed import resolve_device
-from lpo_speech.errors import UserError
+from lpo_speech.errors import UserError, clip
 from lpo_speech.stages import atomic_folder
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -51,25 +51,50 @@ def peft_config(settings: Any, base_path: str, exclude: list[str] | None = None)
                       target_modules=targets, exclude_modules=skip, bias="none", base_model_name_or_path=base)
 
 
+# peft's warnings about a wrap this module set up on purpose: not news to the user.
+_EXPECTED = ("You have passed exclude_modules",  # a frozen part the targets do not match anyway
+             "base_model_name_or_path` was renamed")  # peft records the path as loaded; the absolute one is kept
+
+
 def apply_lora(pair_model, settings: Any, base_path: str) -> None:
     """Wrap the pair model's transformers model in a peft LoRA model (in place): the base freezes,
-    only the adapter trains, and a frozen encoder gets no adapter."""
+    only the adapter trains, and a frozen encoder gets no adapter. peft's warnings are caught: a wrap
+    that fails is our one line alone, and one that succeeds passes on only the warnings that are news."""
     from peft import get_peft_model
 
     from lpo_speech.parallel import frozen_parts
 
     frozen = [name for name, _ in frozen_parts(pair_model.hf_model)]
-    try:
-        with warnings.catch_warnings():  # a frozen part the targets do not match anyway is not news
-            warnings.filterwarnings("ignore", message="You have passed exclude_modules")
-            model = get_peft_model(pair_model.hf_model, peft_config(settings, base_path, frozen))
-    except ValueError as e:  # peft: target modules not found in the model (or only in a frozen part)
-        detail = str(e).splitlines()[0]
-        if frozen and not detail.startswith("Target modules"):  # they matched only inside the frozen part
-            detail = (f"{list(settings.target_modules)} match no layer outside the frozen encoder ({', '.join(frozen)}; "
-                      f"model.freeze_encoder), which gets no adapter ({detail})")
-        raise UserError(detail, where="model.lora.target_modules") from None
+    config = peft_config(settings, base_path, frozen)
+    base = config.base_model_name_or_path
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model = get_peft_model(pair_model.hf_model, config)
+        except ValueError as e:  # peft: target modules not found in the model (or only in a frozen part)
+            raise UserError(_no_target(pair_model.hf_model, settings, frozen, e),
+                            where="model.lora.target_modules") from None
+    for w in caught:
+        if not any(m in str(w.message) for m in _EXPECTED):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    for c in model.peft_config.values():  # peft sets the path the model was loaded by (maybe relative)
+        c.base_model_name_or_path = base
     pair_model.set_hf_model(model)
+
+
+def _no_target(hf_model, settings: Any, frozen: list[str], e: ValueError) -> str:
+    """The line for targets peft found nothing to wrap for."""
+    targets = list(settings.target_modules)
+    detail = clip(str(e), 240) or type(e).__name__
+    if frozen and not detail.startswith("Target modules"):  # they matched only inside the frozen part
+        return (f"{targets} match no layer outside the frozen encoder ({', '.join(frozen)}; "
+                f"model.freeze_encoder), which gets no adapter ({detail})")
+    if detail.startswith("Target modules"):
+        names = list(dict.fromkeys(n.rsplit(".", 1)[-1] for n, m in hf_model.named_modules()
+                                   if isinstance(m, torch.nn.Linear)))
+        shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+        return f"{targets} match no module of the model (its linear layers: {shown or 'none'}; or [all-linear])"
+    return detail
 
 
 def is_lora(pair_model) -> bool:

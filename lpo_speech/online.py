@@ -52,7 +52,8 @@ from lpo_speech.parallel import clip_grad_norm, fsdp_summary, gradient_sync, sha
 from lpo_speech.policy import disable_dropout, load_policy, load_reference
 from lpo_speech.precision import autocast, dtype_name
 from lpo_speech.records import PreferencePair
-from lpo_speech.recipe import TrackRecipe, save_recipe
+from lpo_speech.recipe import TrackRecipe
+from lpo_speech.run_folder import RunFolder
 from lpo_speech.rewards import reward
 from lpo_speech.trainer import build_optimizer, finish, lr_lambda, reference_logps, save_checkpoint, seed_all
 from lpo_speech.training_log import MetricsLog
@@ -167,16 +168,20 @@ def check_world(o, info) -> None:
 
 
 def train_online(recipe: TrackRecipe, *, resume: bool = False, quiet: bool = False) -> Path:
-    o, tr = recipe.online, recipe.train_recipe()
-    cfg = tr.train
+    tr = recipe.train_recipe()
     info = init_distributed(tr.runtime.device)
-    check_world(o, info)
+    check_world(recipe.online, info)
     if tr.runtime.threads:
         torch.set_num_threads(tr.runtime.threads)
-    run_dir = Path(cfg.out_dir)
-    if info.is_main and checkpoint.latest(run_dir) is not None and not resume:
-        raise UserError(f"{run_dir}: holds checkpoints of an earlier run; pass --resume to continue it "
-                        "or set train.out_dir to a new folder")
+    # One run at a time in the folder; a resume only with the run's own settings (lpo_speech.run_folder).
+    with RunFolder(tr.train.out_dir, recipe, info, resume=resume) as run:
+        return _train_online(recipe, info, run, quiet=quiet)
+
+
+def _train_online(recipe: TrackRecipe, info, run: RunFolder, *, quiet: bool) -> Path:
+    o, tr = recipe.online, recipe.train_recipe()
+    cfg = tr.train
+    run_dir = run.path
     seed_all(cfg.seed)
     adapter = load_adapter(tr.model)
     adapter.average = tr.loss.average_logps
@@ -190,12 +195,6 @@ def train_online(recipe: TrackRecipe, *, resume: bool = False, quiet: bool = Fal
     task = make_task(recipe, policy, adapter, info, dtype)
     if len(task.items) < o.prompts_per_step:
         raise UserError(f"{len(task.items)} prompts, fewer than online.prompts_per_step ({o.prompts_per_step})")
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_recipe(recipe, run_dir / "config.yaml")  # the whole recipe: the online section shapes the run
-    record_runtime("train", info, run_dir if info.is_main else None, quiet=quiet, strategy=cfg.strategy,
-                   weights=dtype_name(dtype), online=f"{o.algorithm}, {o.prompts_per_step} prompts x {o.samples}"
-                   + (f", judges in {o.judge_workers} worker processes" if o.judge_workers else ""), **units)
     needs_ref = o.algorithm == "pairs" or o.kl_coef > 0
     reference = None  # the live reference: a frozen copy, or (LoRA) the policy with its adapter disabled
     if needs_ref and tr.model.lora is None:
@@ -207,9 +206,11 @@ def train_online(recipe: TrackRecipe, *, resume: bool = False, quiet: bool = Fal
     opt = build_optimizer(policy, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(
         s, warmup=cfg.warmup_steps, total=cfg.max_steps, min_ratio=cfg.min_lr / cfg.lr))
-    start = 0
-    if resume and (ckpt := checkpoint.latest(run_dir)) is not None:
-        start = checkpoint.load_checkpoint(ckpt, policy, opt, sched, rank=info.rank, device=info.device)
+    start = checkpoint.resume(run_dir, policy, opt, sched, info=info) if run.resume else 0
+    run.begin(step=start)  # the whole recipe on a fresh start (the online section shapes the run)
+    record_runtime("train", info, run_dir if info.is_main else None, quiet=quiet, strategy=cfg.strategy,
+                   weights=dtype_name(dtype), online=f"{o.algorithm}, {o.prompts_per_step} prompts x {o.samples}"
+                   + (f", judges in {o.judge_workers} worker processes" if o.judge_workers else ""), **units)
     log = MetricsLog(run_dir, start_step=start, enabled=info.is_main)
     bar = tqdm(total=cfg.max_steps, initial=start, desc=f"online {o.algorithm}", unit="step",
                disable=quiet or not info.is_main, dynamic_ncols=True)

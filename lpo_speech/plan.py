@@ -53,11 +53,12 @@ and Qwen2-Audio models (tests/test_plan.py).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import warnings
 from dataclasses import asdict, is_dataclass
 
-from lpo_speech.errors import UserError
+from lpo_speech.errors import UserError, short
 from lpo_speech.logps import DEFAULT_CHUNK_ELEMS, SEQ_CHUNK_ELEMS, SEQ_GRAD_STASH_BYTES
 
 GiB = 1 << 30
@@ -532,13 +533,21 @@ def recipe_settings(recipe) -> dict:
                 reference_on_gpu=recipe.reference.source == "model" and not sft, freeze_encoder=mc.freeze_encoder)
 
 
+MAX_PLAN_GPUS = 1 << 20  # a GPU count past this is a typo, not a cluster
+
+
 def _positive(text, flag: str, kind):
+    """A --plan-gpus / --plan-gpu-gb value: a number > 0 that is finite (inf GB would fit anything)."""
     try:
-        if (value := kind(text)) > 0:
-            return value
+        value = kind(text)
     except (TypeError, ValueError):
-        pass
-    raise UserError(f"{flag}: expected a number > 0, got {text!r}")
+        value = None
+    if value is None or not value > 0:  # not a number, nan, 0 or less
+        raise UserError(f"{flag}: expected {'an integer' if kind is int else 'a number'} > 0, got {short(text)}")
+    if value > MAX_PLAN_GPUS if kind is int else not math.isfinite(value):  # (a huge int has no float)
+        bound = f"at most {MAX_PLAN_GPUS}" if kind is int else "a finite number"
+        raise UserError(f"{flag}: expected {bound}, got {short(text)}")
+    return value
 
 
 def _read_config(path: str):
@@ -546,9 +555,11 @@ def _read_config(path: str):
 
     from transformers import AutoConfig
 
-    from lpo_speech.hub import hub_reachable
+    from lpo_speech.hub import file_not_folder, hub_reachable
 
     hint = f"pass --plan-model PRESET to plan with a stand-in ({', '.join(PRESETS)})"
+    if file_not_folder(path):
+        raise UserError(f"model.path: {path!r} is a file; expected a model folder (save_pretrained); {hint}")
     if Path(path).exists() and not (Path(path) / "config.json").is_file():
         raise UserError(f"model.path: {path}/config.json: no such file; {hint}")
     if not Path(path).exists() and not hub_reachable(path, "config"):  # asked first: transformers retries for ~20 s

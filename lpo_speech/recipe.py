@@ -595,9 +595,14 @@ def load_train_recipe(path: str | Path, overrides: list[str] | None = None) -> T
     return train_view(load_any_recipe(path, overrides))
 
 
-def build_pairs(recipe: Any, *, quiet: bool = False, overwrite: bool = False) -> dict:
-    """Run a track recipe's build-pairs stage (sample, score, pair, reference log-probs); returns its stats."""
+def build_pairs(recipe: Any, *, quiet: bool = False, overwrite: bool = False, skip_bad: bool = False) -> dict:
+    """Run a track recipe's build-pairs stage (sample, score, pair, reference log-probs); returns its stats.
+    `skip_bad` (ASR): leave out manifest lines whose audio cannot carry their transcript instead of stopping."""
     track = getattr(recipe, "track", None)
     if track not in PAIR_BUILDERS:
         raise UserError("build-pairs needs a track recipe (track: asr or tts); this one has no `track:` key")
-    return named(PAIR_BUILDERS[track])(recipe, quiet=quiet, overwrite=overwrite)
+    if skip_bad and track != "asr":
+        raise UserError(f"--skip-bad: for an ASR recipe's manifest (its audio checked against its transcript); "
+                        f"this recipe's track is {track}")
+    return named(PAIR_BUILDERS[track])(recipe, quiet=quiet, overwrite=overwrite,
+                                       **({"skip_bad": True} if skip_bad else {}))

@@ -212,13 +212,19 @@ def load_jsonl(path: str | Path, cls: Type[T], *, unique_ids: bool = True, allow
     """Every record of a JSONL file, validated. An empty file (no record) is a `UserError` unless
     `allow_empty` (a stage output that may legitimately hold nothing); a repeated id names the line of
     its second occurrence."""
+    return [r for _, r in load_numbered(path, cls, unique_ids=unique_ids, allow_empty=allow_empty)]
+
+
+def load_numbered(path: str | Path, cls: Type[T], *, unique_ids: bool = True,
+                  allow_empty: bool = False) -> list[tuple[int, T]]:
+    """`load_jsonl` with each record's line number, for checks that name `file:line` later."""
     records, first = [], {}
     for lineno, r in _numbered(path, cls):
         if unique_ids:
             if r.id in first:
                 raise UserError(f"duplicate id {short(r.id)} (first on line {first[r.id]})", where=f"{path}:{lineno}")
             first[r.id] = lineno
-        records.append(r)
+        records.append((lineno, r))
     if not records and not allow_empty:
         raise UserError(f"{path}: no records")
     return records

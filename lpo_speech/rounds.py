@@ -25,10 +25,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from lpo_speech.asr.sources import InputColumns, prepare_manifest
+from lpo_speech.distributed import init_distributed
 from lpo_speech.errors import UserError
 from lpo_speech.records import AsrUtterance, TtsPrompt, load_jsonl, resolve_audio, write_jsonl_atomic
-from lpo_speech.recipe import TrackRecipe, build_pairs, save_recipe
+from lpo_speech.recipe import TrackRecipe, build_pairs
 from lpo_speech.reflogps import compute_ref_logps
+from lpo_speech.run_folder import RunFolder
 from lpo_speech.stages import atomic_folder
 from lpo_speech.training_log import plot_metrics
 
@@ -64,20 +66,25 @@ def _round_recipe(recipe: TrackRecipe, rd: Path, start_model: str) -> TrackRecip
 
 
 def train_rounds(recipe: TrackRecipe, *, resume: bool = False, quiet: bool = False) -> Path:
+    info = init_distributed(recipe.runtime.device)
+    # One run at a time in the folder; a resume only with the run's own settings (lpo_speech.run_folder).
+    with RunFolder(recipe.train.out_dir, recipe, info, resume=resume, marker="round-*") as run:
+        return _train_rounds(recipe, run, quiet=quiet)
+
+
+def _train_rounds(recipe: TrackRecipe, run: RunFolder, *, quiet: bool) -> Path:
     from lpo_speech.checkpoint import latest
     from lpo_speech.trainer import read_metrics, train
 
-    r, out = recipe.rounds, Path(recipe.train.out_dir)
-    if out.exists() and any(out.glob("round-*")) and not resume:
-        raise UserError(f"{out}: holds rounds of an earlier run; pass --resume to continue it or set "
-                        "train.out_dir to a new folder")
+    r, out = recipe.rounds, run.path
+    fresh = not run.started()
     items = _items(recipe, out)
     need = r.n * r.prompts_per_round
     if len(items) < need:
         raise UserError(f"{len(items)} prompts, fewer than rounds.n x rounds.prompts_per_round ({need})",
                         where="rounds")
-    out.mkdir(parents=True, exist_ok=True)
-    save_recipe(recipe, out / "config.yaml")
+    done = sum((out / f"round-{k}" / "train" / "model" / "config.json").is_file() for k in range(1, r.n + 1))
+    run.begin(step=done, fresh=fresh, at=f"round {done + 1}")
     current, summary, rows = recipe.model.path, [], []
     for k in range(1, r.n + 1):
         rd = out / f"round-{k}"

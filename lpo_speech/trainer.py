@@ -22,7 +22,8 @@ from tqdm import tqdm
 from lpo_speech import checkpoint
 from lpo_speech.adapters import load_adapter
 from lpo_speech.batching import GlobalBatches
-from lpo_speech.recipe import TrainRecipe, save_recipe
+from lpo_speech.recipe import TrainRecipe
+from lpo_speech.run_folder import RunFolder
 from lpo_speech.distributed import all_reduce_mean, barrier, cleanup, init_distributed, record_runtime
 from lpo_speech.errors import UserError
 from lpo_speech.lora import adapter_disabled
@@ -120,17 +121,19 @@ def seed_all(seed: int) -> None:
 def train(recipe: TrainRecipe, *, resume: bool = False, quiet: bool = False, adapter=None) -> Path:
     """Train and return the run folder. `adapter` may be passed in to reuse its caches (features,
     frozen-encoder states) across runs on the same data, as benchmarks comparing losses do."""
-    cfg = recipe.train
     info = init_distributed(recipe.runtime.device)
     if recipe.runtime.threads:
         torch.set_num_threads(recipe.runtime.threads)
-    run_dir = Path(cfg.out_dir)
-    if info.is_main:
-        if checkpoint.latest(run_dir) is not None and not resume:
-            raise UserError(f"{run_dir}: holds checkpoints of an earlier run; pass --resume to continue it "
-                            "or set train.out_dir to a new folder")
     if not Path(recipe.data.pairs).is_file():  # fail before the (slow) model load
         raise UserError(f"{recipe.data.pairs}: no such file")
+    # One run at a time in the folder; a resume only with the run's own settings (lpo_speech.run_folder).
+    with RunFolder(recipe.train.out_dir, recipe, info, resume=resume) as run:
+        return _train(recipe, info, run, quiet=quiet, adapter=adapter)
+
+
+def _train(recipe: TrainRecipe, info, run: RunFolder, *, quiet: bool, adapter) -> Path:
+    cfg = recipe.train
+    run_dir = run.path
     seed_all(cfg.seed)
 
     adapter = adapter or load_adapter(recipe.model)
@@ -144,24 +147,17 @@ def train(recipe: TrainRecipe, *, resume: bool = False, quiet: bool = False, ada
     policy.train()
     disable_dropout(policy)
     items, pairs = load_pairs(recipe, adapter, quiet=quiet or not info.is_main, dtype=dtype)
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_recipe(recipe, run_dir / "config.yaml")
-    record_runtime("train", info, run_dir if info.is_main else None, quiet=quiet, strategy=cfg.strategy,
-                   weights=dtype_name(dtype), master=cfg.master_dtype if dtype != torch.float32 else None,
-                   lora=f"r={recipe.model.lora.r}" if recipe.model.lora else None,
-                   trainable=f"{sum(p.numel() for p in policy.parameters() if p.requires_grad):,} params", **units)
+    global_size = cfg.batch_size * cfg.grad_accum * info.world
+    if len(items) < global_size:
+        raise UserError(f"{recipe.data.pairs}: {len(items)} usable pairs, fewer than one global batch of "
+                        f"{global_size} (train.batch_size x train.grad_accum x processes); lower train.batch_size or "
+                        "train.grad_accum, or add data")
     reference = None  # None: stored log-probs, or (LoRA) the policy with its adapter disabled
     if recipe.reference.source == "model" and recipe.loss.type != "sft" and recipe.model.lora is None:
         reference = load_reference(recipe, adapter, info.device, load_device=load_device)
         if cfg.strategy == "fsdp":
             reference = shard_fsdp(reference, info, cfg, dtype)
 
-    global_size = cfg.batch_size * cfg.grad_accum * info.world
-    if len(items) < global_size:
-        raise UserError(f"{recipe.data.pairs}: {len(items)} usable pairs, fewer than one global batch of "
-                        f"{global_size} (train.batch_size x train.grad_accum x processes); lower train.batch_size or "
-                        "train.grad_accum, or add data")
     batches = GlobalBatches([adapter.length(it) for it in items], global_size, seed=cfg.seed,
                             length_buckets=recipe.data.length_buckets)
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * batches.steps_per_epoch))
@@ -171,9 +167,12 @@ def train(recipe: TrainRecipe, *, resume: bool = False, quiet: bool = False, ada
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(
         s, warmup=cfg.warmup_steps, total=total, min_ratio=cfg.min_lr / cfg.lr))
 
-    start = 0
-    if resume and (ckpt := checkpoint.latest(run_dir)) is not None:
-        start = checkpoint.load_checkpoint(ckpt, policy, opt, sched, rank=info.rank, device=info.device)
+    start = checkpoint.resume(run_dir, policy, opt, sched, info=info) if run.resume else 0
+    run.begin(step=start)  # config.yaml and settings on a fresh start; a resume's changes recorded
+    record_runtime("train", info, run_dir if info.is_main else None, quiet=quiet, strategy=cfg.strategy,
+                   weights=dtype_name(dtype), master=cfg.master_dtype if dtype != torch.float32 else None,
+                   lora=f"r={recipe.model.lora.r}" if recipe.model.lora else None,
+                   trainable=f"{sum(p.numel() for p in policy.parameters() if p.requires_grad):,} params", **units)
     log = MetricsLog(run_dir, start_step=start, enabled=info.is_main)
     live_reference = recipe.reference.source == "model" and recipe.loss.type != "sft"
 

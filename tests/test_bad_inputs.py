@@ -287,6 +287,78 @@ def test_broken_model_folder(work, capsys, tiny_lm, case, command):
     one_line(capsys, work, args, "error: model: cannot load model: ", message)
 
 
+# ------------------------------------------------------------------- a model path that is a file
+
+def no_hub(monkeypatch) -> None:
+    """Online as far as the libraries can tell (no HF_HUB_OFFLINE), but any hub call fails the test: a
+    local path that exists is never looked up on the hub (a relative `m` or `dir/m` file passes for a hub
+    id, which transformers used to retry 11 times, 26 s, before its error)."""
+    import transformers.utils.hub as tf_hub
+
+    import lpo_speech.hub as hub
+
+    def called(*a, **k):
+        raise AssertionError(f"hub call for a local file: {a[:2]}")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "missing", called)
+    for name in ("hf_hub_download", "snapshot_download"):
+        monkeypatch.setattr(tf_hub, name, called)
+
+
+FILE_MODEL = "model: {path: m}\ndata: {pairs: pairs.jsonl}\ntrain: {out_dir: run, max_steps: 1}\n"
+TTS_LM = TTS.replace("{path: m}", "{path: LM}")  # LM: a real model folder, so only the judge is a file
+FILE_MODEL_CASES = {
+    "train model.path": (FILE_MODEL, ["train", "r.yaml", "--quiet"],
+                         "error: r.yaml: model.path: 'm' is a file; expected a model folder (save_pretrained)"),
+    "train reference.path": (FILE_MODEL.replace("{path: m}", "{path: LM}") + "reference: {source: model, path: m}\n",
+                             ["train", "r.yaml", "--quiet"], "error: r.yaml: reference.path: 'm' is a file"),
+    "train --plan": (FILE_MODEL, ["train", "r.yaml", "--plan"],
+                     "error: model.path: 'm' is a file; expected a model folder (save_pretrained); pass --plan-model"),
+    "ref-logps": (FILE_MODEL, ["ref-logps", "r.yaml", "--in", "pairs.jsonl", "--out", "out/ref.jsonl", "--quiet"],
+                  "error: m: cannot load model: a file, not a model folder"),
+    "eval --model": (None, ["eval", "--wer", "--model", "m", "--data", "pairs.jsonl", "--out", "ev", "--quiet"],
+                     "error: --model: 'm' is a file; expected a model folder"),
+    "build-pairs transformers-whisper": (TTS_LM + "  judge: {type: transformers-whisper, path: m}\n",
+                                         ["build-pairs", "r.yaml", "--quiet"],
+                                         "error: r.yaml: build_pairs.judge.path: 'm' is a file"),
+    "build-pairs faster-whisper": (TTS_LM + "  judge: {type: faster-whisper, model: m}\n",
+                                   ["build-pairs", "r.yaml", "--quiet"],
+                                   "error: r.yaml: build_pairs.judge.model: 'm' is a file"),
+}
+
+
+@pytest.mark.parametrize("case", list(FILE_MODEL_CASES))
+def test_model_path_that_is_a_file_is_one_line_at_once(work, capsys, monkeypatch, tiny_lm, case):
+    import time
+
+    text, args, message = FILE_MODEL_CASES[case]
+    no_hub(monkeypatch)
+    (work / "m").write_bytes(b"\0" * 64)  # e.g. a weights file named instead of its folder
+    make_pairs(work / "pairs.jsonl", n=4)
+    if text is not None:
+        (work / "r.yaml").write_text(text.replace("LM", str(tiny_lm)))
+    start = time.perf_counter()
+    one_line(capsys, work, args, message)
+    assert time.perf_counter() - start < 10, "a local file must not wait for the hub"
+
+
+def test_judges_refuse_a_model_file(work):
+    from lpo_speech.errors import UserError
+    from lpo_speech.judges.asr import make_asr_judge
+    from lpo_speech.judges.emotion2vec import Emotion2vecScorer
+
+    (work / "m").write_bytes(b"x")
+    for spec in ({"type": "faster-whisper", "model": "m"}, {"type": "transformers-whisper", "path": "m"},
+                 {"type": "funasr", "model": "m"}):
+        with pytest.raises(UserError, match="^m: cannot load .*: a file, not a model folder$"):
+            make_asr_judge(spec)
+    with pytest.raises(UserError, match="^m: cannot load emotion2vec model: a file, not a model folder$"):
+        Emotion2vecScorer("m")
+    (work / "bundled").write_bytes(b"x")  # the word names the shipped model, whatever lies in the folder
+    make_asr_judge({"type": "faster-whisper", "model": "bundled"})
+
+
 # ------------------------------------------------------------------------------------- flags
 
 FLAG_CASES = [

@@ -114,3 +114,28 @@ def test_lora_resume_is_exact(toy_world, lpo):
     wa = load_file(str(toy_world / "run_full/adapter/adapter_model.safetensors"))
     wb = load_file(str(toy_world / "run_k/adapter/adapter_model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_lora_target_errors_and_warnings_of_peft(tmp_path, tiny_lm, lpo):
+    """peft warns before it raises (here: that it renamed the recorded base from the absolute path to the
+    relative `model.path`): a target that matches nothing is our one line alone, naming the model's
+    layers. A run that works keeps the absolute base path in adapter_config.json, without that warning."""
+    from conftest import make_pairs
+
+    shutil.copytree(tiny_lm, tmp_path / "lm")
+    make_pairs(tmp_path / "pairs.jsonl", n=8)
+    (tmp_path / "r.yaml").write_text("model: {path: lm}\ndata: {pairs: pairs.jsonl}\nreference: {source: model}\n"
+                                     "train: {out_dir: run, max_steps: 1, batch_size: 2}\n")
+    res = lpo("train", "r.yaml", "model.lora={r: 4, target_modules: [nonexistent]}", "--quiet", cwd=tmp_path,
+              check=False)
+    assert res.returncode == 2 and not res.stdout, (res.stdout, res.stderr[-3000:])
+    assert res.stderr.splitlines() == [
+        "error: model.lora.target_modules: ['nonexistent'] match no module of the model (its linear layers: "
+        "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, lm_head; or [all-linear])"], res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lm", "pairs.jsonl", "r.yaml"]
+
+    res = lpo("train", "r.yaml", "model.lora={r: 4, target_modules: [q_proj], save: adapter}", "--quiet",
+              cwd=tmp_path)
+    assert "renamed" not in res.stderr and "Traceback" not in res.stderr, res.stderr
+    saved = json.loads((tmp_path / "run" / "model" / "adapter_config.json").read_text())
+    assert saved["base_model_name_or_path"] == str((tmp_path / "lm").resolve())

@@ -164,9 +164,15 @@ def test_cli_plan_missing_model_needs_a_preset(tmp_path, monkeypatch, capsys):
     assert main(["train", "r.yaml", "--plan"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "runs/nowhere" in err[0] and "--plan-model" in err[0]
-    for flag, value in [("--plan-gpus", "0"), ("--plan-gpu-gb", "x")]:  # bad values: one line, exit 2
+    bad = [("--plan-gpus", "0", "an integer > 0"), ("--plan-gpus", "1.5", "an integer > 0"),
+           ("--plan-gpus", "inf", "an integer > 0"), ("--plan-gpus", "9" * 30, "at most 1048576"),
+           ("--plan-gpu-gb", "x", "a number > 0"), ("--plan-gpu-gb", "-80", "a number > 0"),
+           ("--plan-gpu-gb", "0", "a number > 0"), ("--plan-gpu-gb", "nan", "a number > 0"),
+           ("--plan-gpu-gb", "inf", "a finite number"), ("--plan-gpu-gb", "1e999", "a finite number")]
+    for flag, value, expected in bad:  # bad values (inf GB would fit anything): one line, exit 2, no output
         assert main(["train", "r.yaml", "--plan", "--plan-model", "spark-0.5b", flag, value]) == 2
-        assert capsys.readouterr().err.strip().splitlines() == [f"error: {flag}: expected a number > 0, got {value!r}"]
+        out, err = capsys.readouterr()
+        assert err.splitlines() == [f"error: {flag}: expected {expected}, got {value!r}"] and not out, (out, err)
     assert main(["train", "r.yaml", "--plan", "--plan-model", "spark-0.5b", "--plan-gpus", "2"]) == 0
     out = capsys.readouterr().out
     assert "preset spark-0.5b, standing in for model.path runs/nowhere" in out and "2 x 80 GB" in out

@@ -33,11 +33,18 @@ _BAD_MODEL = ("Unrecognized model", "Unrecognized configuration class", "The che
 def load_pretrained(cls: Any, path: str, **kwargs: Any) -> Any:
     """from_pretrained with one clear line (`UserError` naming the path) when the path is neither a
     loadable local model nor reachable: a missing or malformed `config.json`, a truncated or damaged
-    weights file, weights that do not fit the config, a hub id without network access."""
+    weights file, weights that do not fit the config, a hub id without network access. A path that
+    exists is never looked up on the hub: a file (no model folder) is one line at once."""
     import json
 
     from safetensors import SafetensorError
     from transformers.utils import logging
+
+    from lpo_speech.hub import file_not_folder
+
+    if file_not_folder(path):  # transformers would take a relative `dir/file` for a hub id and retry
+        raise UserError("cannot load model: a file, not a model folder (save_pretrained writes a folder)",
+                        where=str(path))
 
     logging.disable_progress_bar()  # our own bars show progress; weight loading is quick
     try:

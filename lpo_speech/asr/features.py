@@ -10,7 +10,8 @@ Layout (docs/formats.md, "Feature store"): `<root>/<extractor id>/` holds `extra
 extractor's settings; the id is a hash of them, so another extractor or other settings get another
 folder) and, per writing process, `<part>.f16` (float16 blocks, appended) and `<part>.jsonl` (one line
 per block: the audio's resolved path, size and mtime, the block's offset and shape, the frames that
-cover the audio and its length in samples). A changed audio file has another size or mtime, so it is
+cover the audio, its length in samples and, when a stage asked for it, the seconds of speech Silero VAD
+found in it: lpo_speech.asr.audio_check, measured while the audio is decoded anyway). A changed audio file has another size or mtime, so it is
 computed again; an older block of it stays unused in the files. Writers never share a file (each
 process, and each store opened by it, appends to its own part), so processes on several hosts may
 fill one store on a shared filesystem.
@@ -72,6 +73,15 @@ def decode_file(path: str | Path, where: str | None = None) -> np.ndarray:
     return decode_audio(data, sample_rate=SAMPLE_RATE, where=loc)
 
 
+def window_samples(extractor) -> int | None:
+    """How many 16 kHz samples a fixed-window feature extractor hears (Whisper's and Qwen2-Audio's:
+    `n_samples`, 30 s), or None for one without a fixed window."""
+    n = getattr(extractor, "n_samples", None)
+    if n is None and getattr(extractor, "chunk_length", None):
+        n = int(extractor.chunk_length) * int(getattr(extractor, "sampling_rate", SAMPLE_RATE))
+    return int(n) if n else None
+
+
 def audio_key(path: str | Path) -> tuple[str, int, int] | None:
     """(resolved path, size, mtime in ns) of an audio file, or None when it is not a file."""
     p = Path(path)
@@ -95,6 +105,7 @@ class Entry:
     stored: int  # frames kept before the fill column
     valid: int  # frames that cover the audio (the extractor's attention mask)
     samples: int  # the decoded audio's length at 16 kHz
+    speech_s: float | None = None  # seconds of speech Silero VAD found (ensure(speech=...)); None: not measured
 
     @property
     def width(self) -> int:
@@ -143,6 +154,7 @@ class FeatureStore:
         digest = hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:16]
         self.root = Path(root)
         self.folder = self.root / digest
+        self.window = window_samples(extractor)  # samples the model hears (None: no fixed window)
         self.computed = 0  # utterances this store computed (the rest were read)
         self._entries: dict[tuple, Entry] = {}
         self._parsed: dict[str, int] = {}  # index file -> bytes read so far
@@ -184,10 +196,12 @@ class FeatureStore:
                     d = json.loads(line)
                     entry = Entry(key=(d["audio"], d["size"], d["mtime_ns"]), part=index.stem, offset=d["offset"],
                                   mels=d["mels"], frames=d["frames"], stored=d["stored"], valid=d["valid"],
-                                  samples=d["samples"])
+                                  samples=d["samples"], speech_s=_seconds(d.get("speech_s")))
                 except (ValueError, KeyError, TypeError):
                     continue  # not a line this code wrote: ignored, the audio is computed again
-                self._entries.setdefault(entry.key, entry)
+                old = self._entries.get(entry.key)
+                if old is None or (old.speech_s is None and entry.speech_s is not None):  # a measured one wins
+                    self._entries[entry.key] = entry
             self._parsed[index.name] = done + end
 
     def lookup(self, path: str | Path) -> Entry | None:
@@ -212,11 +226,15 @@ class FeatureStore:
 
     # ------------------------------------------------------------------------------------- writing
 
-    def ensure(self, path: str | Path, where: str | None = None) -> Entry:
+    def ensure(self, path: str | Path, where: str | None = None, *,
+               speech: Callable[[np.ndarray], float] | None = None) -> Entry:
         """The entry of the audio at `path`, computed now (decoded, checked, extracted, appended) if the
-        store has none for its current content; errors are one line naming `where` and the file."""
+        store has none for its current content; errors are one line naming `where` and the file.
+        `speech(wav)`: the seconds of speech in the decoded 16 kHz audio (lpo_speech.asr.audio_check's
+        Silero VAD), kept in the entry; not for audio longer than the window, which is refused unheard.
+        An entry stored without it is computed again, once."""
         found = self.lookup(path)
-        if found is not None:
+        if found is not None and not (speech is not None and self.unmeasured(found)):
             return found
         wav = decode_file(path, where)  # the file's own errors (missing, unreadable, non-finite)
         key = audio_key(path)
@@ -224,11 +242,20 @@ class FeatureStore:
                              return_tensors="np")
         feats = np.asarray(out["input_features"][0], dtype=np.float16)
         valid = int(np.asarray(out["attention_mask"][0]).sum()) if "attention_mask" in out else feats.shape[1]
-        entry = self._append(key, _trim(feats), frames=feats.shape[1], valid=valid, samples=len(wav))
+        speech_s = None
+        if speech is not None and (self.window is None or len(wav) <= self.window):
+            speech_s = speech(wav)
+        entry = self._append(key, _trim(feats), frames=feats.shape[1], valid=valid, samples=len(wav),
+                             speech_s=speech_s)
         self.computed += 1
         return entry
 
-    def _append(self, key: tuple, block: np.ndarray, *, frames: int, valid: int, samples: int) -> Entry:
+    def unmeasured(self, entry: Entry) -> bool:
+        """Whether `ensure(speech=...)` still has to measure the speech of this entry's audio."""
+        return entry.speech_s is None and (self.window is None or entry.samples <= self.window)
+
+    def _append(self, key: tuple, block: np.ndarray, *, frames: int, valid: int, samples: int,
+                speech_s: float | None = None) -> Entry:
         if self._part is None:
             self._start_part()
         data, index = self.folder / f"{self._part}.f16", self.folder / f"{self._part}.jsonl"
@@ -237,9 +264,10 @@ class FeatureStore:
             f.write(block.tobytes())
         stored = frames if block.shape[1] == frames else block.shape[1] - 1
         entry = Entry(key=key, part=self._part, offset=offset, mels=block.shape[0], frames=frames, stored=stored,
-                      valid=valid, samples=samples)
+                      valid=valid, samples=samples, speech_s=speech_s)
         line = {"audio": key[0], "size": key[1], "mtime_ns": key[2], "offset": offset, "mels": entry.mels,
-                "frames": frames, "stored": stored, "valid": valid, "samples": samples}
+                "frames": frames, "stored": stored, "valid": valid, "samples": samples,
+                **({"speech_s": speech_s} if speech_s is not None else {})}
         with index.open("a", encoding="utf-8") as f:  # after the data: a listed block is always complete
             f.write(json.dumps(line) + "\n")
         self._entries[key] = entry
@@ -264,16 +292,17 @@ class FeatureStore:
         self._created += [self.folder / f"{self._part}.f16", self.folder / f"{self._part}.jsonl"]
 
     def fill(self, audios: Sequence[tuple[str | Path, str | None]], *, quiet: bool = True,
-             desc: str = "features") -> None:
+             desc: str = "features", speech: Callable[[np.ndarray], float] | None = None) -> None:
         """Features for every distinct audio of `audios` ((path, where) pairs, checked in order): under
         torchrun each process computes its share (every world-th distinct audio), then all wait and read
         what the others wrote. A bad audio stops every process with the same one line, the first bad one
-        in `audios` order. Call on every process."""
+        in `audios` order. `speech`: measure each audio's speech too (`ensure`). Call on every process."""
         distinct = list(dict.fromkeys(str(p) for p, _ in audios))
         where = {}
         for p, w in audios:
             where.setdefault(str(p), w)
-        each_share([(p, where[p]) for p in distinct], lambda item: self.ensure(*item), quiet=quiet, desc=desc)
+        each_share([(p, where[p]) for p in distinct], lambda item: self.ensure(*item, speech=speech), quiet=quiet,
+                   desc=desc)
         self.refresh()
 
     @contextlib.contextmanager
@@ -296,6 +325,13 @@ class FeatureStore:
             with contextlib.suppress(OSError):
                 p.rmdir() if p.is_dir() else p.unlink()
         self._created, self._part = [], None
+
+
+def _seconds(value) -> float | None:
+    """An index line's `speech_s`: a finite number >= 0, else not measured."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        return None
+    return float(value)
 
 
 def _close_all(fds: dict[str, int]) -> None:

@@ -14,7 +14,10 @@ summary.json counts what each rule kept; runtime.json says where it ran (every r
 model's dtype, threads; printed at the start, written with the results). Every audio of the manifest is
 decoded once, checked and turned into the model's features, kept in `work_dir/features/`
 (lpo_speech.asr.features; under torchrun each process does its share) for the candidates' decoding,
-the reference log-probs and training. Then what an earlier run left in work_dir is compared (model and
+the reference log-probs and training; its speech is measured then too, and every line's audio checked
+against its transcript (lpo_speech.asr.audio_check: longer than the model hears, or far less speech
+than the text needs, stops the stage, or with `skip_bad` (--skip-bad) is left out and counted in
+summary.json's `skipped`). Then what an earlier run left in work_dir is compared (model and
 manifest by content, lpo_speech.stages), before anything else is written: a rerun from other inputs
 stops in one line unless `overwrite` (--overwrite). A failed run removes the features it computed.
 """
@@ -31,12 +34,13 @@ import torch
 
 from lpo_speech.perturb import build_vocabulary, perturbations
 from lpo_speech.asr.recipe import AsrRecipe
+from lpo_speech.asr.audio_check import announce, check_utterances, speech_seconds, stored_measure
 from lpo_speech.asr.features import FeatureStore, features_folder
-from lpo_speech.asr.sources import InputColumns, converted_manifest
+from lpo_speech.asr.sources import InputColumns, converted_manifest, row_namer
 from lpo_speech.distributed import init_distributed, record_runtime
 from lpo_speech.wer import normalize, utterance_errors
 from lpo_speech.precision import dtype_name, resolve_dtype
-from lpo_speech.records import (AsrUtterance, Candidate, PreferencePair, load_jsonl, resolve_audio)
+from lpo_speech.records import (AsrUtterance, Candidate, PreferencePair, load_numbered, resolve_audio)
 from lpo_speech.reflogps import store_pairs
 from lpo_speech.stages import (OVERWRITE_HINT, check_settings, created_outputs, input_file, model_folder, run_sharded,
                                set_threads)
@@ -162,41 +166,52 @@ def select_pairs(recipe: AsrRecipe, rows: list[dict]) -> tuple[list[PreferencePa
     return pairs, stats
 
 
-def build_asr_pairs(recipe: AsrRecipe, *, quiet: bool = False, overwrite: bool = False) -> dict:
+def build_asr_pairs(recipe: AsrRecipe, *, quiet: bool = False, overwrite: bool = False, skip_bad: bool = False) -> dict:
     """`overwrite`: discard candidates (and reference log-probs) made from another model, manifest or
-    settings instead of stopping, once the new inputs are checked. A manifest that is a `datasets`
-    dataset or a lhotse CutSet is converted into `work_dir/input/` first (lpo_speech.asr.sources)."""
+    settings instead of stopping, once the new inputs are checked. `skip_bad`: leave out (and count)
+    lines whose audio cannot carry their transcript instead of stopping (lpo_speech.asr.audio_check). A
+    manifest that is a `datasets` dataset or a lhotse CutSet is converted into `work_dir/input/` first
+    (lpo_speech.asr.sources)."""
     bp = recipe.build_pairs
     set_threads(recipe.runtime.threads)
     init_distributed(recipe.runtime.device)  # before any model: each rank on its own device
     cols = InputColumns(text=bp.text_column, audio=bp.audio_column, id=bp.id_column, split=bp.split)
+    name = row_namer(bp.manifest, cols)  # how the audio check names a line: the source's own rows
     with converted_manifest(bp.manifest, Path(bp.work_dir) / "input", cols, overwrite=overwrite, quiet=quiet) as manifest:
         recipe = replace(recipe, build_pairs=replace(bp, manifest=str(manifest)))
-        return _build_pairs(recipe, quiet=quiet, overwrite=overwrite)
+        return _build_pairs(recipe, quiet=quiet, overwrite=overwrite, skip_bad=skip_bad, name=name)
 
 
-def _build_pairs(recipe: AsrRecipe, *, quiet: bool, overwrite: bool) -> dict:
+def _build_pairs(recipe: AsrRecipe, *, quiet: bool, overwrite: bool, skip_bad: bool = False, name=None) -> dict:
     bp = recipe.build_pairs
     work = Path(bp.work_dir)
     info = init_distributed(recipe.runtime.device)
     dtype = resolve_dtype(recipe.model.dtype, info.device)
-    utts = load_jsonl(bp.manifest, AsrUtterance)
+    numbered = load_numbered(bp.manifest, AsrUtterance)
     extractor = _feature_extractor(recipe.model.path)
     with created_outputs(work, Path(recipe.data.pairs).parent):
         # Every input checked before anything but features is written: the manifest, then every audio
-        # (readable, finite; decoded once, into the model's features, which every later stage reads),
-        # then what an earlier run left in work_dir. A failure removes the features this run stored.
+        # (readable, finite; decoded once, into the model's features, which every later stage reads, and
+        # its speech measured), then every audio against its transcript (audio_check), then what an
+        # earlier run left in work_dir. A failure removes the features this run stored.
         store = FeatureStore(features_folder(work / "pairs.jsonl"), extractor)
         with store.discard_on_error():
-            store.fill([(resolve_audio(bp.manifest, u.audio), f"{bp.manifest}: id {u.id}") for u in utts],
-                       quiet=quiet)
+            store.fill([(resolve_audio(bp.manifest, u.audio), f"{bp.manifest}: id {u.id}") for _, u in numbered],
+                       quiet=quiet, speech=speech_seconds)
+            checked = check_utterances(numbered, bp.manifest, window=store.window, measure=stored_measure(store),
+                                       skip_bad=skip_bad, name=name)
+            utts = checked.kept
             if not overwrite:
                 check_settings(work / "candidates.jsonl", candidate_settings(recipe, dtype), record=False,
                                hint=OVERWRITE_HINT)
+            if info.is_main:
+                announce(checked, "build-pairs")
             where = dict(weights=dtype_name(dtype), threads=torch.get_num_threads())
             record_runtime("build-pairs", info, quiet=quiet, **where)  # said now, written with the results
             rows = generate_candidates(recipe, utts, quiet=quiet, overwrite=overwrite)
             pairs, stats = select_pairs(recipe, rows)
+            if skip_bad:  # how many lines the audio check left out, beside the utterances used
+                stats = {"utterances": stats.pop("utterances"), "skipped": len(checked.skipped), **stats}
             stats.update(store_pairs(recipe.train_recipe(), pairs, work, batch_size=bp.batch_size,
                                      max_margin=bp.max_ref_margin, quiet=quiet, overwrite=overwrite))
             if info.is_main:

@@ -33,7 +33,7 @@ import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from lpo_speech.asr.features import decode_file
 from lpo_speech.audio import convert, decode_audio, save_wav
@@ -124,6 +124,10 @@ def _load_dataset(source: str, kind: str, split: str | None):
             raise UserError(f"dataset {source}: " + (f"no split {split!r}" if split else "several splits")
                             + f" (splits: {', '.join(splits)}); name one with " + "split / --split")
         ds = ds[split]
+    elif split is not None and str(ds.split or "") != split:  # one Dataset (save_to_disk of a Dataset)
+        held = f"its rows are split {str(ds.split)!r}" if ds.split else "one set of rows, no named splits"
+        raise UserError(f"dataset {source}: no split {split!r} ({held}); leave split / --split out to read "
+                        "all of it")
     return ds, split or "train"
 
 
@@ -236,6 +240,9 @@ def prepare_manifest(source: str, dest: str | Path, cols: InputColumns = InputCo
     kind = source_kind(str(source))
     if kind == "jsonl":
         return Path(source)
+    if kind == "lhotse" and cols.split is not None:  # not ignored: every cut would be read
+        raise UserError(f"{source}: a lhotse CutSet has no splits (one manifest per split), so there is no "
+                        f"split {cols.split!r}; leave split / --split out")
     dest = Path(dest)
     info = init_distributed("auto")
     if info.is_main:
@@ -257,6 +264,19 @@ def prepare_manifest(source: str, dest: str | Path, cols: InputColumns = InputCo
             _convert(str(source), kind, cols, dest, record, rows, count, quiet)
     barrier()
     return dest / "manifest.jsonl"
+
+
+def row_namer(source: str, cols: InputColumns = InputColumns()) -> Callable[[int, str], str] | None:
+    """How a check of the manifest `prepare_manifest` gave for `source` names a line's audio, as the
+    conversion names its rows (row i is line i + 1 of a converted manifest, which a failed stage removes):
+    `dataset SOURCE: row I: field 'COLUMN'` or `SOURCE: cut I (id ID): field 'audio'`; None for a JSONL
+    source, whose own `file:line` names it."""
+    kind = source_kind(str(source))
+    if kind == "jsonl":
+        return None
+    if kind == "lhotse":
+        return lambda line, uid: f"{source}: cut {line - 1} (id {short(uid)}): field 'audio'"
+    return lambda line, uid: f"dataset {source}: row {line - 1}: field '{cols.audio}'"
 
 
 def _read_record(dest: Path) -> dict | None:

@@ -15,6 +15,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start over: discard the candidates (and reference log-probs) in build_pairs.work_dir "
                              "made from another model, manifest or settings, once the new inputs are checked "
                              "(default: such a rerun stops)")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="ASR: leave out (and count, in summary.json's `skipped`) manifest lines whose audio "
+                             "cannot carry their transcript: longer than the model hears, or far less speech than "
+                             "the text needs (docs/formats.md); default: the first such line stops the stage")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -27,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     preflight(recipe, "build-pairs", args.recipe)
     if getattr(recipe, "track", None) is None:
         raise UserError(f"{args.recipe}: no `track:` key; build-pairs needs a track recipe (track: asr or tts)")
-    stats = build_pairs(recipe, quiet=args.quiet, overwrite=args.overwrite)
+    stats = build_pairs(recipe, quiet=args.quiet, overwrite=args.overwrite, skip_bad=args.skip_bad)
     print(json.dumps(stats, indent=2))
     ref = "with reference log-probs" if recipe.reference.source == "precomputed" else "(reference run by the trainer)"
     print(f"pairs {ref}: {recipe.data.pairs}")

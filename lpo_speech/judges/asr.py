@@ -47,6 +47,15 @@ def load_error(what: str, name: str, e: Exception) -> UserError:
     return UserError(f"cannot load {what}: {first}", where=str(name))
 
 
+def refuse_file(what: str, name: str) -> None:
+    """A judge's model that is a local file is one line when the judge is built, not a hub lookup (its
+    loader would take a relative `dir/file` for a hub id and retry) when it is first used."""
+    from lpo_speech.hub import file_not_folder
+
+    if file_not_folder(name):
+        raise UserError(f"cannot load {what}: a file, not a model folder", where=str(name))
+
+
 # ------------------------------------------------------------------------------- faster-whisper
 
 @lru_cache(maxsize=4)
@@ -76,6 +85,8 @@ class FasterWhisperJudge:
                  temperature: float = 0.0):
         from lpo_speech.distributed import resolve_device
 
+        if model != "bundled":  # the word, not a path
+            refuse_file("faster-whisper model", model)
         placed = resolve_device(str(device), where="faster-whisper judge: device")
         self.model, self.beam_size = model, int(beam_size)
         self.device, self.device_index = placed.type, placed.index or 0
@@ -117,6 +128,7 @@ class TransformersWhisperJudge:
 
     def __init__(self, path: str, language: str | None = None, num_beams: int = 1,
                  max_new_tokens: int = 128, batch_size: int = 8, device: str = "cpu"):
+        refuse_file("transformers Whisper", path)
         self.path, self.language, self.num_beams = str(path), language, int(num_beams)
         self.max_new_tokens, self.batch_size, self.device = int(max_new_tokens), int(batch_size), device
 
@@ -162,6 +174,7 @@ class FunAsrJudge:
     (with `model_conf` etc. in `options`) a registered class name built from an inline config."""
 
     def __init__(self, model: str, device: str = "cpu", batch_size_s: int = 300, **options: Any):
+        refuse_file("FunASR model", model)
         self.model, self.batch_size_s = str(model), int(batch_size_s)
         self.options = {"device": device, **options}
         try:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from lpo_speech.errors import UserError
-from lpo_speech.judges.asr import load_error, to_16k
+from lpo_speech.judges.asr import load_error, refuse_file, to_16k
 
 SR = 16000
 
@@ -87,6 +87,7 @@ class Emotion2vecScorer:
     sends it empty clips anyway); clips shorter than 25 ms are zero-padded."""
 
     def __init__(self, model: str, device: str = "cpu", **options: Any):
+        refuse_file("emotion2vec model", model)
         self.model = str(model)
         self.options = {"device": device, **options}
         try:

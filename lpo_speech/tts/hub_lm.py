@@ -144,11 +144,12 @@ def import_tts_lm(src: str, dst: str | Path, *, layout: str = "llasa", codec: st
 def codec_spec(spec: str) -> str:
     """Local codec folders as absolute paths, so the model finds its codec from any working directory;
     a hub codec must be loadable (one line now rather than a minute of retries)."""
-    from lpo_speech.hub import HubModel, looks_like_hub_id, missing
+    from lpo_speech.hub import HubModel, looks_like_hub_id, missing, require_folder
 
     kind, _, arg = spec.partition(":")
     if kind != "hf" or not arg:
         return spec
+    require_folder(arg, "--codec")
     if Path(arg).expanduser().exists():
         return f"hf:{Path(arg).expanduser().resolve()}"
     if looks_like_hub_id(arg) and (reason := missing(HubModel("--codec", arg, "codec"))):

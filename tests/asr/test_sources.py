@@ -112,6 +112,52 @@ def test_dataset_converted_once_reused_and_guarded(tmp_path, speech):
     assert not (tmp_path / "other").exists()
 
 
+def test_a_split_that_is_not_there_is_refused(tmp_path, monkeypatch, capsys):
+    """--split / build_pairs.split is never ignored: a dataset saved as one Dataset (no DatasetDict), a
+    folder of data files with one split, and a lhotse CutSet refuse a split they do not hold in one line
+    (naming what they hold) instead of reading every row; a Dataset's own named split is accepted."""
+    from lpo_speech.asr.sources import InputColumns, _load_dataset, prepare_manifest
+    from lpo_speech.cli import main
+    from lpo_speech.errors import UserError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    rows = {"audio": ["a.wav", "b.wav"], "text": ["one", "two"]}
+    datasets.Dataset.from_dict(rows).save_to_disk("plain")
+    datasets.Dataset.from_dict(rows, split="validation").save_to_disk("named")
+    (tmp_path / "files").mkdir()
+    datasets.Dataset.from_dict(rows).to_parquet("files/data.parquet")
+    (tmp_path / "cuts.jsonl").write_text(json.dumps({"id": "c0", "type": "MonoCut", "start": 0.0}) + "\n")
+
+    def refused(source: str, split: str) -> str:
+        with pytest.raises(UserError) as e:
+            prepare_manifest(source, tmp_path / "input", InputColumns(split=split), quiet=True)
+        assert not (tmp_path / "input").exists()
+        return str(e.value)
+
+    assert refused("plain", "validation") == ("dataset plain: no split 'validation' (one set of rows, no named "
+                                              "splits); leave split / --split out to read all of it")
+    assert refused("named", "test") == ("dataset named: no split 'test' (its rows are split 'validation'); "
+                                        "leave split / --split out to read all of it")
+    ds, split = _load_dataset("named", "datasets-disk", "validation")
+    assert (len(ds), split) == (2, "validation")
+    said = refused("files", "validation")
+    assert said.startswith("dataset files: cannot load") and "validation" in said and "train" in said, said
+    assert refused("cuts.jsonl", "validation") == ("cuts.jsonl: a lhotse CutSet has no splits (one manifest per "
+                                                   "split), so there is no split 'validation'; leave split / --split out")
+
+    model = tmp_path / "m"  # an ASR config passes the model check; the data fails before any weights load
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "whisper"}))
+    capsys.readouterr()
+    assert main(["eval", "--wer", "--model", "m", "--data", "plain", "--split", "validation", "--out", "ev",
+                 "--quiet"]) == 2
+    out, err = capsys.readouterr()
+    assert err == "error: dataset plain: no split 'validation' (one set of rows, no named splits); leave split " \
+                  "/ --split out to read all of it\n" and not out, (out, err)
+    assert not (tmp_path / "ev").exists()
+
+
 def test_lhotse_cuts_are_cut_audio(tmp_path, speech):
     from lpo_speech.asr.sources import prepare_manifest
 
