@@ -135,7 +135,7 @@ def main() -> None:
         sentences = pool("train")[:a.sentences]
         speak(sentences, work / "voices")
         model = work / "tiny-en"
-        run(["import-whisper-ct2", "bundled", str(model)], work, REPO, work / "import.log")
+        run(["import-whisper-ct2", "bundled", str(model), "--overwrite"], work, REPO, work / "import.log")  # --work reused
         data = {n: make_manifest(work / f"data-{n}", sentences, n, work / "voices").parent for n in sizes}
         versions = {}
         for v in a.versions.split(","):

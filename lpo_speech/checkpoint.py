@@ -81,9 +81,11 @@ def trainable_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, opt: torch.optim.Optimizer,
-                    sched: Any, *, rank: int, world: int, keep: int, sharded: bool = False) -> Path:
+                    sched: Any, *, rank: int, world: int, keep: int, sharded: bool = False,
+                    optimizer: bool = True) -> Path:
     """Every rank writes its RNG state (and, `sharded`, its DCP shards); rank 0 writes the rest, then
-    renames. Call on all ranks."""
+    renames. Call on all ranks. `optimizer=False` (train.save_optimizer): the weights, schedule and RNG
+    only; a resume from it starts the optimizer afresh (and says so)."""
     from lpo_speech.distributed import barrier
 
     final = run_dir / "checkpoints" / f"step-{step:06d}"
@@ -98,13 +100,15 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, opt: torch
         if sharded:
             import torch.distributed.checkpoint as dcp
 
-            dcp.save(_sharded_state(model, opt), checkpoint_id=str(tmp / "dcp"))
+            dcp.save(_sharded_state(model, opt if optimizer else None), checkpoint_id=str(tmp / "dcp"))
             state["format"] = "dcp"
         elif rank == 0:
             save_file(trainable_tensors(model), str(tmp / "model.safetensors"))
-            tensors, meta = _optimizer_tensors(opt)
-            save_file(tensors, str(tmp / "optimizer.safetensors"))
-            state["optimizer"] = meta
+            if optimizer:
+                tensors, meta = _optimizer_tensors(opt)
+                save_file(tensors, str(tmp / "optimizer.safetensors"))
+                state["optimizer"] = meta
+        state["has_optimizer"] = optimizer
         barrier()
         if rank == 0:
             state["files"] = {f.relative_to(tmp).as_posix(): f.stat().st_size
@@ -136,9 +140,11 @@ def _write_error(e: BaseException) -> bool:
         "I/O error" in text or "os error" in text or "Errno" in text or "space" in text)
 
 
-def _sharded_state(model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+def _sharded_state(model: torch.nn.Module, opt: torch.optim.Optimizer | None) -> dict[str, Any]:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
 
+    if opt is None:
+        return {"model": get_model_state_dict(model, options=StateDictOptions(ignore_frozen_params=True))}
     msd, osd = get_state_dict(model, opt, options=StateDictOptions(ignore_frozen_params=True))
     return {"model": msd, "optim": osd}
 
@@ -156,8 +162,8 @@ def damage(ckpt: Path) -> str | None:
         return f"state.json: {clip(getattr(e, 'strerror', None) or str(e), 60)}"
     files = state.get("files")
     if files is None:  # written before sizes were listed: the files it needs
-        files = {"dcp/.metadata": None} if state.get("format") == "dcp" else {"model.safetensors": None,
-                                                                             "optimizer.safetensors": None}
+        files = {"dcp/.metadata": None} if state.get("format") == "dcp" else {
+            "model.safetensors": None, **({"optimizer.safetensors": None} if "optimizer" in state else {})}
     for name, size in files.items():
         f = ckpt / name
         if not f.is_file():
@@ -201,16 +207,20 @@ def load_checkpoint(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
                     rank: int, device: torch.device) -> int:
     """Restore everything saved by `save_checkpoint`; returns the step to continue from."""
     state = json.loads((ckpt / "state.json").read_text())
+    with_opt = state.get("has_optimizer", True)
     if state.get("format") == "dcp":
         import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_state_dict
 
-        sd = _sharded_state(model, opt)
+        sd = _sharded_state(model, opt if with_opt else None)
         dcp.load(sd, checkpoint_id=str(ckpt / "dcp"))
         # The checkpoint holds what trains (dcp.load above requires every such key); frozen weights (a
         # LoRA base, a frozen encoder) come from the model as loaded, so they are not "missing" here.
-        set_state_dict(model, opt, model_state_dict=sd["model"], optim_state_dict=sd["optim"],
-                       options=StateDictOptions(ignore_frozen_params=True, strict=False))
+        options = StateDictOptions(ignore_frozen_params=True, strict=False)
+        if with_opt:
+            set_state_dict(model, opt, model_state_dict=sd["model"], optim_state_dict=sd["optim"], options=options)
+        else:
+            set_model_state_dict(model, sd["model"], options=options)
     else:
         saved = load_file(str(ckpt / "model.safetensors"), device=str(device))
         params = {n: p for n, p in model.named_parameters() if p.requires_grad}
@@ -220,7 +230,12 @@ def load_checkpoint(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
         with torch.no_grad():
             for name, p in params.items():
                 p.copy_(saved[name])
-        _restore_optimizer(opt, load_file(str(ckpt / "optimizer.safetensors"), device=str(device)), state["optimizer"])
+        if with_opt:
+            _restore_optimizer(opt, load_file(str(ckpt / "optimizer.safetensors"), device=str(device)),
+                               state["optimizer"])
+    if not with_opt and rank == 0:
+        print(f"resume: {ckpt.name} holds no optimizer state (train.save_optimizer: false): the optimizer "
+              "starts afresh, so the run does not continue exactly", flush=True)
     sched.load_state_dict(state["scheduler"])
     rng_file = ckpt / f"rng-rank{rank}.safetensors"
     if rng_file.exists():  # a resume on a different world size cannot restore per-rank RNG exactly

@@ -79,7 +79,9 @@ def asr_stage(out: Path, *, n_train: int, n_pairs: int, n_test: int) -> dict:
                  "--natural-share", "0.25"], done=data / "test.jsonl")
     run_command(["make-asr-data", "--out", str(data), "--ood", "--n-ood-dev", "0", "--n-ood-test", str(n_test)],
                 done=data / "ood_test.jsonl")
-    run_command(["import-whisper-ct2", "bundled", str(asr / "base")], done=asr / "base" / "model.safetensors")
+    # --overwrite: the step runs only while the import is not done (a folder left by an older, non-atomic import)
+    run_command(["import-whisper-ct2", "bundled", str(asr / "base"), "--overwrite"],
+                done=asr / "base" / "model.safetensors")
     run_command(["sft-pairs", str(data / "train.jsonl"), str(data / "train_sft.jsonl")], done=data / "train_sft.jsonl")
     sft = [f"model.path={asr / 'base'}", f"data.pairs={data / 'train_sft.jsonl'}", "loss.type=sft",
            "loss.sft_weight=1.0", "loss.gamma=0.0", f"train.out_dir={asr / 'sft'}"]

@@ -103,9 +103,11 @@ class DataConfig:
     pairs: str  # preference pair JSONL (docs/formats.md)
     max_length: int = 4096  # pairs whose prompt + longer response exceed this are dropped (counted)
     length_buckets: bool = True  # batch pairs of similar length to cut padding
+    limit: int = 0  # train on the file's first N pairs only (0: all; `train --smoke` sets it)
 
     def validate(self) -> None:
         require(self.max_length >= 2, "data.max_length", "must be >= 2")
+        require(self.limit >= 0, "data.limit", "must be >= 0 (0: every pair)")
 
 
 @dataclass
@@ -160,6 +162,7 @@ class TrainConfig:
     log_every: int = 1
     save_every: int = 0  # 0 = only at the end
     keep_checkpoints: int = 2
+    save_optimizer: bool = True  # false: checkpoints hold no optimizer state (a third of the size), none after the last step
     strategy: str = "ddp"  # ddp (a full replica per process) | fsdp (FSDP2: weights, gradients, optimizer sharded)
     master_dtype: str = "float32"  # dtype of the weights the optimizer updates (bfloat16: no fp32 master copy)
     fsdp_cpu_offload: bool = False  # fsdp: keep sharded weights, gradients and optimizer state in CPU memory
@@ -601,6 +604,11 @@ def build_pairs(recipe: Any, *, quiet: bool = False, overwrite: bool = False, sk
     track = getattr(recipe, "track", None)
     if track not in PAIR_BUILDERS:
         raise UserError("build-pairs needs a track recipe (track: asr or tts); this one has no `track:` key")
+    pairs = Path(recipe.data.pairs)
+    if recipe.reference.source == "model" and "_ref" in pairs.stem:  # named for what it holds
+        raise UserError(f"{pairs.name}: with reference.source model the pair file holds no reference log-probs (the "
+                        f"trainer runs the reference), so it is not named *_ref: use e.g. "
+                        f"{Path(recipe.build_pairs.work_dir) / 'pairs.jsonl'}", where="data.pairs")
     if skip_bad and track != "asr":
         raise UserError(f"--skip-bad: for an ASR recipe's manifest (its audio checked against its transcript); "
                         f"this recipe's track is {track}")

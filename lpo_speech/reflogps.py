@@ -166,7 +166,7 @@ def store_pairs(recipe: TrainRecipe, pairs: list[PreferencePair], work: Path, *,
     if not pairs:
         return {"dropped_ref_margin": 0, "pairs_written": 0}
     if recipe.reference.source == "model":
-        if info.is_main:
+        if info.is_main and out.absolute() != (work / "pairs.jsonl").absolute():  # else: already there
             write_jsonl_atomic(out, [rebase_audio(p, work, out.parent) for p in pairs])
             settings_path(out).unlink(missing_ok=True)  # it holds no reference log-probs now
         barrier()

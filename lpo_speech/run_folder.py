@@ -40,6 +40,7 @@ from lpo_speech.stages import input_file, model_folder, record_settings, setting
 # Settings a resume may change: they do not shape the data or the loss of the steps already taken.
 # A prefix ending in "." covers a whole section.
 RESUMABLE = ("train.max_steps", "train.epochs", "train.log_every", "train.save_every", "train.keep_checkpoints",
+             "train.save_optimizer",
              "train.fsdp_cpu_offload", "train.fsdp_reshard_after_forward", "model.gradient_checkpointing",
              "online.judge_workers", "runtime.", "train.out_dir")
 MODELS = ("model.path", "reference.path")  # compared by the model folder's content
@@ -111,17 +112,20 @@ class RunFolder:
         return False
 
     def started(self) -> bool:
-        """Does the folder hold an earlier run's progress (its `marker`)?"""
-        return any(self.path.glob(self.marker))
+        """Does the folder hold an earlier run's progress (its `marker`) or its trained model?"""
+        return any(self.path.glob(self.marker)) or (self.path / "model" / "config.json").is_file()
 
     def check(self) -> None:
         """Refuse a fresh start over an earlier run, and a resume with other settings."""
         if not self.started():
             return
         if not self.resume:
-            what = "rounds" if self.marker.startswith("round-") else "checkpoints"
+            what = "rounds" if self.marker.startswith("round-") else "checkpoints or a model"
             raise UserError(f"holds {what} of an earlier run; pass --resume to continue it or set "
                             "train.out_dir to a new folder", where=str(self.path))
+        if not any(self.path.glob(self.marker)):  # a finished run that kept no checkpoint
+            raise UserError("finished, and kept no checkpoint to continue from (train.save_optimizer: false): "
+                            "train on from its model/ in a new train.out_dir", where=str(self.path))
         changes = self._changes()
         if changes:
             more = f" (and {len(changes) - 1} more)" if len(changes) > 1 else ""

@@ -346,6 +346,17 @@ def atomic_folder(out: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def check_new_folder(out: str | Path, *, overwrite: bool = False) -> None:
+    """Before a command writes the model folder `out` (with atomic_folder): one line when it exists and
+    is not empty, unless `overwrite` (then atomic_folder replaces it once the new one is whole); an
+    existing file is never replaced."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError("exists and is not a folder", where=str(out))
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UserError("exists; pass --overwrite to replace it", where=str(out))
+
+
 def discard_output(out: str | Path, also: Sequence[str | Path] = ()) -> None:
     """Remove a run_sharded output: `<out>`, its settings, every rank's part and partial file, temp
     files, and `also` (files or folders the stage derives from it)."""

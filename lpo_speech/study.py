@@ -240,8 +240,17 @@ def _eval_dir(work: Path, set_name: str, m: Model) -> Path:
     return work / "eval" / set_name / (m.row if m.seed is None else f"{m.row}-seed{m.seed}")
 
 
-def pair_paths(folder: Path) -> list[str]:
-    return [f"build_pairs.work_dir={folder}", f"data.pairs={folder / 'pairs_ref.jsonl'}"]
+def pair_file(folder: Path, recipe: str, overrides: list[str]) -> Path:
+    """A variant's pair file, named for what it holds: `pairs_ref.jsonl` with reference log-probs, or
+    build-pairs' own `pairs.jsonl` when the trainer runs the reference (reference.source model)."""
+    from lpo_speech.recipe import load_any_recipe
+
+    source = load_any_recipe(recipe, list(overrides)).reference.source
+    return folder / ("pairs_ref.jsonl" if source == "precomputed" else "pairs.jsonl")
+
+
+def pair_paths(folder: Path, pairs: Path) -> list[str]:
+    return [f"build_pairs.work_dir={folder}", f"data.pairs={pairs}"]
 
 
 def study_commands(study: Study, work: Path, models: list[Model]) -> list[Command]:
@@ -259,9 +268,11 @@ def study_commands(study: Study, work: Path, models: list[Model]) -> list[Comman
             if runs.candidates:
                 commands.append(Command("copy", [expand(runs.candidates, **values), str(pairs)],
                                         pairs / CANDIDATE_FILES[0]))
-            commands.append(Command("pairs", ["build-pairs", runs.recipe, *common, *rules, *pair_paths(pairs)],
-                                    pairs / "pairs_ref.jsonl"))
-        own = pair_paths(pair_dirs[rules]) if rules else []
+            commands.append(Command("pairs", ["build-pairs", runs.recipe, *common, *rules,
+                                              *pair_paths(pairs, pair_file(pairs, runs.recipe, [*common, *rules]))],
+                                    pairs / "summary.json"))
+        own = (pair_paths(pair_dirs[rules], pair_file(pair_dirs[rules], runs.recipe, [*common, *rules]))
+               if rules else [])
         for seed in runs.seeds_of(variant):
             out = Path(expand(runs.out, work=work, variant=variant, seed=seed))
             items = [expand(o, **values, variant=variant, seed=seed)

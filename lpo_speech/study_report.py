@@ -12,15 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lpo_speech.stats import sign_test_p  # prompt by prompt failures (paired_failures)
+
 # `study` arguments below are lpo_speech.study.Study objects (not imported: that module imports this one).
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def sign_test_p(a: int, b: int) -> float:
-    """Exact two-sided sign test at 1/2 (McNemar's exact test on the discordant counts a and b)."""
-    n = a + b
-    return min(1.0, 2 * sum(math.comb(n, k) for k in range(min(a, b) + 1)) / 2 ** n) if n else 1.0
 
 
 def _utterances(path: Path) -> dict[str, dict] | None:

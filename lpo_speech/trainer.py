@@ -56,6 +56,8 @@ def load_pairs(recipe: TrainRecipe, adapter, quiet: bool = True, dtype: torch.dt
     want_dtype = (compute_tag(dtype, strategy=recipe.train.strategy, lora=recipe.model.lora is not None)
                   if dtype is not None else None)
     records = list(read_jsonl(recipe.data.pairs, PreferencePair))
+    if recipe.data.limit:  # the file's first N pairs (a smoke run)
+        records = records[:recipe.data.limit]
     with pair_features(adapter, recipe.data.pairs, records, quiet=quiet):  # a failure below removes them
         bar = tqdm(records, desc="load pairs", unit="pair", disable=quiet, dynamic_ncols=True)
         for i, pair in enumerate(bar, 1):
@@ -240,10 +242,11 @@ def _train(recipe: TrainRecipe, info, run: RunFolder, *, quiet: bool, adapter) -
 
 
 def save_checkpoint(cfg, run_dir: Path, step: int, policy, opt, sched, info, *, last: bool) -> None:
-    """A checkpoint every `train.save_every` steps and after the last one."""
-    if (cfg.save_every and step % cfg.save_every == 0) or last:
+    """A checkpoint every `train.save_every` steps and after the last one (with optimizer state)."""
+    if (cfg.save_every and step % cfg.save_every == 0) or (last and cfg.save_optimizer):
+        # Without optimizer state a last checkpoint cannot continue a run exactly: model/ is the result.
         checkpoint.save_checkpoint(run_dir, step, policy, opt, sched, rank=info.rank, world=info.world,
-                                   keep=cfg.keep_checkpoints, sharded=is_sharded(policy))
+                                   keep=cfg.keep_checkpoints, sharded=is_sharded(policy), optimizer=cfg.save_optimizer)
 
 
 def finish(recipe: TrainRecipe, adapter, policy, run_dir: Path, info, dtype: torch.dtype, log: MetricsLog, *,

@@ -154,3 +154,9 @@ def corpus_scores(refs: Sequence[str], hyps: Sequence[str], lang: str = "en") ->
         "wer_utt_mean": sum(utt_wers) / n if n else 0.0,
         "n": n,
     }
+
+
+def reference_words(refs: Sequence[str], lang: str = "en") -> int:
+    """The words the references hold once normalized (characters for Chinese / CJK): what a corpus
+    WER divides by."""
+    return sum(len(normalize(ref, lang).split()) for ref in refs)

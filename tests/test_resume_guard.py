@@ -150,7 +150,7 @@ def test_asr_eval_leaves_nothing_after_a_clean_error(speech, capsys):
 
 def test_asr_build_pairs_reruns_cannot_mix(speech, capsys):
     bp = ["build-pairs", ASR_RECIPE, "model.path=run/model", "build_pairs.manifest=run/a.jsonl",
-          "build_pairs.work_dir=run/work", "data.pairs=run/work/pairs_ref.jsonl", "build_pairs.perturbations=2",
+          "build_pairs.work_dir=run/work", "data.pairs=run/work/pairs.jsonl", "build_pairs.perturbations=2",
           "runtime.device=cpu", "--quiet"]
     ok(bp)
     work = speech / "work"
@@ -174,7 +174,7 @@ def test_asr_build_pairs_reruns_cannot_mix(speech, capsys):
     # A copy of the folder elsewhere (model, manifests, work_dir) resumes: same content, other paths.
     shutil.copytree(speech, speech.parent / "copy", symlinks=True)
     ok(["build-pairs", ASR_RECIPE, "model.path=copy/model", "build_pairs.manifest=copy/b.jsonl",
-        "build_pairs.work_dir=copy/work", "data.pairs=copy/work/pairs_ref.jsonl", "build_pairs.perturbations=2",
+        "build_pairs.work_dir=copy/work", "data.pairs=copy/work/pairs.jsonl", "build_pairs.perturbations=2",
         "runtime.device=cpu", "--quiet"])
     assert (speech.parent / "copy" / "work" / "candidates.jsonl").read_bytes() == candidates
     # A bad manifest into a fresh work_dir leaves nothing (it used to leave work/runtime.json).
@@ -296,7 +296,7 @@ def test_tts_build_pairs_interrupted_resumes_and_reruns_cannot_mix(tts_world, tt
     (tmp_path / "r.yaml").write_text(f"""
 track: tts
 model: {{path: {tts_model}, adapter: causal_lm, num_codebooks: 4}}
-data: {{pairs: work/pairs_ref.jsonl, max_length: 512}}
+data: {{pairs: work/pairs.jsonl, max_length: 512}}
 build_pairs: {{prompts: {out}/train_prompts.jsonl, gold: {out}/train.jsonl, work_dir: work, limit: 3,
   samples: 2, max_seconds: 0.3, chosen: gold, judge: null, keys: [], min_margins: {{}}, max_chosen_cer: null,
   chosen_stable: false, similarity: false, pairs_per_prompt: 2, prompts_per_shard_step: 1}}
@@ -306,7 +306,7 @@ train: {{out_dir: run, max_steps: 1, batch_size: 2}}
 runtime: {{device: cpu, sampling_threads: 1}}
 """)
     bp = ["build-pairs", "r.yaml", "--quiet"]
-    ok([*bp, "build_pairs.work_dir=whole", "data.pairs=whole/pairs_ref.jsonl"])
+    ok([*bp, "build_pairs.work_dir=whole", "data.pairs=whole/pairs.jsonl"])
     real, calls = synthesize_module.synthesize, []
 
     def interrupted(*args, **kw):  # Ctrl-C while sampling the second prompt

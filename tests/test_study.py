@@ -15,7 +15,7 @@ from conftest import REPO
 from lpo_speech.errors import UserError
 
 from lpo_speech.study import Subset, expand, load_study, plan
-from lpo_speech.study_report import paired_failures, paired_table, sign_test_p, summarize
+from lpo_speech.study_report import paired_failures, paired_table, summarize
 
 RECIPE = REPO / "recipes" / "asr" / "whisper-tiny-offline.yaml"
 
@@ -201,12 +201,6 @@ eval:
     assert len(evals) == 5 and all("--data data/test_prompts_first9.jsonl" in x for x in evals)
     _, models = plan(load_study(tmp_path / "s.yaml"))
     assert [(m.row, m.seed) for m in models] == [("sft", None), ("lpo", 0), ("lpo", 2), ("more", 0), ("more-dpo", 0)]
-
-
-def test_sign_test_by_hand():
-    assert sign_test_p(0, 0) == 1.0 and sign_test_p(3, 3) == 1.0
-    assert sign_test_p(0, 5) == pytest.approx(2 / 32)               # both tails of 1/2^5
-    assert sign_test_p(9, 1) == pytest.approx(2 * (1 + 10) / 1024)  # P(X <= 1) for X ~ Bin(10, 1/2), doubled
 
 
 def test_failures_are_compared_prompt_by_prompt_and_per_style(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -130,3 +131,32 @@ def test_gradient_checkpointing_and_bf16_autocast_paths(toy_world, lpo):
     base, gc, bf16 = (metrics(toy_world / d) for d in ("run", "run_gc", "run_bf16"))
     assert [r["loss"] for r in gc] == pytest.approx([r["loss"] for r in base], rel=1e-5)  # recomputation is exact
     assert [r["loss"] for r in bf16] == pytest.approx([r["loss"] for r in base], abs=0.05)  # bf16 autocast: close
+
+
+def test_smoke_run_says_whether_the_model_learned_and_keeps_no_checkpoint(toy_world, lpo):
+    out = lpo("train", "recipe.yaml", "train.lr=1e-7", "train.warmup_steps=5", "--smoke", "--quiet", cwd=toy_world)
+    said = out.stdout.strip().splitlines()[-1]
+    assert said.startswith("smoke run: 20 steps at lr 1e-05 -> run-smoke:") and "the model learned" in said, said
+    run = toy_world / "run-smoke"
+    rows = metrics(run)
+    assert len(rows) == 20 and all(r["lr"] == pytest.approx(1e-5) for r in rows)  # no warmup, a constant raised rate
+    assert rows[-1]["margin"] > rows[0]["margin"]
+    smoke = json.loads((run / "runtime.json").read_text())["smoke"]
+    assert smoke["moved"] is True and smoke["pairs"] == 16 and smoke["steps"] == 20
+    assert not (run / "checkpoints").exists() and (run / "model/config.json").is_file()
+    assert not (toy_world / "run").exists()  # the real run's folder stays free
+    refused = lpo("train", "recipe.yaml", "--smoke", "--resume", cwd=toy_world, check=False)
+    assert refused.returncode == 2 and "kept no checkpoint to continue from" in refused.stderr
+
+
+def test_checkpoints_without_optimizer_state(toy_world, lpo):
+    lpo("train", "recipe.yaml", "train.save_optimizer=false", "train.save_every=3", "train.keep_checkpoints=5",
+        "--quiet", cwd=toy_world)
+    ckpts = sorted(p.name for p in (toy_world / "run/checkpoints").iterdir())
+    assert ckpts == ["step-000003", "step-000006"]  # none after the last step (8): model/ is the result
+    assert not (toy_world / "run/checkpoints/step-000006/optimizer.safetensors").exists()
+    shutil.rmtree(toy_world / "run/model")
+    out = lpo("train", "recipe.yaml", "train.save_optimizer=false", "train.save_every=3", "train.keep_checkpoints=5",
+              "--resume", "--quiet", cwd=toy_world)
+    assert "holds no optimizer state" in out.stdout and (toy_world / "run/model/config.json").is_file()
+    assert [r["step"] for r in metrics(toy_world / "run")] == list(range(1, 9))

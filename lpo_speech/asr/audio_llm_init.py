@@ -94,16 +94,19 @@ def whisper_encoder(path: str | Path):
 
 
 def init_audio_llm(out: str | Path, *, size: str = "test", seed: int = 0, processor=None,
-                   encoder: str | Path | None = None) -> Path:
+                   encoder: str | Path | None = None, overwrite: bool = False) -> Path:
     """Write a randomly initialised `Qwen2AudioForConditionalGeneration` of preset `size` and its processor
     (`build_processor()` unless given) to `out` (save_pretrained). `encoder`: a Whisper checkpoint (or
     `bundled`) whose encoder weights and sizes the audio tower takes; a processor window shorter than
-    Whisper's 30 s keeps the first of its positional embeddings (a 10 s window runs the tower 3-4x faster)."""
+    Whisper's 30 s keeps the first of its positional embeddings (a 10 s window runs the tower 3-4x faster).
+    `out` is written whole or not at all; an existing non-empty one is replaced only with `overwrite`."""
     import torch
     from transformers import GenerationConfig, Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
 
     from lpo_speech.errors import UserError
+    from lpo_speech.stages import atomic_folder, check_new_folder
 
+    check_new_folder(out, overwrite=overwrite)
     if size not in SIZES:
         raise UserError(f"unknown audio LLM size {size!r} (one of {', '.join(SIZES)})")
     processor = processor or build_processor()
@@ -138,6 +141,7 @@ def init_audio_llm(out: str | Path, *, size: str = "test", seed: int = 0, proces
     model.generation_config = GenerationConfig(eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
                                                pad_token_id=ids["<|endoftext|>"], do_sample=False)
     out = Path(out)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
+    with atomic_folder(out) as tmp:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
     return out

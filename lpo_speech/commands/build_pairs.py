@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
 
 HELP = "sample and score candidates, select chosen/rejected pairs, precompute reference log-probs (resumable)"
 
@@ -32,7 +32,35 @@ def run(args: argparse.Namespace) -> int:
     if getattr(recipe, "track", None) is None:
         raise UserError(f"{args.recipe}: no `track:` key; build-pairs needs a track recipe (track: asr or tts)")
     stats = build_pairs(recipe, quiet=args.quiet, overwrite=args.overwrite, skip_bad=args.skip_bad)
-    print(json.dumps(stats, indent=2))
-    ref = "with reference log-probs" if recipe.reference.source == "precomputed" else "(reference run by the trainer)"
-    print(f"pairs {ref}: {recipe.data.pairs}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(summary_line(recipe, stats))
     return 0
+
+
+# ASR candidate sources that run the model (perturbations of the gold text are made without it; every
+# TTS candidate is the model's speech).
+MODEL_SOURCES = ("greedy", "sample", "beam")
+
+
+def summary_line(recipe, stats: dict) -> str:
+    """What the stage did with what, in one line: the model loaded or not, candidates by kind, pairs
+    kept, reference log-probs computed or not, and where the pairs went (summary.json has the counts)."""
+    from pathlib import Path
+
+    by_source = stats.get("candidates_by_source") or {}
+    ran = recipe.track == "tts" or any(k.startswith(MODEL_SOURCES) and n for k, n in by_source.items())
+    precomputed = recipe.reference.source == "precomputed"
+    if ran or precomputed:
+        uses = ", ".join([*(["candidates"] if ran else []), *(["reference log-probs"] if precomputed else [])])
+        model = f"model {recipe.model.path} loaded ({uses})"
+    else:
+        model = f"model {recipe.model.path} not loaded (candidates made from the text alone)"
+    unit = "prompts" if "prompts" in stats else "utterances"
+    kinds = ", ".join(f"{n} {k}" for k, n in by_source.items())
+    skipped = f" ({stats['skipped']} skipped: --skip-bad)" if stats.get("skipped") else ""
+    ref = ("with reference log-probs" if precomputed else
+           "without reference log-probs (reference.source model: the trainer runs the reference)")
+    where = Path(recipe.build_pairs.work_dir) / "summary.json"
+    return (f"build-pairs: {stats.get(unit, 0)} {unit}{skipped}; {model}; {stats.get('candidates', 0)} candidates"
+            f"{f' ({kinds})' if kinds else ''}; {stats.get('pairs_written', 0)} pairs written {ref} to "
+            f"{recipe.data.pairs} (each rule's counts: {where})")

@@ -6,7 +6,8 @@ import argparse
 
 from lpo_speech.commands.args import finite_float, positive_int
 
-HELP = "evaluate models' error rates (WER, CER, per-utterance WER mean) on a manifest, side by side"
+HELP = ("evaluate models' error rates (WER, CER, per-utterance WER mean) on a manifest, side by side, each "
+        "compared with the first utterance by utterance")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,11 +18,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, action="append", metavar="[NAME=]DATA",
                         help="ASR: a JSONL manifest (id, audio, text), a Hugging Face datasets folder or hub id "
                              "(hf:NAME), or a lhotse CutSet manifest; TTS: a prompt manifest (JSONL: id, text). "
-                             "Repeat for several sets (e.g. in-domain=test.jsonl out-of-domain=ood_test.jsonl): "
-                             "each goes to OUT/NAME/, and OUT/table.md shows every set's rate and its ratio to "
-                             "the baseline model side by side")
-    parser.add_argument("--baseline", metavar="LABEL", help="with several --data sets: the model the others are "
-                                                             "compared with (default: the first)")
+                             "A named set (NAME=DATA) goes to OUT/NAME/ (each model in OUT/NAME/LABEL/), and "
+                             "OUT/table.md names every set with its size and shows its rate and each model's "
+                             "change against the baseline side by side; repeat for several sets (e.g. "
+                             "in-domain=test.jsonl out-of-domain=ood_test.jsonl; unnamed ones are named by their "
+                             "file stems). One unnamed set (--data DATA) writes OUT/LABEL/ and OUT/table.md")
+    parser.add_argument("--baseline", metavar="LABEL",
+                        help="the model the others are compared with, utterance by utterance: the change in errors "
+                             "and in WER (CER for zh) with its 95%% paired-bootstrap interval and a sign test, in "
+                             "the table and as vs_LABEL in OUT/metrics.json (default: the first model)")
     parser.add_argument("--out", required=True, help="output folder")
     ds = parser.add_argument_group("ASR data that is a datasets dataset (converted once into OUT/input/)")
     ds.add_argument("--text-column", default="text", help="the transcript column (default: text)")
@@ -44,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="start over: discard each model's earlier results in --out made from another model, "
                              "--data or settings, once the new inputs are checked (default: such a rerun stops)")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="ASR: leave out (and count: `skipped` in the metrics and the table) rows whose audio "
+                             "cannot carry their transcript: longer than the models hear, or far less speech than "
+                             "the text needs (docs/formats.md); default: the first such row stops the run")
     parser.add_argument("--quiet", action="store_true")
     tts = parser.add_argument_group("TTS models (codec LM; --data is then a prompt manifest: id, text)")
     tts.add_argument("--temperature", type=finite_float, default=0.0, help="0 = greedy (default); > 0 samples")
@@ -67,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     _, table = evaluate_sets(args.model, args.label, args.data, args.out, baseline=args.baseline,
                        batch_size=args.batch_size, beam=args.beam,
                        lang=args.lang, device=args.device, dtype=args.dtype, quiet=args.quiet, threads=args.threads,
-                       overwrite=args.overwrite,
+                       overwrite=args.overwrite, skip_bad=args.skip_bad,
                        columns=InputColumns(text=args.text_column, audio=args.audio_column, id=args.id_column,
                                             split=args.split),
                        tts={"temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "write a trained run as a save_pretrained folder with a model card (recipe, eval tables), ready for push_to_hub"
+HELP = ("write a trained run as a save_pretrained folder with a model card (base model, recipe, eval tables; no "
+        "local paths), ready for push_to_hub")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -12,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", help="folder to write (model files, README.md model card, training_curves.png)")
     parser.add_argument("--eval", action="append", default=[], metavar="DIR",
                         help="an `lpo-speech eval --out` folder whose table goes into the card (repeat)")
-    parser.add_argument("--name", help="the model's name in the card (default: the run folder's parent and name, e.g. my-whisper-lpo)")
+    parser.add_argument("--name", help="the model's name, the card's title (default: OUT's folder name)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
 
 

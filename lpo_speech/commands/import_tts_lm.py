@@ -28,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     parser.add_argument("src", metavar="SRC",
                         help="hub id (needs network access or the hub cache) or local model folder")
-    parser.add_argument("dst", metavar="DST", help="new output folder")
+    parser.add_argument("dst", metavar="DST", help="new output folder (written whole or not at all)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace DST if it exists and is not empty (default: stop, DST untouched)")
     from lpo_speech.tts.hub_lm import LAYOUTS  # data only: no heavy imports
 
     parser.add_argument("--layout", default="llasa", choices=sorted(LAYOUTS),
@@ -39,9 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lpo_speech.stages import check_new_folder
     from lpo_speech.tts.hub_lm import import_tts_lm
 
-    info = import_tts_lm(args.src, args.dst, layout=args.layout, codec=args.codec)
+    check_new_folder(args.dst, overwrite=args.overwrite)
+    info = import_tts_lm(args.src, args.dst, layout=args.layout, codec=args.codec, overwrite=args.overwrite)
     print(f"import-tts-lm: {info['src']} -> {info['dst']} (layout {info['layout']}, {info['speech_tokens']} speech "
-          f"tokens from id {info['codec_offset']}, eos {info['eos_id']}, codec {info['codec']})")
+          f"tokens from id {info['codec_offset']}, eos {info['eos_id']}, codec {info['codec']}"
+          + (f", from {info['origin']}" if info["origin"] else "") + ")")
     return 0

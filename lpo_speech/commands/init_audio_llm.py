@@ -24,22 +24,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vocab-size", type=positive_int, default=1000,
                         help="byte-level BPE ids learned from the offline world's sentences (plus 6 special tokens)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace OUT if it exists and is not empty (default: stop, OUT untouched)")
     parser.add_argument("--sft-examples", nargs=2, metavar=("MANIFEST", "PAIRS"),
                         help="also write the ASR manifest MANIFEST ({id, audio, text}) as chosen-only SFT examples "
                              "PAIRS ({id, audio, chosen_text}, audio relative to PAIRS), for loss.type sft")
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from lpo_speech.asr.audio_llm_init import build_processor, init_audio_llm
-    from lpo_speech.records import write_sft_examples
     from lpo_speech.commands.args import check_out_folder
+    from lpo_speech.errors import UserError
+    from lpo_speech.records import write_sft_examples
+    from lpo_speech.stages import check_new_folder
+
     check_out_folder(args.out, "OUT")
+    check_new_folder(args.out, overwrite=args.overwrite)
+    if args.sft_examples and Path(args.out).resolve() in Path(args.sft_examples[1]).resolve().parents:
+        raise UserError("inside OUT, which the model replaces: write it elsewhere", where=args.sft_examples[1])
     encoder = None if args.encoder == "none" else args.encoder
     if args.sft_examples:
         n = write_sft_examples(*args.sft_examples)
         print(f"init-audio-llm: {n} SFT examples -> {args.sft_examples[1]}")
     processor = build_processor(vocab_size=args.vocab_size, window_s=args.window_s)
-    out = init_audio_llm(args.out, size=args.size, seed=args.seed, processor=processor, encoder=encoder)
+    out = init_audio_llm(args.out, size=args.size, seed=args.seed, processor=processor, encoder=encoder,
+                         overwrite=args.overwrite)
     print(f"init-audio-llm: Qwen2-Audio class, tower {'from ' + str(encoder) if encoder else 'random'}, "
           f"{args.window_s} s window, vocabulary {len(processor.tokenizer)} -> {out}")
     return 0

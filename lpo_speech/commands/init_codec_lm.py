@@ -15,14 +15,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hidden-size", type=int, help="override the size's hidden width")
     parser.add_argument("--layers", type=int, help="override the size's layer count")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out if it exists and is not empty (default: stop, --out untouched)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from lpo_speech.stages import check_new_folder
     from lpo_speech.tts.model import init_codec_lm, num_parameters
     from lpo_speech.tts.text import TtsTokenizer
 
+    check_new_folder(args.out, overwrite=args.overwrite)
     tok = TtsTokenizer.load(args.tokenizer) if args.tokenizer else TtsTokenizer()
     out = init_codec_lm(args.out, tok, size=args.size, seed=args.seed, max_positions=args.max_positions,
-                        hidden_size=args.hidden_size, num_hidden_layers=args.layers)
+                        hidden_size=args.hidden_size, num_hidden_layers=args.layers, overwrite=args.overwrite)
     print(f"codec LM ({num_parameters(out) / 1e6:.2f}M parameters, vocabulary {tok.vocab_size}) -> {out}")
     return 0

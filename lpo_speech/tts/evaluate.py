@@ -20,6 +20,7 @@ anything is written. Metrics:
   sim            mean speaker similarity (resemblyzer cosine) to the reference voice
   dnsmos         mean DNSMOS overall MOS (undecodable/empty clips left out)
   n              prompts scored
+  words          the prompts' words once normalized (characters for zh): what the corpus WER divides by
   runaway_rate   share of prompts whose judge transcript has more than 3x the reference's words (zh:
                  characters): the judge looping on unclear audio, which alone can move corpus WER a lot
   wer_no_runaway corpus WER without those prompts (compare models on the same prompts: leave out
@@ -41,7 +42,7 @@ from typing import Any
 import numpy as np
 from lpo_speech.distributed import init_distributed
 from lpo_speech.errors import UserError
-from lpo_speech.wer import headline
+from lpo_speech.wer import headline, reference_words
 from lpo_speech.records import TtsPrompt, load_jsonl, resolve_audio
 from lpo_speech.stages import OVERWRITE_HINT, check_settings, created_outputs, input_file, model_folder, run_sharded
 
@@ -192,7 +193,8 @@ def eval_tts(model_dir: str, prompts_manifest: str, out_dir: str | Path, *, temp
                                                  also=[out_dir / "wavs", out_dir / "metrics.json"])}
         ordered = [rows[p.id] for p in prompts]
         wanted = [p.emotion.strip().lower() if p.emotion and emotion is not None else None for p in prompts]
-        metrics = {**summarize(ordered, [p.text for p in prompts], lang, wanted), "model": str(model_dir),
+        metrics = {**summarize(ordered, [p.text for p in prompts], lang, wanted),
+                   "words": reference_words([p.text for p in prompts], lang), "model": str(model_dir),
                    "data": str(prompts_manifest), "decoding": checked.decoding}
         if info.is_main:
             (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -95,15 +95,22 @@ def token_id(text_tok, token: str, where: str) -> int:
     return int(i)
 
 
-def import_tts_lm(src: str, dst: str | Path, *, layout: str = "llasa", codec: str | None = None) -> dict[str, Any]:
-    """Write `src` (hub id or folder) to `dst` as a codec LM in its own token layout; returns a summary."""
+def import_tts_lm(src: str, dst: str | Path, *, layout: str = "llasa", codec: str | None = None,
+                  overwrite: bool = False) -> dict[str, Any]:
+    """Write `src` (hub id or folder) to `dst` as a codec LM in its own token layout, whole or not at all
+    (an existing non-empty `dst` is replaced only with `overwrite`); returns a summary. The hub model it
+    came from (`src` itself, or what a local `src` records: lpo_speech.export.folder_origin) goes into
+    config.json as `lpo_speech_base_model`."""
+    from lpo_speech.export import ORIGIN_KEY, folder_origin
+    from lpo_speech.stages import atomic_folder, check_new_folder
+
     if layout not in LAYOUTS:
         raise UserError(f"unknown layout {layout!r} (known: {', '.join(LAYOUTS)})", where="--layout")
     preset = LAYOUTS[layout]
     dst = Path(dst)
-    if (dst / "config.json").exists():
-        raise UserError("already holds a model; choose a new folder", where=str(dst))
+    check_new_folder(dst, overwrite=overwrite)
     src = check_source(src)
+    origin = folder_origin(src) if Path(src).exists() else src
     import torch  # noqa: F401  (before ctranslate2)
     from transformers import AutoModelForCausalLM
 
@@ -131,14 +138,17 @@ def import_tts_lm(src: str, dst: str | Path, *, layout: str = "llasa", codec: st
         raise UserError(f"model vocabulary {rows} is smaller than its speech tokens need ({tok.vocab_size})",
                         where=src)
     lm.config.tts = tok.to_dict()
+    if origin:
+        setattr(lm.config, ORIGIN_KEY, origin)
     if lm.config.pad_token_id is None:
         lm.config.pad_token_id = tok.pad_id
-    lm.save_pretrained(dst)
-    text_tok.save_pretrained(dst)
-    again = TtsTokenizer.load(dst)  # the copy must read back and encode a prompt
-    probe = again.encode_prompt("Hello.", where=str(dst))
+    with atomic_folder(dst) as tmp:
+        lm.save_pretrained(tmp)
+        text_tok.save_pretrained(tmp)
+        again = TtsTokenizer.load(tmp)  # the copy must read back and encode a prompt
+        probe = again.encode_prompt("Hello.", where=str(dst))
     return {"src": src, "dst": str(dst), "layout": layout, "codec": spec, "codec_offset": offset,
-            "speech_tokens": n, "eos_id": eos, "vocab": rows, "prompt_tokens_hello": len(probe)}
+            "speech_tokens": n, "eos_id": eos, "vocab": rows, "prompt_tokens_hello": len(probe), "origin": origin}
 
 
 def codec_spec(spec: str) -> str:

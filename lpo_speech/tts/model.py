@@ -48,18 +48,21 @@ def codec_lm_config(tok: TtsTokenizer, size: str = "tiny", *, max_positions: int
 
 
 def init_codec_lm(out: str | Path, tok: TtsTokenizer | None = None, *, size: str = "tiny", seed: int = 0,
-                  max_positions: int = 1024, **overrides: Any) -> Path:
-    """Write a random codec LM to `out` (save_pretrained, safetensors); returns the folder."""
+                  max_positions: int = 1024, overwrite: bool = False, **overrides: Any) -> Path:
+    """Write a random codec LM to `out` (save_pretrained, safetensors), whole or not at all; an existing
+    non-empty `out` is replaced only with `overwrite`. Returns the folder."""
+    from lpo_speech.stages import atomic_folder, check_new_folder
+
     out = Path(out)
-    if (out / "config.json").exists():
-        raise UserError("already holds a model; choose a new folder", where=str(out))
+    check_new_folder(out, overwrite=overwrite)
     from transformers import LlamaForCausalLM
 
     tok = tok or TtsTokenizer()
     cfg = codec_lm_config(tok, size, max_positions=max_positions, **overrides)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg)
-    model.save_pretrained(out)
+    with atomic_folder(out) as tmp:
+        model.save_pretrained(tmp)
     return out
 
 

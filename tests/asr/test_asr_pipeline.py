@@ -29,7 +29,7 @@ def asr_data(tmp_path_factory) -> Path:
 
 def overrides(root: Path, model: Path, data: Path) -> list[str]:
     return [f"model.path={model}", f"build_pairs.manifest={data / 'train.jsonl'}", f"build_pairs.work_dir={root / 'pairs'}",
-            f"data.pairs={root / 'pairs' / 'pairs_ref.jsonl'}", f"train.out_dir={root / 'lpo'}", "build_pairs.batch_size=4",
+            f"data.pairs={root / 'pairs' / 'pairs.jsonl'}", f"train.out_dir={root / 'lpo'}", "build_pairs.batch_size=4",
             "train.batch_size=2", "train.max_steps=2", "train.warmup_steps=0", "train.log_every=1"]
 
 
@@ -39,7 +39,8 @@ def lines(path: Path) -> list[dict]:
 
 def test_build_pairs_train_eval(tmp_path, lpo, whisper_tiny, asr_data):
     ov = overrides(tmp_path, whisper_tiny, asr_data)
-    ov += ["build_pairs.greedy=true", "reference.source=precomputed"]  # the full path: decoding + stored log-probs
+    ov += ["build_pairs.greedy=true", "reference.source=precomputed",  # the full path: decoding + stored log-probs
+           f"data.pairs={tmp_path / 'pairs' / 'pairs_ref.jsonl'}"]
     out = lpo("build-pairs", str(RECIPE), *ov, "build_pairs.perturbations=2", "runtime.device=cpu",
               "runtime.threads=1", "--quiet", cwd=tmp_path)
     runtime = json.loads((tmp_path / "pairs" / "runtime.json").read_text())  # the stage asked the placement rule
@@ -54,7 +55,9 @@ def test_build_pairs_train_eval(tmp_path, lpo, whisper_tiny, asr_data):
         assert p["chosen_text"] == refs[p["prompt_id"]] and p["rejected_scores"]["wer"] > 0
         assert (tmp_path / "pairs" / p["audio"]).is_file()
         assert p["ref_chosen_logp"] > p["ref_rejected_logp"] - 5  # a sane log-prob, not a placeholder
-    assert "pairs with reference log-probs" in out.stdout
+    said = out.stdout.strip().splitlines()[-1]  # one summary line: what the stage did with what
+    assert said.startswith(f"build-pairs: 5 utterances; model {whisper_tiny} loaded (candidates, reference log-probs)")
+    assert f"pairs written with reference log-probs to {tmp_path / 'pairs' / 'pairs_ref.jsonl'}" in said
 
     lpo("train", str(RECIPE), *ov, "--quiet", cwd=tmp_path)
     rows = lines(tmp_path / "lpo" / "metrics.jsonl")
@@ -73,6 +76,14 @@ def test_build_pairs_train_eval(tmp_path, lpo, whisper_tiny, asr_data):
     assert [u["id"] for u in utts] == [u["id"] for u in lines(asr_data / "test.jsonl")]
     assert "| base |" in out.stdout and "| lpo |" in out.stdout
     assert json.loads((tmp_path / "ev" / "runtime.json").read_text())["stage"] == "eval"
+    # lpo against base, utterance by utterance: the change is the difference of the corpus rates
+    vs = metrics["lpo"]["vs_base"]
+    assert "vs_base" not in metrics["base"] and vs["n"] == 3 and vs["words"] == metrics["base"]["words"]
+    assert vs["delta_wer"] == pytest.approx(metrics["lpo"]["wer"] - metrics["base"]["wer"])
+    assert vs["ci95"][0] <= vs["delta_wer"] <= vs["ci95"][1] and 0 <= vs["p_sign"] <= 1
+    table = (tmp_path / "ev" / "table.md").read_text()
+    assert table == out.stdout and table.splitlines()[0].endswith("| n | vs base |")
+    assert f"`{asr_data / 'test.jsonl'}`: 3 utterances, {vs['words']} words." in table
 
     # export: the run as a hub-ready folder that loads alone, with the recipe and the eval table in its card
     from transformers import AutoProcessor, WhisperForConditionalGeneration
@@ -154,7 +165,7 @@ def test_interrupted_build_pairs_resumes_without_duplicates(tmp_path, whisper_ti
     ids = [r["id"] for r in lines(tmp_path / "pairs" / "candidates.jsonl")]
     assert ids == [u["id"] for u in lines(asr_data / "train.jsonl")]  # each once, in manifest order
     assert not partial.exists()
-    pair_ids = [p["id"] for p in lines(tmp_path / "pairs" / "pairs_ref.jsonl")]
+    pair_ids = [p["id"] for p in lines(tmp_path / "pairs" / "pairs.jsonl")]
     assert len(pair_ids) == len(set(pair_ids)) > 0
 
 
@@ -213,7 +224,7 @@ def test_other_rates_and_stereo_are_converted_not_refused(tmp_path, lpo, whisper
     res = lpo("build-pairs", str(RECIPE), *ov, "--quiet", cwd=tmp_path)
     said = [l for l in res.stderr.splitlines() if l.startswith("audio: converting")]
     assert len(said) == 2 and "8000 Hz 2 channels to 16000 Hz mono" in said[0] and "44100 Hz mono" in said[1]
-    assert lines(tmp_path / "pairs" / "pairs_ref.jsonl")
+    assert lines(tmp_path / "pairs" / "pairs.jsonl")
     res = lpo("eval", "--wer", "--model", str(whisper_tiny), "--data", "conv.jsonl", "--out", "ev-conv", "--quiet",
               cwd=tmp_path)
     assert sum(l.startswith("audio: converting") for l in res.stderr.splitlines()) == 2
@@ -235,10 +246,42 @@ def test_eval_on_several_sets_shows_each_sets_change_side_by_side(tmp_path, lpo,
     assert (tmp_path / "ev" / "in-domain" / "base" / "utterances.jsonl").is_file()
     head = out.stdout.splitlines()[0]
     assert head == "| model | in-domain wer | in-domain vs base | out-of-domain wer | out-of-domain vs base |"
-    assert "| again | " in out.stdout and out.stdout.count("x1.000") == 4
+    # the same model twice: no change, said as such (in the top table and in each set's own)
+    same = "0 errors, +0.0000 [+0.0000, +0.0000]: within noise"
+    assert out.stdout.splitlines()[2].startswith("| base | ") and out.stdout.count("| baseline |") == 4
+    assert out.stdout.count(same + " (3 utterances)") == 2 and out.stdout.count(same + " (5 utterances)") == 2
+    vs = both["in-domain"]["again"]["vs_base"]
+    assert vs["delta_wer"] == 0 and vs["ci95"] == [0, 0] and vs["p_sign"] == 1 and vs["n"] == 3
+    words = {name: both[name]["base"]["words"] for name in both}
+    assert (f"in-domain (`{asr_data / 'test.jsonl'}`): 3 utterances, {words['in-domain']} words; "
+            f"out-of-domain (`{asr_data / 'train.jsonl'}`): 5 utterances, {words['out-of-domain']} words.") in out.stdout
+    assert out.stdout == (tmp_path / "ev" / "table.md").read_text()
     dup = lpo("eval", "--wer", "--model", str(whisper_tiny), "--data", "a/test.jsonl", "--data", "b/test.jsonl",
               "--out", "ev2", cwd=tmp_path, check=False)
     assert dup.returncode == 2 and "two sets named 'test'" in dup.stderr and not (tmp_path / "ev2").exists()
+
+
+def test_one_named_set_gets_its_own_folder_as_help_says(tmp_path, lpo, whisper_tiny, asr_data):
+    """`--data test=PATH`: OUT/test/<label>/ as `eval --help` says, and the table names the set."""
+    said = " ".join(lpo("eval", "--help", cwd=tmp_path).stdout.split())
+    assert "A named set (NAME=DATA) goes to OUT/NAME/ (each model in OUT/NAME/LABEL/)" in said
+    assert "One unnamed set (--data DATA) writes OUT/LABEL/ and OUT/table.md" in said
+    wrong = lpo("eval", "--wer", "--model", str(whisper_tiny), "--label", "base", "--baseline", "sft",
+                "--data", f"test={asr_data / 'test.jsonl'}", "--out", "ev0", cwd=tmp_path, check=False)
+    assert wrong.returncode == 2 and "--baseline 'sft': not one of the labels (base)" in wrong.stderr
+    assert not (tmp_path / "ev0").exists()  # stopped before anything was scored
+    out = lpo("eval", "--wer", "--model", str(whisper_tiny), "--label", "base", "--data",
+              f"test={asr_data / 'test.jsonl'}", "--out", "ev", "--quiet", cwd=tmp_path)
+    assert (tmp_path / "ev" / "test" / "base" / "utterances.jsonl").is_file()
+    assert not (tmp_path / "ev" / "base").exists()
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert set(m) == {"test"} and m["test"]["base"]["n"] == 3
+    table = (tmp_path / "ev" / "table.md").read_text()
+    assert table == out.stdout and table.splitlines()[0] == "| model | test wer |"
+    words = m["test"]["base"]["words"]
+    assert f"test (`{asr_data / 'test.jsonl'}`): 3 utterances, {words} words." in table
+    assert f"test (`{asr_data / 'test.jsonl'}`): 3 utterances, {words} words." in (
+        tmp_path / "ev" / "test" / "table.md").read_text()
 
 
 def test_comparison_table_hand_worked():
@@ -247,5 +290,6 @@ def test_comparison_table_hand_worked():
     by_set = {"in": {"sft": {"wer": 0.20}, "lpo": {"wer": 0.10}},
               "ood": {"sft": {"wer": 0.40}, "lpo": {"wer": 0.50}}}
     rows = comparison_table(by_set, "sft").splitlines()
-    assert rows[2] == "| sft | 0.2000 | x1.000 | 0.4000 | x1.000 |"
+    assert rows[2] == "| sft | 0.2000 | baseline | 0.4000 | baseline |"
+    # no utterance-by-utterance comparison in these metrics: the ratio of the rates
     assert rows[3] == "| lpo | 0.1000 | x0.500 | 0.5000 | x1.250 |"  # wins in domain, forgets out of domain

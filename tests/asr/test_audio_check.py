@@ -59,7 +59,7 @@ def manifest(root: Path, wavs: Path, rows: list[tuple[str, str]]) -> Path:
 
 def build_pairs_args(whisper_tiny: Path) -> list[str]:
     return ["build-pairs", str(RECIPE), f"model.path={whisper_tiny}", "build_pairs.manifest=m.jsonl",
-            "build_pairs.work_dir=work", "data.pairs=work/pairs_ref.jsonl", "train.out_dir=run",
+            "build_pairs.work_dir=work", "data.pairs=work/pairs.jsonl", "train.out_dir=run",
             "runtime.device=cpu", "--quiet"]
 
 
@@ -100,11 +100,11 @@ def test_skip_bad_leaves_them_out_counts_them_and_goes_on(tmp_path, monkeypatch,
     assert main([*build_pairs_args(whisper_tiny), "--skip-bad"]) == 0
     out, err = capsys.readouterr()
     summary = json.loads((tmp_path / "work" / "summary.json").read_text())
-    assert summary["utterances"] == 2 and summary["skipped"] == 3 and '"skipped": 3' in out
+    assert summary["utterances"] == 2 and summary["skipped"] == 3 and "2 utterances (3 skipped: --skip-bad)" in out
     assert "build-pairs: --skip-bad left out 3 of 5 utterances" in err
     assert "m.jsonl:2: field 'audio'" in err and "m.jsonl:4: field 'audio'" in err and "m.jsonl:5: field" in err
     cands = [json.loads(l)["id"] for l in (tmp_path / "work" / "candidates.jsonl").read_text().splitlines()]
-    pairs = [json.loads(l) for l in (tmp_path / "work" / "pairs_ref.jsonl").read_text().splitlines()]
+    pairs = [json.loads(l) for l in (tmp_path / "work" / "pairs.jsonl").read_text().splitlines()]
     assert cands == ["u0", "u2"] and pairs and {p["prompt_id"] for p in pairs} == {"u0", "u2"}
 
     assert main([*eval_args(whisper_tiny), "--skip-bad"]) == 0

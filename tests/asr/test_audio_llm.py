@@ -253,7 +253,7 @@ def test_config_and_bad_models_are_one_line(tiny_lm, tmp_path):
         ad.load(str(tiny_lm), torch.device("cpu"))
 
 
-def test_init_audio_llm_command_whisper_tower_and_sft(tmp_path, whisper_tiny, asr_data):
+def test_init_audio_llm_command_whisper_tower_and_sft(tmp_path, whisper_tiny, asr_data, capsys):
     """`lpo-speech init-audio-llm` (in process): SFT examples from a manifest, a tiny model that trains with
     loss.type sft (chosen rows only, frozen tower); and a model whose tower carries Whisper tiny.en's encoder."""
     from safetensors.torch import load_file
@@ -268,6 +268,14 @@ def test_init_audio_llm_command_whisper_tower_and_sft(tmp_path, whisper_tiny, as
                  "--vocab-size", "400", "--sft-examples", str(asr_data / "train.jsonl"), str(sft)]) == 0
     examples = [json.loads(l) for l in sft.read_text().splitlines()]
     assert len(examples) == 5 and "rejected_text" not in examples[0] and (sft.parent / examples[0]["audio"]).is_file()
+    weights = (tmp_path / "init" / "model.safetensors").read_bytes()
+    again = ["init-audio-llm", str(tmp_path / "init"), "--size", "test", "--encoder", "none", "--seed", "1"]
+    capsys.readouterr()
+    assert main(again) == 2  # an existing model folder: one line, nothing written
+    assert capsys.readouterr().err == f"error: {tmp_path / 'init'}: exists; pass --overwrite to replace it\n"
+    assert (tmp_path / "init" / "model.safetensors").read_bytes() == weights
+    assert main([*again, "--window-s", "10", "--vocab-size", "400", "--seed", "0", "--overwrite"]) == 0
+    assert (tmp_path / "init" / "model.safetensors").read_bytes() == weights  # the same model, written anew
     recipe = TrainRecipe(model=ModelConfig(path=str(tmp_path / "init"), adapter="audio_llm", freeze_encoder=True),
                          data=DataConfig(pairs=str(sft)), loss=LossConfig(type="sft", sft_weight=1.0, gamma=0.0),
                          train=TrainConfig(out_dir=str(tmp_path / "run"), lr=1e-2, max_steps=2, batch_size=4),

@@ -161,3 +161,31 @@ def test_bad_sources_raise_user_error(tmp_path: Path, capsys) -> None:
     assert not dst.exists()
     assert cli.main(["import-whisper-ct2", str(tmp_path / "missing"), str(dst)]) == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'missing'}: no such directory"
+
+
+def test_bundled_import_records_its_hub_origin(imported: Path) -> None:
+    """The bundled CT2 copy is faster-whisper's tiny.en, converted from openai/whisper-tiny.en: the import
+    says so in config.json, and the key survives a load and save_pretrained (as training saves)."""
+    import json
+
+    assert json.loads((imported / "config.json").read_text())["lpo_speech_base_model"] == "openai/whisper-tiny.en"
+    cfg = WhisperForConditionalGeneration.from_pretrained(imported).config
+    assert cfg.lpo_speech_base_model == "openai/whisper-tiny.en"
+
+
+def test_existing_destination_is_refused_unless_overwrite(tmp_path: Path, capsys) -> None:
+    """Like every command that writes a model folder: a non-empty DST stops in one line (exit 2, DST as
+    it was); --overwrite replaces it whole, through a temp folder beside it."""
+    dst = tmp_path / "base"
+    dst.mkdir()
+    (dst / "config.json").write_text("{}")
+    assert cli.main(["import-whisper-ct2", "bundled", str(dst)]) == 2
+    assert capsys.readouterr().err == f"error: {dst}: exists; pass --overwrite to replace it\n"
+    assert [p.name for p in dst.iterdir()] == ["config.json"] and (dst / "config.json").read_text() == "{}"
+    (tmp_path / "file").write_text("x")
+    assert cli.main(["import-whisper-ct2", "bundled", str(tmp_path / "file"), "--overwrite"]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'file'}: exists and is not a folder\n"
+    assert cli.main(["import-whisper-ct2", "bundled", str(dst), "--overwrite"]) == 0
+    assert "(from openai/whisper-tiny.en, recorded in its config.json)" in capsys.readouterr().out
+    assert (dst / "model.safetensors").is_file() and (dst / "config.json").read_text() != "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base", "file"]  # no temp folder left

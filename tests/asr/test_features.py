@@ -158,7 +158,7 @@ def test_build_pairs_then_train_compute_features_once_per_utterance(tmp_path, wh
     (tmp_path / "m.jsonl").write_text("".join(json.dumps({"id": f"u{i}", "audio": p.name, "text": t}) + "\n"
                                               for i, (p, t) in enumerate(zip(audio, texts))))
     args = [str(REPO / "recipes" / "asr" / "whisper-tiny-offline.yaml"), f"model.path={whisper_tiny}",
-            "build_pairs.manifest=m.jsonl", "build_pairs.work_dir=work", "data.pairs=work/pairs_ref.jsonl",
+            "build_pairs.manifest=m.jsonl", "build_pairs.work_dir=work", "data.pairs=work/pairs.jsonl",
             "train.out_dir=run", "build_pairs.perturbations=2", "train.batch_size=2", "train.max_steps=1",
             "train.warmup_steps=0", "runtime.device=cpu", "--quiet"]
     assert main(["build-pairs", *args]) == 0

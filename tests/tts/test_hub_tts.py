@@ -223,6 +223,31 @@ def test_import_errors_are_one_line(llasa, tmp_path, capsys):
     assert main(["import-tts-lm", "nobody/no-such-llasa", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: nobody/no-such-llasa: not a local folder") and "\n" not in err
-    with pytest.raises(UserError, match="already holds a model"):
+    with pytest.raises(UserError, match="exists; pass --overwrite to replace it"):
         from lpo_speech.tts.hub_lm import import_tts_lm
         import_tts_lm(str(src), dst)
+
+
+def test_import_refuses_an_existing_destination_unless_overwrite(llasa, tmp_path, capsys):
+    """A second import into a folder that holds something: one line, exit 2, the folder untouched;
+    --overwrite replaces it whole. A local source's recorded origin is carried into the copy."""
+    import shutil
+
+    src, codec_dir, _ = llasa
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    (dst / "notes.txt").write_text("mine")
+    args = ["import-tts-lm", str(src), str(dst), "--layout", "llasa", "--codec", f"hf:{codec_dir}"]
+    assert main(args) == 2
+    assert capsys.readouterr().err == f"error: {dst}: exists; pass --overwrite to replace it\n"
+    assert [p.name for p in dst.iterdir()] == ["notes.txt"]
+    imported = tmp_path / "src-imported"  # a local source that records where it came from
+    shutil.copytree(src, imported)
+    cfg = json.loads((imported / "config.json").read_text())
+    (imported / "config.json").write_text(json.dumps({**cfg, "lpo_speech_base_model": "HKUSTAudio/Llasa-1B"}))
+    args[1] = str(imported)
+    assert main([*args, "--overwrite"]) == 0
+    assert "from HKUSTAudio/Llasa-1B" in capsys.readouterr().out
+    assert not (dst / "notes.txt").exists() and (dst / "model.safetensors").is_file()
+    assert json.loads((dst / "config.json").read_text())["lpo_speech_base_model"] == "HKUSTAudio/Llasa-1B"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".dst.")] == []

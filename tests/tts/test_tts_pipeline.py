@@ -63,6 +63,16 @@ def test_eval_tts_metrics_resume_and_table(tts_world, tts_model, tmp_path):
     table = (tmp_path / "table.md").read_text()
     assert table.splitlines()[0].startswith("| model | wer | cer | wer_utt_mean | failure_rate | not_terminated_rate | sim |")
     assert "| a |" in table and "| b |" in table
+    # b against a prompt by prompt (the same model, greedy): no change in WER nor in failures
+    vs = res["b"]["vs_a"]
+    assert "vs_a" not in m and vs["delta_wer"] == 0 and vs["ci95"] == [0, 0] and vs["p_sign"] == 1 and vs["n"] == 2
+    assert vs["failure"] == {"delta": 0, "ci95": [0, 0], "p_sign": 1, "verdict": "within noise", "new": 0, "fixed": 0}
+    assert json.loads((tmp_path / "metrics.json").read_text())["b"]["vs_a"] == vs
+    assert table.splitlines()[0].endswith("| n | vs a | failure vs a |")
+    assert table.splitlines()[2].endswith("| baseline | baseline |")
+    assert table.splitlines()[3].endswith(
+        "| 0 errors, +0.0000 [+0.0000, +0.0000]: within noise (2 prompts) | +0.000 [+0.000, +0.000] |")
+    assert f"`{out / 'test_prompts.jsonl'}`: 2 prompts, {m['words']} words. `vs a`: " in table
     # Resume: a finished run scores nothing again and gives the same metrics.
     (tmp_path / "a" / "wavs" / "test-00000.wav").unlink()
     again = evaluate([str(tts_model)], ["a"], str(out / "test_prompts.jsonl"), str(tmp_path), **kw)

@@ -110,8 +110,13 @@ def test_init_codec_lm_and_cli_error(tmp_path, lpo):
     assert tok == TtsTokenizer() and num_parameters(lm) < 100_000
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     assert cfg["vocab_size"] == 1360 and cfg["tts"]["codec"] == "codec2:700C"
-    again = lpo("init-codec-lm", "--out", str(tmp_path / "m"), cwd=tmp_path, check=False)
-    assert again.returncode == 2 and again.stderr.count("\n") == 1 and "already holds a model" in again.stderr
+    before = {f.name: f.read_bytes() for f in (tmp_path / "m").iterdir()}
+    again = lpo("init-codec-lm", "--out", str(tmp_path / "m"), "--seed", "1", cwd=tmp_path, check=False)
+    assert again.returncode == 2 and again.stderr == f"error: {tmp_path / 'm'}: exists; pass --overwrite to replace it\n"
+    assert {f.name: f.read_bytes() for f in (tmp_path / "m").iterdir()} == before  # untouched
+    lpo("init-codec-lm", "--out", str(tmp_path / "m"), "--seed", "1", "--size", "test", "--overwrite", cwd=tmp_path)
+    assert (tmp_path / "m" / "model.safetensors").read_bytes() != before["model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".m.")) == []  # no temp folder left
 
 
 def test_limits_keep_the_full_worlds_splits(world, tmp_path):
