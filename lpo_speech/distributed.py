@@ -278,14 +278,24 @@ def _show(line: str, store) -> None:
         pass
 
 
+_stop = threading.Event()
+
+
+def _stop_watching(thread: threading.Thread) -> None:
+    """At exit: end the watcher before the interpreter tears down the store it polls (a C++ object in use
+    by another thread at teardown aborts the process: "terminate called without an active exception")."""
+    _stop.set()
+    thread.join(timeout=5)
+    _state["store"] = None
+
+
 def _watch_failures(rank: int) -> None:
     store = _failure_store()
-    if store is None:
+    if store is None or any(t.name == "lpo-speech-failures" and t.is_alive() for t in threading.enumerate()):
         return
 
     def watch() -> None:
-        while True:
-            time.sleep(0.2)
+        while not _stop.wait(0.2):
             try:
                 if not store.check([_FAILED]):
                     continue
@@ -308,4 +318,8 @@ def _watch_failures(rank: int) -> None:
             _stop_together(store)
             os._exit(2)
 
-    threading.Thread(target=watch, name="lpo-speech-failures", daemon=True).start()
+    import atexit
+
+    thread = threading.Thread(target=watch, name="lpo-speech-failures", daemon=True)
+    thread.start()
+    atexit.register(_stop_watching, thread)

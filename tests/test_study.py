@@ -31,7 +31,7 @@ def asr_data(tmp_path_factory):
 
 def study_text(whisper, data) -> str:
     common = (f'"model.path={whisper}", "build_pairs.manifest={data}/train.jsonl", "build_pairs.work_dir={{work}}/pairs", '
-              '"data.pairs={work}/pairs/pairs_ref.jsonl", "build_pairs.batch_size=4", "build_pairs.perturbations=2", '
+              '"data.pairs={work}/pairs/pairs.jsonl", "build_pairs.batch_size=4", "build_pairs.perturbations=2", '
               '"train.batch_size=2", "train.max_steps=1", "train.warmup_steps=0", "runtime.device=cpu"')
     return f"""name: tiny
 title: "Tiny: LPO vs DPO"
@@ -39,7 +39,7 @@ about: A two-row study on four utterances.
 work_dir: work
 steps:
   - run: lpo-speech build-pairs {RECIPE} {common.replace('"', '').replace(', ', ' ')} --quiet
-    done: "{{work}}/pairs/pairs_ref.jsonl"
+    done: "{{work}}/pairs/summary.json"
 runs:
   recipe: {RECIPE}
   overrides: [{common}, "train.log_every=1"]

@@ -212,12 +212,12 @@ def test_build_pairs_and_eval_from(kind, tmp_path, lpo, whisper_tiny, speech):
     else:
         source, cols, eval_cols = save_cuts(root, speech[0]), [], []
     ov = [f"model.path={whisper_tiny}", f"build_pairs.manifest={source}", f"build_pairs.work_dir={root / 'pairs'}",
-          f"data.pairs={root / 'pairs' / 'pairs_ref.jsonl'}", f"train.out_dir={root / 'lpo'}", *cols,
+          f"data.pairs={root / 'pairs' / 'pairs.jsonl'}", f"train.out_dir={root / 'lpo'}", *cols,
           "build_pairs.perturbations=2", "runtime.device=cpu"]
     res = lpo("build-pairs", str(RECIPE), *ov, "--quiet", cwd=root, env=OFFLINE)
     said = [l for l in res.stderr.splitlines() if l.startswith("audio: converting")]
     assert len(said) == 2  # 8 kHz stereo and 44.1 kHz, once each
-    pairs = lines(root / "pairs" / "pairs_ref.jsonl")
+    pairs = lines(root / "pairs" / "pairs.jsonl")
     assert {p["chosen_text"] for p in pairs} == set(TEXTS)
     assert all((root / "pairs" / p["audio"]).is_file() for p in pairs)
     assert json.loads((root / "pairs" / "input" / "source.json").read_text())["kind"] == (
